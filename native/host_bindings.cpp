@@ -1,0 +1,75 @@
+// vidtrt._kernels: the host (CPU) kernel library as a Python extension.
+// Functions take raw data pointers (as integers) plus shapes and element
+// strides; vidtrt/ops/*.py validates tensors and owns allocation, so this
+// layer has no dependency on PyTorch.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "common/vidtrt_kernel_common.h"
+#include "psla/psla_launch.h"
+
+namespace py = pybind11;
+
+namespace {
+
+vidtrt::DType parse_dtype(const std::string& name) {
+    if (name == "float32") return vidtrt::DType::kFloat32;
+    if (name == "float16") return vidtrt::DType::kFloat16;
+    throw std::invalid_argument("vidtrt._kernels: unsupported dtype '" + name + "' (float32, float16)");
+}
+
+vidtrt::Strides4 strides4(const std::array<int64_t, 4>& s) { return {s[0], s[1], s[2], s[3]}; }
+
+void check_status(int status, const char* op) {
+    switch (status) {
+        case vidtrt::kSuccess:
+            return;
+        case vidtrt::kInvalidArgument:
+            throw std::invalid_argument(std::string(op) + ": invalid shape or attribute");
+        case vidtrt::kUnsupportedDType:
+            throw std::invalid_argument(std::string(op) + ": unsupported dtype");
+        default:
+            throw std::runtime_error(std::string(op) + ": kernel failed with status " + std::to_string(status));
+    }
+}
+
+void psla_forward(const std::string& dtype, uintptr_t query, uintptr_t key, uintptr_t value, uintptr_t out,
+                  const std::array<int64_t, 5>& ncchw, int max_disp, const std::array<int64_t, 4>& query_strides,
+                  const std::array<int64_t, 4>& key_strides, const std::array<int64_t, 4>& value_strides,
+                  const std::array<int64_t, 4>& out_strides, int num_threads) {
+    vidtrt::psla::Problem p{{ncchw[0], ncchw[1], ncchw[2], ncchw[3], ncchw[4], max_disp},
+                            strides4(query_strides), strides4(key_strides), strides4(value_strides),
+                            strides4(out_strides)};
+    const auto dt = parse_dtype(dtype);
+    int status;
+    {
+        py::gil_scoped_release release;
+        status = vidtrt::psla::forward_host(dt, reinterpret_cast<const void*>(query), reinterpret_cast<const void*>(key),
+                                            reinterpret_cast<const void*>(value), reinterpret_cast<void*>(out), p,
+                                            num_threads);
+    }
+    check_status(status, "psla");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_kernels, m) {
+    m.doc() = "vidtrt host kernels (CPU builds of the fused kernel bodies)";
+    m.def("psla_forward", &psla_forward, py::arg("dtype"), py::arg("query"), py::arg("key"), py::arg("value"),
+          py::arg("out"), py::arg("ncchw"), py::arg("max_disp"), py::arg("query_strides"), py::arg("key_strides"),
+          py::arg("value_strides"), py::arg("out_strides"), py::arg("num_threads") = 0);
+    m.attr("PSLA_MAX_DISP") = vidtrt::psla::kMaxDisp;
+
+    py::dict build;
+    build["cuda_kernels"] = static_cast<bool>(VIDTRT_BUILT_CUDA);
+    build["plugins"] = static_cast<bool>(VIDTRT_BUILT_PLUGINS);
+    build["cuda_architectures"] = std::string(VIDTRT_CUDA_ARCHS);
+    build["tensorrt_headers_version"] = std::string(VIDTRT_TRT_HEADERS_VERSION);
+    build["tensorrt_include_dir"] = std::string(VIDTRT_TRT_INCLUDE_DIR);
+    m.attr("BUILD_INFO") = build;
+}

@@ -1,0 +1,28 @@
+// Launchers of the PSLA kernel body. Plain C++ signatures (no CUDA, TensorRT
+// or Python types) so the TensorRT plugin, the Python binding and tests can
+// all call them.
+#pragma once
+
+#include "../common/vidtrt_kernel_common.h"
+#include "psla_kernel.h"
+
+namespace vidtrt {
+namespace psla {
+
+struct Problem {
+    Shape shape;
+    Strides4 query, key, value, out;  // element strides of each tensor
+};
+
+// Runs on the calling thread's CPU with OpenMP over positions. num_threads <= 0
+// uses OpenMP's default. Returns a vidtrt::Status.
+int forward_host(DType dtype, const void* query, const void* key, const void* value, void* out,
+                 const Problem& problem, int num_threads);
+
+// Enqueues on `stream` (a cudaStream_t). Returns a vidtrt::Status; kCudaError
+// when the launch itself failed. Defined only when the CUDA sources are built.
+int forward_cuda(DType dtype, const void* query, const void* key, const void* value, void* out,
+                 const Problem& problem, void* stream);
+
+}  // namespace psla
+}  // namespace vidtrt

@@ -1,0 +1,1 @@
+"""Export of PyTorch modules to ONNX graphs with vidtrt's custom ops."""

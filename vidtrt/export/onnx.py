@@ -1,0 +1,75 @@
+"""The one ONNX export entry point every exporter uses.
+
+Uses PyTorch's TorchScript-based exporter (``dynamo=False``): its symbolic
+functions emit custom-domain nodes (``vidtrt::PSLA``) with typed attributes
+that ONNX Runtime and TensorRT's parser accept. The torch.export-based exporter
+failed on custom-domain ops in our trials (schema look-ups); see
+docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import onnx
+import torch
+
+from ..ops import registry
+
+DEFAULT_OPSET = 17
+
+
+def export_module(
+    module: torch.nn.Module,
+    args: tuple,
+    path: str | os.PathLike,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+    opset: int = DEFAULT_OPSET,
+) -> onnx.ModelProto:
+    """Exports ``module(*args)`` to ``path`` and returns the checked model.
+
+    Custom ops become ``vidtrt`` domain nodes and the model carries their
+    local functions, so ONNX Runtime runs the file as is. The file appears
+    only once it is complete and passes ``onnx.checker`` (full check).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = module.training
+    module.eval()
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*TorchScript-based ONNX export.*")
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx\.")
+            # Input checks compare shapes while tracing; they hold for the traced shapes
+            # and the graph does not depend on them.
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"vidtrt\.")
+            torch.onnx.export(
+                module,
+                tuple(args),
+                tmp,
+                dynamo=False,
+                opset_version=opset,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes={k: dict(v) for k, v in (dynamic_axes or {}).items()},
+                do_constant_folding=True,
+            )
+        model = onnx.load(tmp)
+        registry.attach_local_functions(model)
+        model.producer_name = "vidtrt"
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save(model, tmp)
+        os.replace(tmp, path)
+    finally:
+        module.train(was_training)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return model
