@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from types import ModuleType
 
 
@@ -33,3 +34,16 @@ def available() -> bool:
 def build_info() -> dict:
     """What the native build contains (CUDA kernels, plugin library, TensorRT headers)."""
     return dict(kernels().BUILD_INFO)
+
+
+def library_dir() -> Path:
+    """Where the build installed the plugin library and its C++ test."""
+    return Path(kernels().__file__).resolve().parent / "lib"
+
+
+def plugin_library_path() -> Path | None:
+    """libvidtrt_plugins.so, or None when this build has no plugin library."""
+    if not available() or not build_info()["plugins"]:
+        return None
+    path = library_dir() / "libvidtrt_plugins.so"
+    return path if path.exists() else None

@@ -232,4 +232,23 @@ def onnx_function(opset: int) -> onnx.FunctionProto:
     return b.build(doc=__doc__.split("\n\n")[0])
 
 
-register(CustomOp(OP_TYPE, PLUGIN_VERSION, ("max_disp",), onnx_function))
+def example(dtype: torch.dtype = torch.float32, seed: int = 0):
+    """A PSLA problem at a quarter of the paper's channels (c=64, C=256, 19×32, d=4)."""
+    g = torch.Generator().manual_seed(seed)
+    query, key = (torch.randn(1, 64, 19, 32, generator=g) * 0.25 for _ in range(2))
+    value = torch.randn(1, 256, 19, 32, generator=g)
+    return tuple(t.to(dtype) for t in (query, key, value)), {"max_disp": 4}
+
+
+register(
+    CustomOp(
+        op_type=OP_TYPE,
+        plugin_version=PLUGIN_VERSION,
+        attributes=("max_disp",),
+        build_function=onnx_function,
+        function=psla,
+        input_names=("query", "key", "value"),
+        output_names=("out",),
+        example=example,
+    )
+)

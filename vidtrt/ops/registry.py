@@ -24,6 +24,12 @@ class CustomOp:
     plugin_version: str  # TensorRT plugin version, also the node's plugin_version attribute
     attributes: tuple[str, ...]  # node attributes the local function reads (besides plugin_version)
     build_function: Callable[[int], onnx.FunctionProto]  # opset -> portable decomposition
+    # The public op, called as function(*tensors, **attrs, impl=...).
+    function: Callable
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    # A representative problem for the self-check: dtype -> (tensors, attrs).
+    example: Callable
 
 
 _OPS: dict[str, CustomOp] = {}

@@ -1,0 +1,38 @@
+# The two commands of the README:
+#   make demo   set up .venv, build, run the main job
+#   make test   set up .venv, build, run the test suite
+# Optional: TENSORRT_ROOT=/path/to/TensorRT (its include/ has NvInferRuntime.h)
+# builds libvidtrt_plugins.so too; VIDTRT_CUDA_ARCHITECTURES="75;86" narrows the
+# CUDA architectures (default 75;80;86;89;90).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEPS_STAMP := $(VENV)/.vidtrt-deps
+CMAKE_DEFINES := $(if $(VIDTRT_CUDA_ARCHITECTURES),-Ccmake.define.VIDTRT_CUDA_ARCHITECTURES="$(VIDTRT_CUDA_ARCHITECTURES)")
+
+.PHONY: demo test build doctor clean
+
+demo: build
+	$(VENV)/bin/vidtrt selfcheck
+
+test: build
+	$(VENV)/bin/pytest
+
+doctor: build
+	$(VENV)/bin/vidtrt doctor
+
+# torch is pinned to the release this project is tested with; the build tools are
+# installed up front so the editable install can reuse its build directory.
+$(DEPS_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=2.12" "numpy>=1.24" "onnx>=1.16" \
+		"onnxruntime>=1.18" "tqdm>=4.60" "pytest>=7" "hypothesis>=6.80"
+	touch $@
+
+build: $(DEPS_STAMP)
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]" $(CMAKE_DEFINES)
+
+clean:
+	rm -rf build $(VENV) vidtrt-selfcheck

@@ -1,0 +1,117 @@
+"""`vidtrt doctor`: which components this installation has, and what each
+missing one disables."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from . import __version__, _native
+
+
+@dataclass
+class Component:
+    name: str
+    found: bool
+    detail: str
+    disables: str  # what is unavailable when not found
+    required: bool = False
+
+
+def _module_version(name: str) -> str | None:
+    try:
+        module = importlib.import_module(name)
+    except Exception:  # a broken install counts as missing
+        return None
+    return getattr(module, "__version__", "unknown version")
+
+
+def _nvcc() -> tuple[bool, str]:
+    path = shutil.which("nvcc") or (os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc") if "CUDA_HOME" in os.environ else None)
+    if not path or not os.path.exists(path):
+        return False, "not on PATH"
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return False, f"{path} did not run: {err}"
+    match = re.search(r"release ([\d.]+)", out)
+    return True, f"{path} (CUDA {match.group(1) if match else '?'})"
+
+
+def _gpus() -> tuple[bool, str]:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            return True, ", ".join(names)
+    except Exception:  # CUDA driver problems look like "no GPU" here
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout.strip()
+            if out:
+                return True, out.replace("\n", "; ")
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return False, "no CUDA device visible"
+
+
+def components() -> list[Component]:
+    found: list[Component] = []
+    for name, disables in (
+        ("torch", "everything (reference ops, models, export)"),
+        ("onnx", "ONNX export"),
+        ("onnxruntime", "the onnxruntime backend and export verification"),
+    ):
+        version = _module_version(name)
+        found.append(Component(name, version is not None, version or "not importable", disables, required=True))
+
+    if _native.available():
+        info = _native.build_info()
+        found.append(Component("host kernel library", True, str(_native.kernels().__file__), "", required=True))
+        cuda_detail = f"compiled for sm {info['cuda_architectures']}" if info["cuda_kernels"] else "not compiled (no nvcc at build time)"
+        found.append(Component("CUDA kernels", info["cuda_kernels"], cuda_detail, "the TensorRT plugin library"))
+        trt_hdr = info["tensorrt_headers_version"]
+        found.append(
+            Component(
+                "TensorRT headers (build)",
+                bool(trt_hdr),
+                f"{trt_hdr} in {info['tensorrt_include_dir']}" if trt_hdr else "not found at build time (set TENSORRT_ROOT and reinstall)",
+                "the TensorRT plugin library",
+            )
+        )
+        plugin = _native.plugin_library_path()
+        found.append(
+            Component("plugin library", plugin is not None, str(plugin) if plugin else "not built", "TensorRT engines with vidtrt plugins (graphs fall back to the ops' ONNX functions)")
+        )
+    else:
+        found.append(Component("host kernel library", False, "vidtrt._kernels not importable; run `pip install -e .`", "impl='native' ops", required=True))
+
+    ok, detail = _nvcc()
+    found.append(Component("nvcc", ok, detail, "compiling the CUDA kernels and the plugin library"))
+    version = _module_version("tensorrt")
+    found.append(Component("tensorrt (Python)", version is not None, version or "not importable", "building engines and the tensorrt backend"))
+    ok, detail = _gpus()
+    found.append(Component("GPU", ok, detail, "running TensorRT engines and GPU benchmarks"))
+    return found
+
+
+def report() -> tuple[str, int]:
+    rows = components()
+    lines = [f"vidtrt {__version__} on Python {platform.python_version()} ({platform.machine()})"]
+    width = max(len(c.name) for c in rows)
+    for c in rows:
+        status = "ok     " if c.found else ("MISSING" if c.required else "missing")
+        line = f"  {status}  {c.name.ljust(width)}  {c.detail}"
+        if not c.found:
+            line += f"  -> disables: {c.disables}"
+        lines.append(line)
+    code = 1 if any(c.required and not c.found for c in rows) else 0
+    return "\n".join(lines), code
