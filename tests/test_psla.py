@@ -215,7 +215,7 @@ def test_onnx_graph_structure(onnx_dir):
     nodes = [n for n in model.graph.node if n.domain == "vidtrt"]
     assert [n.op_type for n in nodes] == ["PSLA"]
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[0].attribute}
-    assert attrs == {"max_disp": 4, "plugin_version": b"1"}
+    assert attrs == {"max_disp": 4, "plugin_version": b"1", "plugin_namespace": b"vidtrt"}
     functions = {(f.domain, f.name): f for f in model.functions}
     assert ("vidtrt", "PSLA") in functions
     assert list(functions["vidtrt", "PSLA"].attribute) == ["max_disp"]

@@ -1,6 +1,6 @@
 #include "psla_plugin.h"
 
-#include <new>
+#include <cstring>
 
 #include "../common/plugin_utils.h"
 #include "psla_launch.h"
@@ -359,7 +359,7 @@ IPluginV3* PslaPluginCreator::createPlugin(const char* name, const PluginFieldCo
         if (fc != nullptr && fc->fields != nullptr) {
             for (int32_t i = 0; i < fc->nbFields; ++i) {
                 const char* fieldName = fc->fields[i].name;
-                if (fieldName == nullptr || std::string(fieldName) != kPslaMaxDispField) {
+                if (fieldName == nullptr || std::strcmp(fieldName, kPslaMaxDispField) != 0) {
                     logVerbose(tag, ": ignoring field '", fieldName != nullptr ? fieldName : "(null)", "'");
                 }
             }

@@ -153,7 +153,15 @@ class _PSLAExport(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, query, key, value, max_disp):
-        out = g.op(f"{DOMAIN}::{OP_TYPE}", query, key, value, max_disp_i=max_disp, plugin_version_s=PLUGIN_VERSION)
+        out = g.op(
+            f"{DOMAIN}::{OP_TYPE}",
+            query,
+            key,
+            value,
+            max_disp_i=max_disp,
+            plugin_version_s=PLUGIN_VERSION,
+            plugin_namespace_s=DOMAIN,
+        )
         out.setType(value.type())
         return out
 

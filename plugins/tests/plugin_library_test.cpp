@@ -1,0 +1,786 @@
+// Checks libvidtrt_plugins.so the way TensorRT meets it: dlopen, the two C
+// entry points, then the plugin objects only through TensorRT's interfaces.
+// Needs neither a GPU nor libnvinfer: every call made here stays on the host
+// (the one enqueue that runs has an empty batch, which returns before CUDA).
+//
+// usage: vidtrt_plugin_library_test path/to/libvidtrt_plugins.so
+#include <NvInferRuntime.h>
+#include <dlfcn.h>
+#include <elf.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <initializer_list>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+using nvinfer1::DataType;
+using nvinfer1::Dims;
+using nvinfer1::DimsExprs;
+using nvinfer1::DynamicPluginTensorDesc;
+using nvinfer1::IDimensionExpr;
+using nvinfer1::IPluginCreatorInterface;
+using nvinfer1::IPluginCreatorV3One;
+using nvinfer1::IPluginV3;
+using nvinfer1::IPluginV3OneBuild;
+using nvinfer1::IPluginV3OneCore;
+using nvinfer1::IPluginV3OneRuntime;
+using nvinfer1::PluginCapabilityType;
+using nvinfer1::PluginField;
+using nvinfer1::PluginFieldCollection;
+using nvinfer1::PluginFieldType;
+using nvinfer1::PluginTensorDesc;
+using nvinfer1::TensorFormat;
+using nvinfer1::TensorRTPhase;
+using Severity = nvinfer1::ILogger::Severity;
+
+// ---------------------------------------------------------------- reporting
+
+namespace {
+
+int gPassed = 0;
+int gFailed = 0;
+
+void check(bool ok, const std::string& what, const char* file, int line) {
+    if (ok) {
+        ++gPassed;
+    } else {
+        ++gFailed;
+        std::fprintf(stderr, "FAIL %s:%d: %s\n", file, line, what.c_str());
+    }
+}
+
+#define CHECK(cond, what) check(static_cast<bool>(cond), std::string(what) + "  [" #cond "]", __FILE__, __LINE__)
+
+int finish() {
+    std::printf("%d passed, %d failed\n", gPassed, gFailed);
+    return gFailed == 0 ? 0 : 1;
+}
+
+// Stops the run: what follows depends on it.
+[[noreturn]] void fatal(const std::string& what) {
+    ++gFailed;
+    std::fprintf(stderr, "FATAL: %s\n", what.c_str());
+    std::exit(finish());
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// ---------------------------------------------------------------- logger
+
+class RecordingLogger final : public nvinfer1::ILogger {
+public:
+    void log(Severity severity, const char* msg) noexcept override {
+        std::lock_guard<std::mutex> lock(mMutex);
+        mMessages.emplace_back(severity, msg != nullptr ? msg : "");
+        if (std::getenv("VIDTRT_TEST_VERBOSE") != nullptr) std::fprintf(stderr, "  [log %d] %s\n", int(severity), msg);
+    }
+    size_t size() {
+        std::lock_guard<std::mutex> lock(mMutex);
+        return mMessages.size();
+    }
+    // Was a message of `severity` containing every part logged after `mark`?
+    bool loggedSince(size_t mark, Severity severity, std::initializer_list<const char*> parts) {
+        std::lock_guard<std::mutex> lock(mMutex);
+        for (size_t i = mark; i < mMessages.size(); ++i) {
+            if (mMessages[i].first != severity) continue;
+            bool all = true;
+            for (const char* p : parts) all = all && contains(mMessages[i].second, p);
+            if (all) return true;
+        }
+        return false;
+    }
+    bool anySince(size_t mark, Severity severity) {
+        std::lock_guard<std::mutex> lock(mMutex);
+        for (size_t i = mark; i < mMessages.size(); ++i) {
+            if (mMessages[i].first == severity) return true;
+        }
+        return false;
+    }
+    std::string lastMessage() {
+        std::lock_guard<std::mutex> lock(mMutex);
+        return mMessages.empty() ? std::string() : mMessages.back().second;
+    }
+
+private:
+    std::mutex mMutex;
+    std::vector<std::pair<Severity, std::string>> mMessages;
+};
+
+class TestLoggerFinder final : public nvinfer1::ILoggerFinder {
+public:
+    explicit TestLoggerFinder(nvinfer1::ILogger* logger) : mLogger(logger) {}
+    ~TestLoggerFinder() override = default;
+    nvinfer1::ILogger* findLogger() override { return mLogger; }
+
+private:
+    nvinfer1::ILogger* mLogger;
+};
+
+// ---------------------------------------------------------------- fake IExprBuilder
+//
+// IExprBuilder and IDimensionExpr forward every call to an implementation
+// object (apiv::VExprBuilder / apiv::VDimensionExpr, declared in
+// NvInferImpl.h) through a protected mImpl pointer. Supplying those objects
+// gives a builder that behaves like TensorRT's for constants; everything else
+// becomes an opaque symbol. Test-only: TensorRT warns against deriving from
+// these classes in code that must survive header upgrades.
+
+class FakeDimExpr final : public IDimensionExpr {
+public:
+    FakeDimExpr(bool constant, int64_t value) : mImplObject(constant, value) { mImpl = &mImplObject; }
+    ~FakeDimExpr() noexcept override = default;
+
+private:
+    class Impl final : public nvinfer1::apiv::VDimensionExpr {
+    public:
+        Impl(bool constant, int64_t value) : mConstant(constant), mValue(value) {}
+        bool isConstant() const override { return mConstant; }
+        int64_t getConstantValue() const override { return mConstant ? mValue : INT64_MIN; }
+        bool isSizeTensor() const override { return false; }
+
+    private:
+        bool mConstant;
+        int64_t mValue;
+    };
+    Impl mImplObject;
+};
+
+class FakeExprBuilder final : public nvinfer1::IExprBuilder {
+public:
+    FakeExprBuilder() : mImplObject(*this) { mImpl = &mImplObject; }
+    ~FakeExprBuilder() noexcept override = default;
+
+    const IDimensionExpr* symbol() { return make(false, 0); }
+    const IDimensionExpr* make(bool constant, int64_t value) {
+        mExprs.push_back(std::make_unique<FakeDimExpr>(constant, value));
+        return mExprs.back().get();
+    }
+    DimsExprs dims(std::initializer_list<int64_t> extents) {  // -1 makes a symbol
+        DimsExprs d{};
+        d.nbDims = static_cast<int32_t>(extents.size());
+        int32_t i = 0;
+        for (int64_t e : extents) d.d[i++] = e < 0 ? symbol() : constant(e);
+        return d;
+    }
+
+private:
+    class Impl final : public nvinfer1::apiv::VExprBuilder {
+    public:
+        explicit Impl(FakeExprBuilder& owner) : mOwner(owner) {}
+        const IDimensionExpr* constant(int64_t value) override { return mOwner.make(true, value); }
+        const IDimensionExpr* operation(nvinfer1::DimensionOperation op, const IDimensionExpr& a,
+                                        const IDimensionExpr& b) override {
+            if (!a.isConstant() || !b.isConstant()) return mOwner.symbol();
+            const int64_t x = a.getConstantValue();
+            const int64_t y = b.getConstantValue();
+            using Op = nvinfer1::DimensionOperation;
+            switch (op) {
+                case Op::kSUM: return constant(x + y);
+                case Op::kPROD: return constant(x * y);
+                case Op::kMAX: return constant(x > y ? x : y);
+                case Op::kMIN: return constant(x < y ? x : y);
+                case Op::kSUB: return constant(x - y);
+                case Op::kEQUAL: return constant(x == y);
+                case Op::kLESS: return constant(x < y);
+                case Op::kFLOOR_DIV: return y == 0 ? nullptr : constant(x / y - ((x % y != 0) && ((x < 0) != (y < 0))));
+                case Op::kCEIL_DIV: return y == 0 ? nullptr : constant(x / y + ((x % y != 0) && ((x < 0) == (y < 0))));
+            }
+            return nullptr;
+        }
+        const IDimensionExpr* declareSizeTensor(int32_t, const IDimensionExpr&, const IDimensionExpr&) override {
+            return mOwner.symbol();
+        }
+
+    private:
+        FakeExprBuilder& mOwner;
+    };
+    Impl mImplObject;
+    std::vector<std::unique_ptr<FakeDimExpr>> mExprs;
+};
+
+// ---------------------------------------------------------------- ELF inspection
+//
+// What the dynamic linker sees: the exported (defined, global) symbols and the
+// DT_NEEDED libraries. Read straight from the file so the test does not depend
+// on binutils being installed.
+
+struct ElfDynamicInfo {
+    bool ok = false;
+    std::string error;
+    std::set<std::string> exported;
+    std::vector<std::string> needed;
+};
+
+ElfDynamicInfo readElfDynamicInfo(const char* path) {
+    ElfDynamicInfo info;
+    std::ifstream in(path, std::ios::binary);
+    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (bytes.size() < sizeof(Elf64_Ehdr)) {
+        info.error = "file too small to be ELF";
+        return info;
+    }
+    Elf64_Ehdr eh;
+    std::memcpy(&eh, bytes.data(), sizeof(eh));
+    if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64) {
+        info.error = "not a 64-bit ELF file";
+        return info;
+    }
+    auto section = [&](size_t i) {
+        Elf64_Shdr sh;
+        std::memcpy(&sh, bytes.data() + eh.e_shoff + i * eh.e_shentsize, sizeof(sh));
+        return sh;
+    };
+    auto inFile = [&](uint64_t off, uint64_t size) { return off <= bytes.size() && size <= bytes.size() - off; };
+    if (!inFile(eh.e_shoff, uint64_t(eh.e_shnum) * eh.e_shentsize) || eh.e_shentsize < sizeof(Elf64_Shdr)) {
+        info.error = "section headers outside the file";
+        return info;
+    }
+    auto str = [&](const Elf64_Shdr& strtab, uint64_t off) -> std::string {
+        if (off >= strtab.sh_size || !inFile(strtab.sh_offset, strtab.sh_size)) return {};
+        const char* s = bytes.data() + strtab.sh_offset + off;
+        return std::string(s, strnlen(s, strtab.sh_size - off));
+    };
+    bool sawDynsym = false;
+    for (size_t i = 0; i < eh.e_shnum; ++i) {
+        const Elf64_Shdr sh = section(i);
+        if (sh.sh_link >= eh.e_shnum || !inFile(sh.sh_offset, sh.sh_size)) continue;
+        if (sh.sh_type == SHT_DYNSYM) {
+            sawDynsym = true;
+            const Elf64_Shdr strtab = section(sh.sh_link);
+            for (uint64_t off = 0; off + sizeof(Elf64_Sym) <= sh.sh_size; off += sizeof(Elf64_Sym)) {
+                Elf64_Sym sym;
+                std::memcpy(&sym, bytes.data() + sh.sh_offset + off, sizeof(sym));
+                const unsigned bind = ELF64_ST_BIND(sym.st_info);
+                const unsigned vis = ELF64_ST_VISIBILITY(sym.st_other);
+                if (sym.st_shndx == SHN_UNDEF || sym.st_name == 0) continue;
+                if (bind != STB_GLOBAL && bind != STB_WEAK && bind != STB_GNU_UNIQUE) continue;
+                if (vis != STV_DEFAULT && vis != STV_PROTECTED) continue;
+                info.exported.insert(str(strtab, sym.st_name));
+            }
+        } else if (sh.sh_type == SHT_DYNAMIC) {
+            const Elf64_Shdr strtab = section(sh.sh_link);
+            for (uint64_t off = 0; off + sizeof(Elf64_Dyn) <= sh.sh_size; off += sizeof(Elf64_Dyn)) {
+                Elf64_Dyn dyn;
+                std::memcpy(&dyn, bytes.data() + sh.sh_offset + off, sizeof(dyn));
+                if (dyn.d_tag == DT_NULL) break;
+                if (dyn.d_tag == DT_NEEDED) info.needed.push_back(str(strtab, dyn.d_un.d_val));
+            }
+        }
+    }
+    if (!sawDynsym) {
+        info.error = "no .dynsym section";
+        return info;
+    }
+    info.ok = true;
+    return info;
+}
+
+void testLibraryFile(const char* path) {
+    const ElfDynamicInfo info = readElfDynamicInfo(path);
+    if (!info.ok) fatal(std::string("cannot read the dynamic symbols of ") + path + ": " + info.error);
+    CHECK(info.exported.count("getCreators") == 1, "getCreators is exported");
+    CHECK(info.exported.count("setLoggerFinder") == 1, "setLoggerFinder is exported");
+    std::string ours;  // exported vidtrt symbols besides the entry points
+    for (const std::string& name : info.exported) {
+        if (name == "getCreators" || name == "setLoggerFinder") continue;
+        // Itanium mangling spells namespace vidtrt as "6vidtrt".
+        if (contains(name, "vidtrt") || contains(name, "psla") || contains(name, "Psla") || contains(name, "PSLA")) {
+            ours += " " + name;
+        }
+    }
+    CHECK(ours.empty(), "no vidtrt symbol besides getCreators and setLoggerFinder is exported:" + ours);
+    std::string forbidden;  // libraries that must not be needed at load time
+    for (const std::string& lib : info.needed) {
+        if (contains(lib, "nvinfer") || contains(lib, "libcuda.so") || contains(lib, "libcudart.so")) {
+            forbidden += " " + lib;
+        }
+    }
+    // No libnvinfer: the library must load in any TensorRT 11 process. No
+    // libcuda / libcudart: cudart is static and opens the driver lazily.
+    CHECK(forbidden.empty(), "needs neither TensorRT nor the CUDA driver or shared cudart:" + forbidden);
+}
+
+// ---------------------------------------------------------------- plugin helpers
+
+constexpr const char* kName = "PSLA";
+constexpr const char* kVersion = "1";
+constexpr const char* kNamespace = "vidtrt";
+constexpr const char* kField = "max_disp";
+
+RecordingLogger gLogger;
+
+Dims dims(std::initializer_list<int64_t> extents) {
+    Dims d{};
+    d.nbDims = static_cast<int32_t>(extents.size());
+    int32_t i = 0;
+    for (int64_t e : extents) d.d[i++] = e;
+    return d;
+}
+
+PluginTensorDesc desc(Dims d, DataType type = DataType::kFLOAT, TensorFormat format = TensorFormat::kLINEAR) {
+    PluginTensorDesc t{};
+    t.dims = d;
+    t.type = type;
+    t.format = format;
+    t.scale = 1.0F;
+    return t;
+}
+
+DynamicPluginTensorDesc dynDesc(Dims d, DataType type = DataType::kFLOAT, TensorFormat format = TensorFormat::kLINEAR) {
+    DynamicPluginTensorDesc t{};
+    t.desc = desc(d, type, format);
+    // Profile bounds: wildcards (-1) become a concrete 1..8 range.
+    t.min = t.opt = t.max = d;
+    for (int32_t i = 0; i < d.nbDims; ++i) {
+        if (d.d[i] < 0) {
+            t.min.d[i] = 1;
+            t.opt.d[i] = 4;
+            t.max.d[i] = 8;
+        }
+    }
+    return t;
+}
+
+struct Plugin {
+    std::unique_ptr<IPluginV3> owner;
+    IPluginV3OneCore* core = nullptr;
+    IPluginV3OneBuild* build = nullptr;
+    IPluginV3OneRuntime* runtime = nullptr;
+    explicit operator bool() const { return owner && core && build && runtime; }
+};
+
+// TensorRT hands out capability objects as IPluginCapability and downcasts them
+// by the kind it asked for; the test does the same.
+Plugin wrap(IPluginV3* raw) {
+    Plugin p;
+    p.owner.reset(raw);
+    if (raw == nullptr) return p;
+    p.core = static_cast<IPluginV3OneCore*>(raw->getCapabilityInterface(PluginCapabilityType::kCORE));
+    p.build = static_cast<IPluginV3OneBuild*>(raw->getCapabilityInterface(PluginCapabilityType::kBUILD));
+    p.runtime = static_cast<IPluginV3OneRuntime*>(raw->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+    return p;
+}
+
+struct Fields {
+    std::vector<PluginField> fields;
+    PluginFieldCollection collection() const { return PluginFieldCollection{int32_t(fields.size()), fields.data()}; }
+};
+
+Plugin create(IPluginCreatorV3One& creator, const Fields& f, TensorRTPhase phase = TensorRTPhase::kBUILD,
+              const char* layer = "psla_test") {
+    const PluginFieldCollection fc = f.collection();
+    return wrap(creator.createPlugin(layer, &fc, phase));
+}
+
+// max_disp as the plugin serialized it, or -1000 if it is not a single INT32.
+int32_t serializedMaxDisp(IPluginV3OneRuntime& runtime) {
+    const PluginFieldCollection* fc = runtime.getFieldsToSerialize();
+    if (fc == nullptr || fc->nbFields != 1 || fc->fields == nullptr) return -1000;
+    const PluginField& f = fc->fields[0];
+    if (f.name == nullptr || std::strcmp(f.name, kField) != 0 || f.type != PluginFieldType::kINT32 || f.length != 1 ||
+        f.data == nullptr) {
+        return -1000;
+    }
+    int32_t v;
+    std::memcpy(&v, f.data, sizeof(v));
+    return v;
+}
+
+bool sameIdentity(const IPluginV3OneCore& core) {
+    return std::string(core.getPluginName()) == kName && std::string(core.getPluginVersion()) == kVersion &&
+           std::string(core.getPluginNamespace()) == kNamespace;
+}
+
+// Asks supportsFormatCombination position by position, as TensorRT does, and
+// reports whether the whole combination is accepted.
+bool acceptsCombination(IPluginV3OneBuild& build, std::initializer_list<std::pair<DataType, TensorFormat>> io) {
+    std::vector<DynamicPluginTensorDesc> inOut;
+    for (const auto& t : io) inOut.push_back(dynDesc(dims({2, 16, 8, 12}), t.first, t.second));
+    for (int32_t pos = 0; pos < int32_t(inOut.size()); ++pos) {
+        if (!build.supportsFormatCombination(pos, inOut.data(), 3, 1)) return false;
+    }
+    return true;
+}
+
+// ---------------------------------------------------------------- tests
+
+void testCreatorIdentity(IPluginCreatorV3One& creator) {
+    const nvinfer1::InterfaceInfo info = creator.getInterfaceInfo();
+    CHECK(std::string(info.kind) == "PLUGIN CREATOR_V3ONE", "creator interface kind is PLUGIN CREATOR_V3ONE");
+    CHECK(info.major == 1 && info.minor == 0, "creator interface version is 1.0");
+    CHECK(std::string(creator.getPluginName()) == kName, "creator name is PSLA");
+    CHECK(std::string(creator.getPluginVersion()) == kVersion, "creator version is 1");
+    CHECK(std::string(creator.getPluginNamespace()) == kNamespace, "creator namespace is vidtrt");
+
+    const PluginFieldCollection* fc = creator.getFieldNames();
+    CHECK(fc != nullptr, "getFieldNames returns a collection");
+    if (fc == nullptr) return;
+    CHECK(fc->nbFields == 1 && fc->fields != nullptr, "exactly one field is advertised");
+    if (fc->nbFields != 1 || fc->fields == nullptr) return;
+    CHECK(fc->fields[0].name != nullptr && std::string(fc->fields[0].name) == kField, "the field is max_disp");
+    CHECK(fc->fields[0].type == PluginFieldType::kINT32, "max_disp is advertised as kINT32");
+    CHECK(fc->fields[0].length == 1, "max_disp is a scalar");
+}
+
+void testInterfaces(const Plugin& p) {
+    const nvinfer1::InterfaceInfo v3 = p.owner->getInterfaceInfo();
+    CHECK(std::string(v3.kind) == "PLUGIN" && v3.major == 1, "plugin is an IPluginV3 1.x");
+    CHECK(std::string(p.core->getInterfaceInfo().kind) == "PLUGIN_V3ONE_CORE", "kCORE is IPluginV3OneCore");
+    CHECK(std::string(p.build->getInterfaceInfo().kind) == "PLUGIN_V3ONE_BUILD", "kBUILD is IPluginV3OneBuild");
+    CHECK(p.build->getInterfaceInfo().major == 1, "build capability is the v1 interface");
+    CHECK(std::string(p.runtime->getInterfaceInfo().kind) == "PLUGIN_V3ONE_RUNTIME",
+          "kRUNTIME is IPluginV3OneRuntime");
+    CHECK(sameIdentity(*p.core), "plugin reports PSLA / 1 / vidtrt");
+    CHECK(p.build->getNbOutputs() == 1, "one output");
+    CHECK(p.build->getWorkspaceSize(nullptr, 0, nullptr, 0) == 0, "no workspace");
+    CHECK(p.runtime->setTactic(0) == 0, "setTactic(0) succeeds");
+    const char* meta = p.build->getMetadataString();
+    CHECK(meta != nullptr && contains(meta, "max_disp=4"), "metadata names max_disp");
+}
+
+void testOutputTypes(IPluginV3OneBuild& build) {
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
+        const DataType in[3] = {t, t, t};
+        DataType out[1] = {DataType::kINT8};
+        CHECK(build.getOutputDataTypes(out, 1, in, 3) == 0 && out[0] == t,
+              std::string("output type follows the inputs: ") + (t == DataType::kFLOAT ? "FP32" : "FP16"));
+    }
+    const size_t mark = gLogger.size();
+    const DataType bf16[3] = {DataType::kBF16, DataType::kBF16, DataType::kBF16};
+    DataType out[1];
+    CHECK(build.getOutputDataTypes(out, 1, bf16, 3) != 0, "BF16 value is refused by getOutputDataTypes");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"kBF16"}), "the refused type is logged");
+    const DataType two[2] = {DataType::kFLOAT, DataType::kFLOAT};
+    CHECK(build.getOutputDataTypes(out, 1, two, 2) != 0, "two inputs are refused by getOutputDataTypes");
+}
+
+void testFormats(IPluginV3OneBuild& build) {
+    using P = std::pair<DataType, TensorFormat>;
+    const auto F32 = P{DataType::kFLOAT, TensorFormat::kLINEAR};
+    const auto F16 = P{DataType::kHALF, TensorFormat::kLINEAR};
+    CHECK(acceptsCombination(build, {F32, F32, F32, F32}), "all FP32 linear is accepted");
+    CHECK(acceptsCombination(build, {F16, F16, F16, F16}), "all FP16 linear is accepted");
+    CHECK(!acceptsCombination(build, {F32, F16, F32, F32}), "FP32 query with FP16 key is refused");
+    CHECK(!acceptsCombination(build, {F16, F16, F32, F16}), "FP32 value among FP16 is refused");
+    CHECK(!acceptsCombination(build, {F32, F32, F32, F16}), "FP16 output from FP32 inputs is refused");
+    const auto I8 = P{DataType::kINT8, TensorFormat::kLINEAR};
+    CHECK(!acceptsCombination(build, {I8, I8, I8, I8}), "INT8 is refused");
+    const auto BF = P{DataType::kBF16, TensorFormat::kLINEAR};
+    CHECK(!acceptsCombination(build, {BF, BF, BF, BF}), "BF16 is refused");
+    const auto F16x32 = P{DataType::kHALF, TensorFormat::kCHW32};
+    CHECK(!acceptsCombination(build, {F16x32, F16x32, F16x32, F16x32}), "FP16 kCHW32 is refused");
+    const auto F32x32 = P{DataType::kFLOAT, TensorFormat::kCHW32};
+    CHECK(!acceptsCombination(build, {F32x32, F32x32, F32x32, F32x32}), "FP32 kCHW32 is refused");
+    const auto F16hwc8 = P{DataType::kHALF, TensorFormat::kHWC8};
+    CHECK(!acceptsCombination(build, {F16hwc8, F16hwc8, F16hwc8, F16hwc8}), "FP16 kHWC8 is refused");
+    const auto F32hwc = P{DataType::kFLOAT, TensorFormat::kHWC};
+    CHECK(!acceptsCombination(build, {F32, F32, F32hwc, F32}), "one kHWC value among linear tensors is refused");
+
+    DynamicPluginTensorDesc io[4] = {dynDesc(dims({1, 2, 3, 4})), dynDesc(dims({1, 2, 3, 4})),
+                                     dynDesc(dims({1, 5, 3, 4})), dynDesc(dims({1, 5, 3, 4}))};
+    CHECK(!build.supportsFormatCombination(4, io, 3, 1), "position past the last output is refused");
+    CHECK(!build.supportsFormatCombination(-1, io, 3, 1), "negative position is refused");
+    CHECK(!build.supportsFormatCombination(0, io, 2, 1), "a two-input layer is refused");
+}
+
+void testOutputShapes(IPluginV3OneBuild& build) {
+    FakeExprBuilder eb;
+    DimsExprs in[3] = {eb.dims({2, 16, 8, 12}), eb.dims({2, 16, 8, 12}), eb.dims({2, 32, 8, 12})};
+    DimsExprs out[1]{};
+    CHECK(build.getOutputShapes(in, 3, nullptr, 0, out, 1, eb) == 0, "getOutputShapes succeeds on constants");
+    bool constants = out[0].nbDims == 4;
+    const int64_t want[4] = {2, 32, 8, 12};
+    for (int32_t i = 0; constants && i < 4; ++i) {
+        constants = out[0].d[i] != nullptr && out[0].d[i]->isConstant() && out[0].d[i]->getConstantValue() == want[i];
+    }
+    CHECK(constants, "output shape is value's shape [2, 32, 8, 12]");
+
+    DimsExprs sym[3] = {eb.dims({-1, 16, -1, -1}), eb.dims({-1, 16, -1, -1}), eb.dims({-1, 32, -1, -1})};
+    CHECK(build.getOutputShapes(sym, 3, nullptr, 0, out, 1, eb) == 0, "getOutputShapes succeeds on symbols");
+    bool same = out[0].nbDims == 4;
+    for (int32_t i = 0; same && i < 4; ++i) same = out[0].d[i] == sym[2].d[i];
+    CHECK(same, "symbolic output dims are value's expressions");
+
+    size_t mark = gLogger.size();
+    DimsExprs badH[3] = {eb.dims({2, 16, 8, 12}), eb.dims({2, 16, 9, 12}), eb.dims({2, 32, 8, 12})};
+    CHECK(build.getOutputShapes(badH, 3, nullptr, 0, out, 1, eb) != 0, "constant H mismatch is refused early");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"H", "8", "9"}), "the H mismatch is logged");
+
+    mark = gLogger.size();
+    DimsExprs rank3[3] = {eb.dims({2, 16, 8, 12}), eb.dims({2, 16, 8, 12}), eb.dims({32, 8, 12})};
+    CHECK(build.getOutputShapes(rank3, 3, nullptr, 0, out, 1, eb) != 0, "rank-3 value is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"value", "rank 3"}), "the rank is logged");
+}
+
+void testConfigure(IPluginV3OneBuild& build) {
+    auto configure = [&](Dims q, Dims k, Dims v, Dims o) {
+        DynamicPluginTensorDesc in[3] = {dynDesc(q), dynDesc(k), dynDesc(v)};
+        DynamicPluginTensorDesc out[1] = {dynDesc(o)};
+        return build.configurePlugin(in, 3, out, 1);
+    };
+    const Dims q = dims({2, 16, 8, 12});
+    const Dims v = dims({2, 32, 8, 12});
+    CHECK(configure(q, q, v, v) == 0, "consistent dims configure");
+    const Dims qDyn = dims({-1, 16, -1, 12});
+    const Dims vDyn = dims({-1, 32, -1, 12});
+    CHECK(configure(qDyn, qDyn, vDyn, vDyn) == 0, "build-time wildcards configure");
+
+    size_t mark = gLogger.size();
+    CHECK(configure(q, q, dims({3, 32, 8, 12}), dims({3, 32, 8, 12})) != 0, "N mismatch is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"N", "[2, 16, 8, 12]", "[3, 32, 8, 12]"}),
+          "the N mismatch is logged with both shapes");
+
+    mark = gLogger.size();
+    CHECK(configure(q, dims({2, 16, 7, 12}), v, v) != 0, "H mismatch between query and key is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"H", "key"}), "the H mismatch is logged");
+
+    mark = gLogger.size();
+    CHECK(configure(q, q, dims({2, 32, 8, 13}), dims({2, 32, 8, 13})) != 0, "W mismatch is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"W", "12", "13"}), "the W mismatch is logged");
+
+    mark = gLogger.size();
+    CHECK(configure(q, dims({2, 8, 8, 12}), v, v) != 0, "query and key with different c are refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"disagree on c"}), "the c mismatch is logged");
+
+    mark = gLogger.size();
+    CHECK(configure(dims({16, 8, 12}), q, v, v) != 0, "rank-3 query is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"query", "rank 3"}), "the rank is logged");
+
+    mark = gLogger.size();
+    CHECK(configure(q, q, dims({1, 2, 32, 8, 12}), v) != 0, "rank-5 value is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"value", "rank 5"}), "the rank is logged");
+
+    CHECK(configure(q, q, v, dims({2, 16, 8, 12})) != 0, "an output that is not value's shape is refused");
+
+    DynamicPluginTensorDesc in[2] = {dynDesc(q), dynDesc(q)};
+    DynamicPluginTensorDesc out[1] = {dynDesc(v)};
+    CHECK(build.configurePlugin(in, 2, out, 1) != 0, "two inputs are refused by configurePlugin");
+}
+
+void testRuntime(IPluginV3OneRuntime& runtime) {
+    auto shapeChange = [&](Dims q, Dims k, Dims v, Dims o) {
+        PluginTensorDesc in[3] = {desc(q), desc(k), desc(v)};
+        PluginTensorDesc out[1] = {desc(o)};
+        return runtime.onShapeChange(in, 3, out, 1);
+    };
+    const Dims q = dims({2, 16, 8, 12});
+    const Dims v = dims({2, 32, 8, 12});
+    CHECK(shapeChange(q, q, v, v) == 0, "onShapeChange accepts consistent dims");
+    size_t mark = gLogger.size();
+    CHECK(shapeChange(q, q, dims({2, 32, 8, 11}), dims({2, 32, 8, 11})) != 0, "onShapeChange refuses a W mismatch");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"W", "[2, 32, 8, 11]"}), "the W mismatch is logged");
+    CHECK(shapeChange(dims({-1, 16, 8, 12}), q, v, v) != 0, "onShapeChange refuses unresolved extents");
+    CHECK(shapeChange(dims({2, 16, 8, 12, 1}), q, v, v) != 0, "onShapeChange refuses rank 5");
+
+    // An empty batch passes validation and returns before any CUDA call, so
+    // this runs the whole enqueue path without a device.
+    {
+        const Dims q0 = dims({0, 16, 8, 12});
+        const Dims v0 = dims({0, 32, 8, 12});
+        PluginTensorDesc in[3] = {desc(q0, DataType::kHALF), desc(q0, DataType::kHALF), desc(v0, DataType::kHALF)};
+        PluginTensorDesc out[1] = {desc(v0, DataType::kHALF)};
+        const void* inputs[3] = {nullptr, nullptr, nullptr};
+        void* outputs[1] = {nullptr};
+        CHECK(runtime.enqueue(in, out, inputs, outputs, nullptr, nullptr) == 0, "enqueue of an empty batch succeeds");
+    }
+    {
+        PluginTensorDesc in[3] = {desc(q), desc(q), desc(dims({2, 32, 4, 12}))};
+        PluginTensorDesc out[1] = {desc(dims({2, 32, 4, 12}))};
+        const void* inputs[3] = {nullptr, nullptr, nullptr};
+        void* outputs[1] = {nullptr};
+        mark = gLogger.size();
+        CHECK(runtime.enqueue(in, out, inputs, outputs, nullptr, nullptr) != 0, "enqueue refuses mismatched H");
+        CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"enqueue", "H"}), "the enqueue refusal is logged");
+    }
+    {
+        PluginTensorDesc in[3] = {desc(q, DataType::kINT8), desc(q, DataType::kINT8), desc(v, DataType::kINT8)};
+        PluginTensorDesc out[1] = {desc(v, DataType::kINT8)};
+        const void* inputs[3] = {nullptr, nullptr, nullptr};
+        void* outputs[1] = {nullptr};
+        CHECK(runtime.enqueue(in, out, inputs, outputs, nullptr, nullptr) != 0, "enqueue refuses INT8");
+    }
+}
+
+void testSerializationAndClone(IPluginCreatorV3One& creator, Plugin& original) {
+    CHECK(serializedMaxDisp(*original.runtime) == 4, "getFieldsToSerialize holds max_disp = 4 as one kINT32");
+
+    // What TensorRT does when it deserializes an engine: the serialized fields
+    // go back to the creator with phase kRUNTIME.
+    const PluginFieldCollection* serialized = original.runtime->getFieldsToSerialize();
+    Plugin restored = wrap(creator.createPlugin("restored", serialized, TensorRTPhase::kRUNTIME));
+    CHECK(static_cast<bool>(restored), "the creator rebuilds the plugin from its serialized fields");
+    if (restored) {
+        CHECK(sameIdentity(*restored.core), "the rebuilt plugin has the same identity");
+        CHECK(serializedMaxDisp(*restored.runtime) == 4, "max_disp survives serialization");
+    }
+
+    for (int32_t md : {0, 1, 8}) {
+        Fields f{{PluginField(kField, &md, PluginFieldType::kINT32, 1)}};
+        Plugin p = create(creator, f);
+        CHECK(p && serializedMaxDisp(*p.runtime) == md, "max_disp round trip for " + std::to_string(md));
+    }
+
+    Plugin clone = wrap(original.owner->clone());
+    CHECK(static_cast<bool>(clone), "clone returns a plugin with all three capabilities");
+    CHECK(clone.owner.get() != original.owner.get(), "clone is a new object");
+    Plugin attached = wrap(original.runtime->attachToContext(nullptr));
+    CHECK(static_cast<bool>(attached) && attached.owner.get() != original.owner.get(),
+          "attachToContext returns a new plugin");
+    // Destroy the original first: the copies must not point into it.
+    original.owner.reset();
+    if (clone) {
+        CHECK(sameIdentity(*clone.core), "clone keeps name, version and namespace");
+        CHECK(serializedMaxDisp(*clone.runtime) == 4, "clone keeps max_disp after the original is gone");
+        const PluginFieldCollection* fc = clone.runtime->getFieldsToSerialize();
+        CHECK(fc != nullptr && fc->nbFields == 1 && std::string(fc->fields[0].name) == kField,
+              "clone serializes exactly {max_disp}");
+    }
+    if (attached) {
+        CHECK(sameIdentity(*attached.core), "attached copy keeps its identity");
+        CHECK(serializedMaxDisp(*attached.runtime) == 4, "attached copy keeps max_disp");
+    }
+}
+
+void testCreationErrors(IPluginCreatorV3One& creator) {
+    auto refusedAndLogged = [&](const Fields& f, std::initializer_list<const char*> parts, const std::string& what,
+                                TensorRTPhase phase = TensorRTPhase::kBUILD) {
+        const size_t mark = gLogger.size();
+        Plugin p = create(creator, f, phase);
+        CHECK(!p.owner, what + ": createPlugin returns nullptr");
+        CHECK(gLogger.loggedSince(mark, Severity::kERROR, parts), what + ": an error is logged");
+    };
+    int32_t minusOne = -1;
+    refusedAndLogged(Fields{{PluginField(kField, &minusOne, PluginFieldType::kINT32, 1)}}, {"max_disp", "-1", "range"},
+                     "max_disp = -1");
+    int32_t nine = 9;
+    refusedAndLogged(Fields{{PluginField(kField, &nine, PluginFieldType::kINT32, 1)}}, {"max_disp", "9", "range"},
+                     "max_disp = 9");
+    float asFloat = 4.0F;
+    refusedAndLogged(Fields{{PluginField(kField, &asFloat, PluginFieldType::kFLOAT32, 1)}},
+                     {"max_disp", "kINT32", "kFLOAT32"}, "max_disp as kFLOAT32");
+    int64_t asInt64 = 4;
+    refusedAndLogged(Fields{{PluginField(kField, &asInt64, PluginFieldType::kINT64, 1)}},
+                     {"max_disp", "kINT32", "kINT64"}, "max_disp as kINT64");
+    int32_t pair[2] = {4, 4};
+    refusedAndLogged(Fields{{PluginField(kField, pair, PluginFieldType::kINT32, 2)}}, {"max_disp", "length 2"},
+                     "max_disp with two values");
+    refusedAndLogged(Fields{{PluginField(kField, nullptr, PluginFieldType::kINT32, 1)}}, {"max_disp", "no data"},
+                     "max_disp without data");
+    refusedAndLogged(Fields{}, {"max_disp"}, "runtime fields without max_disp", TensorRTPhase::kRUNTIME);
+
+    // Missing at build time: the documented default, with a warning.
+    {
+        const size_t mark = gLogger.size();
+        Plugin p = create(creator, Fields{});
+        CHECK(p && serializedMaxDisp(*p.runtime) == 4, "missing max_disp at build time defaults to 4");
+        CHECK(gLogger.loggedSince(mark, Severity::kWARNING, {"max_disp"}), "the default is announced as a warning");
+        Plugin q = wrap(creator.createPlugin("no_fields", nullptr, TensorRTPhase::kBUILD));
+        CHECK(q && serializedMaxDisp(*q.runtime) == 4, "a null field collection at build time uses the default");
+    }
+
+    // What the ONNX parser may forward besides max_disp.
+    {
+        int32_t md = 2;
+        const char version[] = "1";
+        const char ns[] = "vidtrt";
+        float other = 1.5F;
+        Fields f{{PluginField("plugin_version", version, PluginFieldType::kCHAR, 1),
+                  PluginField(kField, &md, PluginFieldType::kINT32, 1),
+                  PluginField("plugin_namespace", ns, PluginFieldType::kCHAR, 6),
+                  PluginField("something_newer", &other, PluginFieldType::kFLOAT32, 1)}};
+        const size_t mark = gLogger.size();
+        Plugin p = create(creator, f);
+        CHECK(p && serializedMaxDisp(*p.runtime) == 2, "unknown fields (plugin_version, ...) are ignored");
+        CHECK(!gLogger.anySince(mark, Severity::kERROR), "unknown fields are not reported as errors");
+    }
+}
+
+void testWithoutLogger(IPluginCreatorV3One& creator, void (*setLoggerFinder)(nvinfer1::ILoggerFinder*)) {
+    setLoggerFinder(nullptr);
+    const size_t mark = gLogger.size();
+    int32_t bad = 42;
+    Plugin p = create(creator, Fields{{PluginField(kField, &bad, PluginFieldType::kINT32, 1)}});
+    CHECK(!p.owner, "invalid max_disp is refused without a logger too");
+    CHECK(gLogger.size() == mark, "nothing reaches a detached logger");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2) {
+        std::fprintf(stderr, "usage: %s path/to/libvidtrt_plugins.so\n", argv[0]);
+        return 2;
+    }
+    const char* path = argv[1];
+    testLibraryFile(path);
+
+    void* handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) fatal(std::string("dlopen failed: ") + dlerror());
+
+    // The signatures TensorRT's loader expects (see trtexec --dynamicPlugins).
+    using GetCreatorsFn = IPluginCreatorInterface* const* (*)(int32_t&);
+    using SetLoggerFinderFn = void (*)(nvinfer1::ILoggerFinder*);
+    auto getCreators = reinterpret_cast<GetCreatorsFn>(dlsym(handle, "getCreators"));
+    auto setLoggerFinder = reinterpret_cast<SetLoggerFinderFn>(dlsym(handle, "setLoggerFinder"));
+    CHECK(getCreators != nullptr, "dlsym finds getCreators");
+    CHECK(setLoggerFinder != nullptr, "dlsym finds setLoggerFinder");
+    if (getCreators == nullptr || setLoggerFinder == nullptr) fatal("entry points missing");
+
+    TestLoggerFinder finder(&gLogger);
+    setLoggerFinder(&finder);
+
+    int32_t nbCreators = -1;
+    IPluginCreatorInterface* const* creators = getCreators(nbCreators);
+    CHECK(creators != nullptr && nbCreators >= 1, "getCreators returns at least one creator");
+    int32_t again = -1;
+    CHECK(getCreators(again) == creators && again == nbCreators, "getCreators is stable across calls");
+
+    IPluginCreatorV3One* psla = nullptr;
+    int32_t pslaCount = 0;
+    for (int32_t i = 0; creators != nullptr && i < nbCreators; ++i) {
+        CHECK(creators[i] != nullptr, "creator " + std::to_string(i) + " is not null");
+        if (creators[i] == nullptr) continue;
+        // The registry tells creator generations apart by interface kind before
+        // downcasting; IPluginCreatorInterface itself carries no name.
+        const nvinfer1::InterfaceInfo info = creators[i]->getInterfaceInfo();
+        CHECK(std::string(info.kind) == "PLUGIN CREATOR_V3ONE", "every creator is an IPluginCreatorV3One");
+        if (std::string(info.kind) != "PLUGIN CREATOR_V3ONE") continue;
+        auto* c = static_cast<IPluginCreatorV3One*>(creators[i]);
+        if (std::string(c->getPluginName()) == kName && std::string(c->getPluginNamespace()) == kNamespace) {
+            psla = c;
+            ++pslaCount;
+        }
+    }
+    CHECK(pslaCount == 1, "exactly one PSLA creator in namespace vidtrt");
+    if (psla == nullptr) fatal("no PSLA creator");
+
+    testCreatorIdentity(*psla);
+
+    int32_t md = 4;
+    Plugin plugin = create(*psla, Fields{{PluginField(kField, &md, PluginFieldType::kINT32, 1)}});
+    if (!plugin) fatal("createPlugin(max_disp=4, kBUILD) did not return a plugin with all capabilities");
+    testInterfaces(plugin);
+    testOutputTypes(*plugin.build);
+    testFormats(*plugin.build);
+    testOutputShapes(*plugin.build);
+    testConfigure(*plugin.build);
+    testRuntime(*plugin.runtime);
+    testSerializationAndClone(*psla, plugin);
+    testCreationErrors(*psla);
+    testWithoutLogger(*psla, setLoggerFinder);
+
+    // TensorRT's deregisterLibrary unloads the library; make sure that works
+    // once every plugin object is gone.
+    setLoggerFinder(nullptr);
+    CHECK(dlclose(handle) == 0, "dlclose succeeds");
+    return finish();
+}
