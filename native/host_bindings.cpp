@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common/vidtrt_kernel_common.h"
+#include "ps_roi_align/ps_roi_align_launch.h"
 #include "psla/psla_launch.h"
 
 namespace py = pybind11;
@@ -56,6 +57,31 @@ void psla_forward(const std::string& dtype, uintptr_t query, uintptr_t key, uint
     check_status(status, "psla");
 }
 
+// shape = (N, channels, H, W, R); channels = C·k·k. The RoI table may be FP32
+// or the features' dtype. RoIs with an out-of-range batch index come back as
+// zeros; vidtrt/ops/ps_roi_align.py reports them before calling this.
+void ps_roi_align_forward(const std::string& features_dtype, const std::string& rois_dtype, uintptr_t features,
+                          uintptr_t rois, uintptr_t out, const std::array<int64_t, 5>& shape, int output_size,
+                          float spatial_scale, int sampling_ratio, const std::array<int64_t, 4>& features_strides,
+                          const std::array<int64_t, 2>& rois_strides, const std::array<int64_t, 4>& out_strides,
+                          int num_threads) {
+    vidtrt::ps_roi_align::Problem p{
+        {shape[0], shape[1], shape[2], shape[3], shape[4], output_size, sampling_ratio, spatial_scale},
+        strides4(features_strides),
+        {rois_strides[0], rois_strides[1]},
+        strides4(out_strides)};
+    const auto fdt = parse_dtype(features_dtype);
+    const auto rdt = parse_dtype(rois_dtype);
+    int status;
+    {
+        py::gil_scoped_release release;
+        status = vidtrt::ps_roi_align::forward_host(fdt, rdt, reinterpret_cast<const void*>(features),
+                                                    reinterpret_cast<const void*>(rois), reinterpret_cast<void*>(out),
+                                                    p, num_threads);
+    }
+    check_status(status, "ps_roi_align");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_kernels, m) {
@@ -64,6 +90,10 @@ PYBIND11_MODULE(_kernels, m) {
           py::arg("out"), py::arg("ncchw"), py::arg("max_disp"), py::arg("query_strides"), py::arg("key_strides"),
           py::arg("value_strides"), py::arg("out_strides"), py::arg("num_threads") = 0);
     m.attr("PSLA_MAX_DISP") = vidtrt::psla::kMaxDisp;
+    m.def("ps_roi_align_forward", &ps_roi_align_forward, py::arg("features_dtype"), py::arg("rois_dtype"),
+          py::arg("features"), py::arg("rois"), py::arg("out"), py::arg("shape"), py::arg("output_size"),
+          py::arg("spatial_scale"), py::arg("sampling_ratio"), py::arg("features_strides"), py::arg("rois_strides"),
+          py::arg("out_strides"), py::arg("num_threads") = 0);
 
     py::dict build;
     build["cuda_kernels"] = static_cast<bool>(VIDTRT_BUILT_CUDA);

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <iterator>
 
+#include "../ps_roi_align/ps_roi_align_plugin.h"
 #include "../psla/psla_plugin.h"
 #include "plugin_utils.h"
 
@@ -23,8 +24,10 @@ namespace {
 // creator here, and nothing else in this file.
 nvinfer1::IPluginCreatorInterface* const* creatorTable(int32_t& count) noexcept {
     static vidtrt::plugin::PslaPluginCreator psla;
+    static vidtrt::plugin::PsRoiAlignPluginCreator psRoiAlign;
     static nvinfer1::IPluginCreatorInterface* const table[] = {
         &psla,
+        &psRoiAlign,
     };
     count = static_cast<int32_t>(std::size(table));
     return table;

@@ -8,6 +8,8 @@
 #include <dlfcn.h>
 #include <elf.h>
 
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -713,6 +715,464 @@ void testWithoutLogger(IPluginCreatorV3One& creator, void (*setLoggerFinder)(nvi
     CHECK(gLogger.size() == mark, "nothing reaches a detached logger");
 }
 
+
+// ---------------------------------------------------------------- PSRoIAlign
+//
+// The same walk through the TensorRT interfaces for the second creator; the
+// helpers above (dims, desc, wrap, Fields, FakeExprBuilder) are shared.
+
+namespace psroi {
+
+constexpr const char* kName = "PSRoIAlign";
+constexpr const char* kOutputSize = "output_size";
+constexpr const char* kSpatialScale = "spatial_scale";
+constexpr const char* kSamplingRatio = "sampling_ratio";
+
+struct Params {
+    int32_t outputSize;
+    float spatialScale;
+    int32_t samplingRatio;
+};
+
+// Owns the values its fields point to, so a Params temporary cannot dangle.
+struct ParamFields {
+    explicit ParamFields(Params p) : values(p) {}
+    Params values;
+    Fields fields() const {
+        return Fields{{PluginField(kOutputSize, &values.outputSize, PluginFieldType::kINT32, 1),
+                       PluginField(kSpatialScale, &values.spatialScale, PluginFieldType::kFLOAT32, 1),
+                       PluginField(kSamplingRatio, &values.samplingRatio, PluginFieldType::kINT32, 1)}};
+    }
+};
+
+const Params kRfcn{7, 0.0625F, 2};  // R-FCN: 7x7 bins on a stride-16 map, 2x2 samples per bin
+
+Plugin makePlugin(IPluginCreatorV3One& creator, const Fields& f, TensorRTPhase phase = TensorRTPhase::kBUILD) {
+    const PluginFieldCollection fc = f.collection();
+    return wrap(creator.createPlugin("psroi_test", &fc, phase));
+}
+
+Plugin makePlugin(IPluginCreatorV3One& creator, Params p, TensorRTPhase phase = TensorRTPhase::kBUILD) {
+    const ParamFields pf(p);
+    return makePlugin(creator, pf.fields(), phase);
+}
+
+// The serialized fields, exactly {output_size: kINT32, spatial_scale: kFLOAT32,
+// sampling_ratio: kINT32} in that order, or false.
+bool serialized(IPluginV3OneRuntime& runtime, Params& out) {
+    const PluginFieldCollection* fc = runtime.getFieldsToSerialize();
+    if (fc == nullptr || fc->nbFields != 3 || fc->fields == nullptr) return false;
+    const std::pair<const char*, PluginFieldType> want[3] = {{kOutputSize, PluginFieldType::kINT32},
+                                                             {kSpatialScale, PluginFieldType::kFLOAT32},
+                                                             {kSamplingRatio, PluginFieldType::kINT32}};
+    for (int32_t i = 0; i < 3; ++i) {
+        const PluginField& f = fc->fields[i];
+        if (f.name == nullptr || std::strcmp(f.name, want[i].first) != 0 || f.type != want[i].second ||
+            f.length != 1 || f.data == nullptr) {
+            return false;
+        }
+    }
+    std::memcpy(&out.outputSize, fc->fields[0].data, sizeof(int32_t));
+    std::memcpy(&out.spatialScale, fc->fields[1].data, sizeof(float));
+    std::memcpy(&out.samplingRatio, fc->fields[2].data, sizeof(int32_t));
+    return true;
+}
+
+bool serializedEquals(IPluginV3OneRuntime& runtime, Params want) {
+    Params got{};
+    return serialized(runtime, got) && got.outputSize == want.outputSize && got.spatialScale == want.spatialScale &&
+           got.samplingRatio == want.samplingRatio;
+}
+
+bool sameIdentity(const IPluginV3OneCore& core) {
+    return std::string(core.getPluginName()) == kName && std::string(core.getPluginVersion()) == kVersion &&
+           std::string(core.getPluginNamespace()) == kNamespace;
+}
+
+bool acceptsCombination(IPluginV3OneBuild& build, std::initializer_list<std::pair<DataType, TensorFormat>> io) {
+    const Dims shapes[3] = {dims({1, 392, 38, 63}), dims({300, 5}), dims({300, 8, 7, 7})};
+    std::vector<DynamicPluginTensorDesc> inOut;
+    int32_t i = 0;
+    for (const auto& t : io) inOut.push_back(dynDesc(shapes[i++ % 3], t.first, t.second));
+    for (int32_t pos = 0; pos < int32_t(inOut.size()); ++pos) {
+        if (!build.supportsFormatCombination(pos, inOut.data(), 2, 1)) return false;
+    }
+    return true;
+}
+
+bool constantDims(const DimsExprs& d, std::initializer_list<int64_t> want) {
+    if (d.nbDims != int32_t(want.size())) return false;
+    int32_t i = 0;
+    for (int64_t w : want) {
+        const IDimensionExpr* e = d.d[i++];
+        if (e == nullptr || !e->isConstant() || e->getConstantValue() != w) return false;
+    }
+    return true;
+}
+
+void testCreatorIdentity(IPluginCreatorV3One& creator) {
+    const nvinfer1::InterfaceInfo info = creator.getInterfaceInfo();
+    CHECK(std::string(info.kind) == "PLUGIN CREATOR_V3ONE", "PSRoIAlign creator interface kind is PLUGIN CREATOR_V3ONE");
+    CHECK(info.major == 1 && info.minor == 0, "PSRoIAlign creator interface version is 1.0");
+    CHECK(std::string(creator.getPluginName()) == kName, "creator name is PSRoIAlign");
+    CHECK(std::string(creator.getPluginVersion()) == kVersion, "PSRoIAlign creator version is 1");
+    CHECK(std::string(creator.getPluginNamespace()) == kNamespace, "PSRoIAlign creator namespace is vidtrt");
+
+    const PluginFieldCollection* fc = creator.getFieldNames();
+    CHECK(fc != nullptr && fc->nbFields == 3 && fc->fields != nullptr, "three fields are advertised");
+    if (fc == nullptr || fc->nbFields != 3 || fc->fields == nullptr) return;
+    // The ONNX parser forwards exactly these attributes, INT as kINT32 and FLOAT as kFLOAT32.
+    const std::pair<const char*, PluginFieldType> want[3] = {{kOutputSize, PluginFieldType::kINT32},
+                                                             {kSpatialScale, PluginFieldType::kFLOAT32},
+                                                             {kSamplingRatio, PluginFieldType::kINT32}};
+    for (int32_t i = 0; i < 3; ++i) {
+        const PluginField& f = fc->fields[i];
+        CHECK(f.name != nullptr && std::string(f.name) == want[i].first,
+              std::string("advertised field ") + std::to_string(i) + " is " + want[i].first);
+        CHECK(f.type == want[i].second && f.length == 1,
+              std::string(want[i].first) + " is advertised as a scalar of the type the ONNX parser sends");
+    }
+}
+
+void testInterfaces(const Plugin& p) {
+    CHECK(std::string(p.owner->getInterfaceInfo().kind) == "PLUGIN", "PSRoIAlign is an IPluginV3");
+    CHECK(std::string(p.core->getInterfaceInfo().kind) == "PLUGIN_V3ONE_CORE", "PSRoIAlign kCORE is IPluginV3OneCore");
+    CHECK(std::string(p.build->getInterfaceInfo().kind) == "PLUGIN_V3ONE_BUILD",
+          "PSRoIAlign kBUILD is IPluginV3OneBuild");
+    CHECK(std::string(p.runtime->getInterfaceInfo().kind) == "PLUGIN_V3ONE_RUNTIME",
+          "PSRoIAlign kRUNTIME is IPluginV3OneRuntime");
+    CHECK(sameIdentity(*p.core), "plugin reports PSRoIAlign / 1 / vidtrt");
+    CHECK(p.build->getNbOutputs() == 1, "PSRoIAlign has one output");
+    CHECK(p.build->getWorkspaceSize(nullptr, 0, nullptr, 0) == 0, "PSRoIAlign needs no workspace");
+    CHECK(p.runtime->setTactic(0) == 0, "PSRoIAlign setTactic(0) succeeds");
+    const char* meta = p.build->getMetadataString();
+    CHECK(meta != nullptr && contains(meta, "output_size=7") && contains(meta, "spatial_scale=0.0625") &&
+              contains(meta, "sampling_ratio=2"),
+          "metadata names all three attributes");
+}
+
+void testOutputTypes(IPluginV3OneBuild& build) {
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
+        const DataType in[2] = {t, t};
+        DataType out[1] = {DataType::kINT8};
+        CHECK(build.getOutputDataTypes(out, 1, in, 2) == 0 && out[0] == t,
+              std::string("PSRoIAlign output type follows the features: ") + (t == DataType::kFLOAT ? "FP32" : "FP16"));
+    }
+    const size_t mark = gLogger.size();
+    const DataType bf16[2] = {DataType::kBF16, DataType::kBF16};
+    DataType out[1];
+    CHECK(build.getOutputDataTypes(out, 1, bf16, 2) != 0, "BF16 features are refused by getOutputDataTypes");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"PSRoIAlign", "kBF16"}), "the refused type is logged");
+    const DataType three[3] = {DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT};
+    CHECK(build.getOutputDataTypes(out, 1, three, 3) != 0, "three inputs are refused by getOutputDataTypes");
+}
+
+void testFormats(IPluginV3OneBuild& build) {
+    using P = std::pair<DataType, TensorFormat>;
+    const auto F32 = P{DataType::kFLOAT, TensorFormat::kLINEAR};
+    const auto F16 = P{DataType::kHALF, TensorFormat::kLINEAR};
+    CHECK(acceptsCombination(build, {F32, F32, F32}), "PSRoIAlign: all FP32 linear is accepted");
+    CHECK(acceptsCombination(build, {F16, F16, F16}), "PSRoIAlign: all FP16 linear is accepted");
+    CHECK(!acceptsCombination(build, {F16, F32, F16}), "PSRoIAlign: FP32 rois with FP16 features are refused");
+    CHECK(!acceptsCombination(build, {F32, F16, F32}), "PSRoIAlign: FP16 rois with FP32 features are refused");
+    CHECK(!acceptsCombination(build, {F32, F32, F16}), "PSRoIAlign: FP16 output from FP32 inputs is refused");
+    const auto I8 = P{DataType::kINT8, TensorFormat::kLINEAR};
+    CHECK(!acceptsCombination(build, {I8, I8, I8}), "PSRoIAlign: INT8 is refused");
+    const auto BF = P{DataType::kBF16, TensorFormat::kLINEAR};
+    CHECK(!acceptsCombination(build, {BF, BF, BF}), "PSRoIAlign: BF16 is refused");
+    const auto I32 = P{DataType::kINT32, TensorFormat::kLINEAR};
+    CHECK(!acceptsCombination(build, {F32, I32, F32}), "PSRoIAlign: INT32 rois are refused");
+    const auto F16x32 = P{DataType::kHALF, TensorFormat::kCHW32};
+    CHECK(!acceptsCombination(build, {F16x32, F16, F16}), "PSRoIAlign: FP16 kCHW32 features are refused");
+    const auto F16hwc8 = P{DataType::kHALF, TensorFormat::kHWC8};
+    CHECK(!acceptsCombination(build, {F16hwc8, F16, F16}), "PSRoIAlign: FP16 kHWC8 features are refused");
+    const auto F32hwc = P{DataType::kFLOAT, TensorFormat::kHWC};
+    CHECK(!acceptsCombination(build, {F32, F32, F32hwc}), "PSRoIAlign: a kHWC output is refused");
+
+    DynamicPluginTensorDesc io[3] = {dynDesc(dims({1, 392, 38, 63})), dynDesc(dims({300, 5})),
+                                     dynDesc(dims({300, 8, 7, 7}))};
+    CHECK(!build.supportsFormatCombination(3, io, 2, 1), "PSRoIAlign: position past the last output is refused");
+    CHECK(!build.supportsFormatCombination(-1, io, 2, 1), "PSRoIAlign: negative position is refused");
+    CHECK(!build.supportsFormatCombination(0, io, 3, 1), "PSRoIAlign: a three-input layer is refused");
+}
+
+void testOutputShapes(IPluginV3OneBuild& build) {
+    FakeExprBuilder eb;
+    DimsExprs out[1]{};
+    DimsExprs in[2] = {eb.dims({2, 392, 38, 63}), eb.dims({300, 5})};
+    CHECK(build.getOutputShapes(in, 2, nullptr, 0, out, 1, eb) == 0, "PSRoIAlign getOutputShapes on constants");
+    CHECK(constantDims(out[0], {300, 8, 7, 7}), "output is [R, C*k*k / k^2, k, k] = [300, 8, 7, 7]");
+
+    DimsExprs sym[2] = {eb.dims({-1, 392, -1, -1}), eb.dims({-1, 5})};
+    CHECK(build.getOutputShapes(sym, 2, nullptr, 0, out, 1, eb) == 0, "PSRoIAlign getOutputShapes on symbols");
+    CHECK(out[0].nbDims == 4 && out[0].d[0] == sym[1].d[0], "output R is the rois' R expression");
+    CHECK(out[0].nbDims == 4 && out[0].d[1] != nullptr && out[0].d[1]->isConstant() &&
+              out[0].d[1]->getConstantValue() == 8 && out[0].d[2]->getConstantValue() == 7 &&
+              out[0].d[3]->getConstantValue() == 7,
+          "C and k stay constant when only N, H, W and R are dynamic");
+
+    DimsExprs symChannels[2] = {eb.dims({-1, -1, -1, -1}), eb.dims({-1, 5})};
+    CHECK(build.getOutputShapes(symChannels, 2, nullptr, 0, out, 1, eb) == 0,
+          "PSRoIAlign getOutputShapes with dynamic channels");
+    CHECK(out[0].nbDims == 4 && out[0].d[1] != nullptr && !out[0].d[1]->isConstant(),
+          "dynamic channels give a dynamic C (an expression, not a guess)");
+
+    size_t mark = gLogger.size();
+    DimsExprs badChannels[2] = {eb.dims({2, 391, 38, 63}), eb.dims({300, 5})};
+    CHECK(build.getOutputShapes(badChannels, 2, nullptr, 0, out, 1, eb) != 0,
+          "channels that are not a multiple of k^2 are refused early");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"391", "49"}), "the channel count and k^2 are logged");
+
+    mark = gLogger.size();
+    DimsExprs badRois[2] = {eb.dims({2, 392, 38, 63}), eb.dims({300, 4})};
+    CHECK(build.getOutputShapes(badRois, 2, nullptr, 0, out, 1, eb) != 0, "rois [R, 4] are refused early");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"4 columns", "[R, 5]"}), "the rois width is logged");
+
+    mark = gLogger.size();
+    DimsExprs rank3[2] = {eb.dims({392, 38, 63}), eb.dims({300, 5})};
+    CHECK(build.getOutputShapes(rank3, 2, nullptr, 0, out, 1, eb) != 0, "rank-3 features are refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"features", "rank 3"}), "the features rank is logged");
+
+    mark = gLogger.size();
+    DimsExprs roisRank3[2] = {eb.dims({2, 392, 38, 63}), eb.dims({1, 300, 5})};
+    CHECK(build.getOutputShapes(roisRank3, 2, nullptr, 0, out, 1, eb) != 0, "rank-3 rois are refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"rois", "rank 3"}), "the rois rank is logged");
+}
+
+void testConfigure(IPluginV3OneBuild& build) {
+    auto configure = [&](Dims f, Dims r, Dims o) {
+        DynamicPluginTensorDesc in[2] = {dynDesc(f), dynDesc(r)};
+        DynamicPluginTensorDesc out[1] = {dynDesc(o)};
+        return build.configurePlugin(in, 2, out, 1);
+    };
+    const Dims f = dims({2, 392, 38, 63});
+    const Dims r = dims({300, 5});
+    const Dims o = dims({300, 8, 7, 7});
+    CHECK(configure(f, r, o) == 0, "PSRoIAlign: consistent dims configure");
+    CHECK(configure(dims({-1, 392, -1, -1}), dims({-1, 5}), dims({-1, 8, 7, 7})) == 0,
+          "PSRoIAlign: build-time wildcards configure");
+    CHECK(configure(f, dims({0, 5}), dims({0, 8, 7, 7})) == 0, "PSRoIAlign: an empty RoI set configures");
+
+    size_t mark = gLogger.size();
+    CHECK(configure(f, dims({300, 4}), o) != 0, "PSRoIAlign: rois [300, 4] are refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"configurePlugin", "[300, 4]", "[R, 5]"}),
+          "the rois shape is logged");
+
+    mark = gLogger.size();
+    CHECK(configure(dims({2, 390, 38, 63}), r, o) != 0, "PSRoIAlign: 390 channels with k = 7 are refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"390", "49"}), "the channel count is logged");
+
+    mark = gLogger.size();
+    CHECK(configure(f, r, dims({300, 9, 7, 7})) != 0, "PSRoIAlign: an output with the wrong C is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"[300, 9, 7, 7]", "[300, 8, 7, 7]", "on C"}),
+          "the output mismatch is logged with the expected shape");
+    CHECK(configure(f, r, dims({299, 8, 7, 7})) != 0, "PSRoIAlign: an output with the wrong R is refused");
+    CHECK(configure(f, r, dims({300, 8, 3, 3})) != 0, "PSRoIAlign: an output with the wrong k is refused");
+
+    mark = gLogger.size();
+    CHECK(configure(dims({2, 392, 0, 63}), r, o) != 0, "PSRoIAlign: an empty H is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"empty H"}), "the empty H is logged");
+
+    mark = gLogger.size();
+    CHECK(configure(dims({392, 38, 63}), r, o) != 0, "PSRoIAlign: rank-3 features are refused by configurePlugin");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"features", "rank 3"}), "the rank is logged");
+
+    DynamicPluginTensorDesc in[3] = {dynDesc(f), dynDesc(r), dynDesc(r)};
+    DynamicPluginTensorDesc out[1] = {dynDesc(o)};
+    CHECK(build.configurePlugin(in, 3, out, 1) != 0, "PSRoIAlign: three inputs are refused by configurePlugin");
+}
+
+void testRuntime(IPluginV3OneRuntime& runtime) {
+    auto shapeChange = [&](Dims f, Dims r, Dims o) {
+        PluginTensorDesc in[2] = {desc(f), desc(r)};
+        PluginTensorDesc out[1] = {desc(o)};
+        return runtime.onShapeChange(in, 2, out, 1);
+    };
+    const Dims f = dims({2, 392, 38, 63});
+    const Dims r = dims({300, 5});
+    const Dims o = dims({300, 8, 7, 7});
+    CHECK(shapeChange(f, r, o) == 0, "PSRoIAlign onShapeChange accepts consistent dims");
+    size_t mark = gLogger.size();
+    CHECK(shapeChange(f, dims({12, 5}), o) != 0, "PSRoIAlign onShapeChange refuses an R mismatch");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"onShapeChange", "on R"}), "the R mismatch is logged");
+    CHECK(shapeChange(dims({-1, 392, 38, 63}), r, o) != 0, "PSRoIAlign onShapeChange refuses unresolved extents");
+
+    auto enqueue = [&](Dims fd, Dims rd, Dims od, DataType ft, DataType rt, DataType ot) {
+        PluginTensorDesc in[2] = {desc(fd, ft), desc(rd, rt)};
+        PluginTensorDesc out[1] = {desc(od, ot)};
+        const void* inputs[2] = {nullptr, nullptr};
+        void* outputs[1] = {nullptr};
+        return runtime.enqueue(in, out, inputs, outputs, nullptr, nullptr);
+    };
+    // No RoIs (or no output channels) pass validation and return before any
+    // CUDA call, so these run the whole enqueue path without a device.
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
+        CHECK(enqueue(f, dims({0, 5}), dims({0, 8, 7, 7}), t, t, t) == 0, "enqueue of an empty RoI set succeeds");
+    }
+    CHECK(enqueue(dims({2, 0, 38, 63}), r, dims({300, 0, 7, 7}), DataType::kHALF, DataType::kHALF,
+                  DataType::kHALF) == 0,
+          "enqueue with no output channels succeeds");
+    mark = gLogger.size();
+    CHECK(enqueue(f, dims({0, 5}), dims({0, 8, 5, 5}), DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT) != 0,
+          "enqueue refuses an output with the wrong k");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"enqueue", "[0, 8, 5, 5]"}), "the enqueue refusal is logged");
+    mark = gLogger.size();
+    CHECK(enqueue(f, dims({0, 5}), dims({0, 8, 7, 7}), DataType::kHALF, DataType::kFLOAT, DataType::kHALF) != 0,
+          "enqueue refuses FP32 rois with FP16 features");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"enqueue", "kHALF", "kFLOAT"}), "the type mix is logged");
+    CHECK(enqueue(f, dims({0, 5}), dims({0, 8, 7, 7}), DataType::kINT8, DataType::kINT8, DataType::kINT8) != 0,
+          "PSRoIAlign enqueue refuses INT8");
+}
+
+void testSerializationAndClone(IPluginCreatorV3One& creator, Plugin& original) {
+    CHECK(serializedEquals(*original.runtime, kRfcn),
+          "getFieldsToSerialize holds output_size 7 (kINT32), spatial_scale 0.0625 (kFLOAT32), sampling_ratio 2");
+
+    const PluginFieldCollection* fields = original.runtime->getFieldsToSerialize();
+    Plugin restored = wrap(creator.createPlugin("restored", fields, TensorRTPhase::kRUNTIME));
+    CHECK(static_cast<bool>(restored), "the PSRoIAlign creator rebuilds the plugin from its serialized fields");
+    if (restored) {
+        CHECK(sameIdentity(*restored.core), "the rebuilt PSRoIAlign plugin has the same identity");
+        CHECK(serializedEquals(*restored.runtime, kRfcn), "all three attributes survive serialization");
+    }
+
+    for (Params p : {Params{1, 1.0F, 1}, Params{3, 0.125F, 3}, Params{14, 0.03125F, 4}}) {
+        Plugin q = makePlugin(creator, p);
+        CHECK(q && serializedEquals(*q.runtime, p),
+              "attribute round trip for output_size " + std::to_string(p.outputSize));
+    }
+
+    Plugin clone = wrap(original.owner->clone());
+    CHECK(static_cast<bool>(clone) && clone.owner.get() != original.owner.get(), "PSRoIAlign clone is a new plugin");
+    Plugin attached = wrap(original.runtime->attachToContext(nullptr));
+    CHECK(static_cast<bool>(attached) && attached.owner.get() != original.owner.get(),
+          "PSRoIAlign attachToContext returns a new plugin");
+    // Destroy the original first: the copies must not point into it.
+    original.owner.reset();
+    if (clone) {
+        CHECK(sameIdentity(*clone.core), "PSRoIAlign clone keeps name, version and namespace");
+        CHECK(serializedEquals(*clone.runtime, kRfcn), "PSRoIAlign clone keeps its attributes after the original is gone");
+    }
+    if (attached) CHECK(serializedEquals(*attached.runtime, kRfcn), "attached PSRoIAlign copy keeps its attributes");
+}
+
+void testCreationErrors(IPluginCreatorV3One& creator) {
+    auto refusedAndLogged = [&](const Fields& f, std::initializer_list<const char*> parts, const std::string& what,
+                                TensorRTPhase phase = TensorRTPhase::kBUILD) {
+        const size_t mark = gLogger.size();
+        Plugin p = makePlugin(creator, f, phase);
+        CHECK(!p.owner, "PSRoIAlign " + what + ": createPlugin returns nullptr");
+        CHECK(gLogger.loggedSince(mark, Severity::kERROR, parts), "PSRoIAlign " + what + ": an error is logged");
+    };
+    auto withField = [](const ParamFields& base, size_t index, PluginField replacement) {
+        Fields f = base.fields();
+        f.fields[index] = replacement;
+        return f;
+    };
+    auto without = [](const ParamFields& base, size_t index) {
+        Fields f = base.fields();
+        f.fields.erase(f.fields.begin() + static_cast<std::ptrdiff_t>(index));
+        return f;
+    };
+    const ParamFields good(kRfcn);
+
+    // Out of range.
+    refusedAndLogged(ParamFields({0, 0.0625F, 2}).fields(), {"output_size", "0", "range"}, "output_size = 0");
+    refusedAndLogged(ParamFields({-3, 0.0625F, 2}).fields(), {"output_size", "-3", "range"}, "output_size = -3");
+    refusedAndLogged(ParamFields({7, 0.0625F, 0}).fields(), {"sampling_ratio", "0", "adaptive"}, "sampling_ratio = 0");
+    refusedAndLogged(ParamFields({7, 0.0625F, -1}).fields(), {"sampling_ratio", "-1", "adaptive"},
+                     "sampling_ratio = -1");
+    refusedAndLogged(ParamFields({7, 0.0F, 2}).fields(), {"spatial_scale", "range"}, "spatial_scale = 0");
+    refusedAndLogged(ParamFields({7, -0.5F, 2}).fields(), {"spatial_scale", "-0.5", "range"}, "spatial_scale = -0.5");
+    refusedAndLogged(ParamFields({7, INFINITY, 2}).fields(), {"spatial_scale", "inf", "range"}, "spatial_scale = inf");
+    refusedAndLogged(ParamFields({7, NAN, 2}).fields(), {"spatial_scale", "nan", "range"}, "spatial_scale = nan");
+
+    // Wrong types, lengths, data.
+    int64_t asInt64 = 7;
+    refusedAndLogged(withField(good, 0, PluginField(kOutputSize, &asInt64, PluginFieldType::kINT64, 1)),
+                     {"output_size", "kINT32", "kINT64"}, "output_size as kINT64");
+    float asFloat = 7.0F;
+    refusedAndLogged(withField(good, 0, PluginField(kOutputSize, &asFloat, PluginFieldType::kFLOAT32, 1)),
+                     {"output_size", "kINT32", "kFLOAT32"}, "output_size as kFLOAT32");
+    double asDouble = 0.0625;
+    refusedAndLogged(withField(good, 1, PluginField(kSpatialScale, &asDouble, PluginFieldType::kFLOAT64, 1)),
+                     {"spatial_scale", "kFLOAT32", "kFLOAT64"}, "spatial_scale as kFLOAT64");
+    int32_t asInt = 1;
+    refusedAndLogged(withField(good, 1, PluginField(kSpatialScale, &asInt, PluginFieldType::kINT32, 1)),
+                     {"spatial_scale", "kFLOAT32", "kINT32"}, "spatial_scale as kINT32");
+    refusedAndLogged(withField(good, 2, PluginField(kSamplingRatio, &asFloat, PluginFieldType::kFLOAT32, 1)),
+                     {"sampling_ratio", "kINT32", "kFLOAT32"}, "sampling_ratio as kFLOAT32");
+    float pair[2] = {0.0625F, 0.0625F};
+    refusedAndLogged(withField(good, 1, PluginField(kSpatialScale, pair, PluginFieldType::kFLOAT32, 2)),
+                     {"spatial_scale", "length 2"}, "spatial_scale with two values");
+    refusedAndLogged(withField(good, 2, PluginField(kSamplingRatio, nullptr, PluginFieldType::kINT32, 1)),
+                     {"sampling_ratio", "no data"}, "sampling_ratio without data");
+
+    // Missing: no default in either phase.
+    const char* names[3] = {kOutputSize, kSpatialScale, kSamplingRatio};
+    for (size_t i = 0; i < 3; ++i) {
+        for (TensorRTPhase phase : {TensorRTPhase::kBUILD, TensorRTPhase::kRUNTIME}) {
+            refusedAndLogged(without(good, i), {names[i], "missing"},
+                             std::string("missing ") + names[i] +
+                                 (phase == TensorRTPhase::kBUILD ? " at build time" : " at run time"),
+                             phase);
+        }
+    }
+    {
+        const size_t mark = gLogger.size();
+        Plugin p = wrap(creator.createPlugin("no_fields", nullptr, TensorRTPhase::kBUILD));
+        CHECK(!p.owner, "PSRoIAlign: a null field collection is refused");
+        CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"no_fields", "missing"}),
+              "the refusal names the layer and the missing field");
+    }
+
+    // What the ONNX parser may forward besides the three attributes, in any order.
+    {
+        const ParamFields p({3, 0.125F, 1});
+        const char version[] = "1";
+        const char ns[] = "vidtrt";
+        float other = 1.5F;
+        Fields f = p.fields();
+        f.fields.insert(f.fields.begin(), PluginField("plugin_version", version, PluginFieldType::kCHAR, 1));
+        f.fields.push_back(PluginField("plugin_namespace", ns, PluginFieldType::kCHAR, 6));
+        f.fields.push_back(PluginField("something_newer", &other, PluginFieldType::kFLOAT32, 1));
+        std::swap(f.fields[1], f.fields[3]);
+        const size_t mark = gLogger.size();
+        Plugin q = makePlugin(creator, f);
+        CHECK(q && serializedEquals(*q.runtime, p.values), "PSRoIAlign: unknown fields are ignored, order is free");
+        CHECK(!gLogger.anySince(mark, Severity::kERROR), "PSRoIAlign: unknown fields are not reported as errors");
+    }
+}
+
+void testWithoutLogger(IPluginCreatorV3One& creator, void (*setLoggerFinder)(nvinfer1::ILoggerFinder*),
+                       nvinfer1::ILoggerFinder* finder) {
+    setLoggerFinder(nullptr);
+    const size_t mark = gLogger.size();
+    Plugin p = makePlugin(creator, Params{0, 0.0625F, 2});
+    CHECK(!p.owner, "invalid output_size is refused without a logger too");
+    CHECK(gLogger.size() == mark, "nothing from PSRoIAlign reaches a detached logger");
+    setLoggerFinder(finder);
+}
+
+void run(IPluginCreatorV3One& creator, void (*setLoggerFinder)(nvinfer1::ILoggerFinder*),
+         nvinfer1::ILoggerFinder* finder) {
+    setLoggerFinder(finder);  // the PSLA checks end with it detached
+    psroi::testCreatorIdentity(creator);
+    Plugin plugin = makePlugin(creator, kRfcn);
+    if (!plugin) fatal("createPlugin(output_size=7, spatial_scale=1/16, sampling_ratio=2, kBUILD) failed");
+    psroi::testInterfaces(plugin);
+    psroi::testOutputTypes(*plugin.build);
+    psroi::testFormats(*plugin.build);
+    psroi::testOutputShapes(*plugin.build);
+    psroi::testConfigure(*plugin.build);
+    psroi::testRuntime(*plugin.runtime);
+    psroi::testSerializationAndClone(creator, plugin);
+    psroi::testCreationErrors(creator);
+    psroi::testWithoutLogger(creator, setLoggerFinder, finder);
+}
+
+}  // namespace psroi
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -746,6 +1206,8 @@ int main(int argc, char** argv) {
 
     IPluginCreatorV3One* psla = nullptr;
     int32_t pslaCount = 0;
+    IPluginCreatorV3One* psRoiAlign = nullptr;
+    int32_t psRoiAlignCount = 0;
     for (int32_t i = 0; creators != nullptr && i < nbCreators; ++i) {
         CHECK(creators[i] != nullptr, "creator " + std::to_string(i) + " is not null");
         if (creators[i] == nullptr) continue;
@@ -758,6 +1220,10 @@ int main(int argc, char** argv) {
         if (std::string(c->getPluginName()) == kName && std::string(c->getPluginNamespace()) == kNamespace) {
             psla = c;
             ++pslaCount;
+        }
+        if (std::string(c->getPluginName()) == psroi::kName && std::string(c->getPluginNamespace()) == kNamespace) {
+            psRoiAlign = c;
+            ++psRoiAlignCount;
         }
     }
     CHECK(pslaCount == 1, "exactly one PSLA creator in namespace vidtrt");
@@ -777,6 +1243,10 @@ int main(int argc, char** argv) {
     testSerializationAndClone(*psla, plugin);
     testCreationErrors(*psla);
     testWithoutLogger(*psla, setLoggerFinder);
+
+    CHECK(psRoiAlignCount == 1, "exactly one PSRoIAlign creator in namespace vidtrt");
+    if (psRoiAlign == nullptr) fatal("no PSRoIAlign creator");
+    psroi::run(*psRoiAlign, setLoggerFinder, &finder);
 
     // TensorRT's deregisterLibrary unloads the library; make sure that works
     // once every plugin object is gone.

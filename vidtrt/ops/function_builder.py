@@ -49,6 +49,15 @@ class FunctionBuilder:
         self.nodes.append(node)
         return out
 
+    def attr_float(self, attribute: str) -> str:
+        """A float32 scalar holding the value of the function attribute ``attribute``."""
+        out = self._fresh(attribute)
+        node = helper.make_node("Constant", [], [out])
+        ref = onnx.AttributeProto(name="value_float", ref_attr_name=attribute, type=onnx.AttributeProto.FLOAT)
+        node.attribute.append(ref)
+        self.nodes.append(node)
+        return out
+
     def unsqueeze(self, x: str, axes: Sequence[int]) -> str:
         return self.op("Unsqueeze", x, self.const(list(axes)))
 
