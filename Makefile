@@ -28,7 +28,7 @@ $(DEPS_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=2.12" "numpy>=1.24" "onnx>=1.16" \
-		"onnxruntime>=1.18" "tqdm>=4.60" "pytest>=7" "hypothesis>=6.80"
+		"onnxruntime>=1.18" "tqdm>=4.60" "opencv-python-headless>=4.8" "pytest>=7" "hypothesis>=6.80"
 	touch $@
 
 build: $(DEPS_STAMP)

@@ -1,0 +1,433 @@
+"""Frames in: video files, cameras and in-memory frames behind one iterator.
+
+``open_video(source)`` returns a :class:`FrameSource`, an iterator of
+``(frame_index, frame)`` pairs (``frame``: H×W×3 uint8, BGR, C-contiguous) that is
+also a context manager. Frame indices count from 0 in decode order.
+
+Files and cameras are decoded by ``cv2.VideoCapture`` on a background thread
+that feeds a bounded queue, so decoding overlaps with inference while memory
+stays bounded by ``queue_size`` frames. The capture is opened and its first frame
+decoded before ``open_video`` returns, so an unreadable source fails there, not
+somewhere inside the consumer's loop.
+
+In-memory iterables (lists of arrays, generators, a [N, H, W, 3] array) are read
+on the consumer's thread: the frames already exist or are made by Python code
+that holds the GIL anyway, and an arbitrary Python iterator cannot be
+interrupted from another thread, so a thread would buy nothing and could be left
+hanging on close.
+
+Every frame of a source must have the size of its first frame: pipelines carry
+per-stream state (feature maps, memories) whose shape follows the frame size.
+
+Errors about the media or the frames are :class:`VideoError`, a
+``RuntimeError``: they are discovered while running, from data, not from the
+caller's arguments (wrong argument *types* and values such as ``queue_size=0``
+still raise ``TypeError``/``ValueError``).
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import math
+import os
+import queue
+import threading
+import warnings
+import weakref
+from collections.abc import Iterable, Iterator, Sized
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = ["DEFAULT_FPS", "FrameSource", "VideoError", "VideoInfo", "open_video"]
+
+DEFAULT_FPS = 25.0
+
+# Beyond this a reported frame rate is a container time base, not a frame rate.
+_MAX_PLAUSIBLE_FPS = 1000.0
+# How often a blocked producer or consumer looks at the stop flag / thread state.
+_POLL_SECONDS = 0.05
+# A decode thread can only be stuck inside cv2's read(), which returns within
+# one frame interval for files and live cameras alike.
+_JOIN_TIMEOUT_SECONDS = 5.0
+
+_thread_numbers = itertools.count()
+
+
+class VideoError(RuntimeError):
+    """A video source cannot be opened or decoded, or delivered an invalid frame."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What is known about a source before it has been read to the end.
+
+    fps is DEFAULT_FPS when the source does not report a usable rate; width and
+    height are those of the first frame; frame_count is None when unknown
+    (cameras, streams, generators).
+    """
+
+    fps: float
+    width: int
+    height: int
+    frame_count: int | None
+
+
+class _End:
+    """Queue item: the source reported end of stream."""
+
+
+class _Failed:
+    """Queue item: the decode thread raised; the consumer re-raises."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_END = _End()
+
+
+def _check_frame(frame, index: int, expected_shape: tuple[int, ...] | None, origin: str) -> np.ndarray:
+    if not isinstance(frame, np.ndarray):
+        raise VideoError(
+            f"{origin}: frame {index} is a {type(frame).__name__}, expected a numpy array "
+            "of shape (H, W, 3) and dtype uint8 (BGR)"
+        )
+    if frame.dtype != np.uint8:
+        raise VideoError(f"{origin}: frame {index} has dtype {frame.dtype}, expected uint8 (BGR)")
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise VideoError(f"{origin}: frame {index} has shape {frame.shape}, expected (H, W, 3) with H, W > 0")
+    if expected_shape is not None and frame.shape != expected_shape:
+        raise VideoError(
+            f"{origin}: frame {index} has shape {frame.shape} but frame 0 had {expected_shape}; "
+            "all frames of a source must have one size"
+        )
+    return np.ascontiguousarray(frame)
+
+
+def _usable_fps(reported: float, fallback: float) -> float:
+    if math.isfinite(reported) and 0.0 < reported <= _MAX_PLAUSIBLE_FPS:
+        return float(reported)
+    return fallback
+
+
+class FrameSource(Iterator[tuple[int, np.ndarray]]):
+    """Iterator of (frame_index, frame); close it (or use ``with``) to stop early.
+
+    Breaking out of a ``for`` loop over a source that is not otherwise referenced
+    also closes it, when the source is garbage-collected (immediately in CPython).
+    """
+
+    def __init__(self, info: VideoInfo, origin: str):
+        self._info = info
+        self._origin = origin
+        self._closed = False
+
+    @property
+    def info(self) -> VideoInfo:
+        return self._info
+
+    @property
+    def origin(self) -> str:
+        """Human-readable name of the source, as used in error messages."""
+        return self._origin
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __iter__(self) -> FrameSource:
+        return self
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop reading and release the source; idempotent. Iteration then ends."""
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} {self._origin} {state} {self._info}>"
+
+
+def _decode_loop(
+    capture: cv2.VideoCapture,
+    first_frame: np.ndarray,
+    frame_count: int | None,
+    is_camera: bool,
+    origin: str,
+    frames: queue.Queue,
+    stop: threading.Event,
+) -> None:
+    # Holds no reference to the FrameSource, so dropping the source (e.g. after
+    # `break`) lets its finalizer run and stop this thread.
+    def deliver(item) -> bool:
+        while not stop.is_set():
+            try:
+                frames.put(item, timeout=_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        if not deliver((0, first_frame)):
+            return
+        index = 1
+        while not stop.is_set():
+            ok, frame = capture.read()
+            if not ok:
+                if stop.is_set():
+                    return
+                if is_camera:
+                    raise VideoError(f"{origin}: the camera stopped delivering frames after frame {index - 1}")
+                # cv2 reports a failed read the same way at the end of the file
+                # and on a decode error; the container's frame count tells them
+                # apart. Without a count (some streams) there is nothing to
+                # compare with, and the failure has to be taken as the end.
+                if frame_count is None or index >= frame_count:
+                    deliver(_END)
+                    return
+                raise VideoError(
+                    f"{origin}: decoding stopped at frame {index} of {frame_count}; "
+                    "the file is corrupt or truncated"
+                )
+            frame = _check_frame(frame, index, first_frame.shape, origin)
+            if not deliver((index, frame)):
+                return
+            index += 1
+    except BaseException as error:  # noqa: BLE001 — handed to the consumer, which re-raises it
+        deliver(_Failed(error))
+    finally:
+        capture.release()
+
+
+def _stop_decoder(stop: threading.Event, frames: queue.Queue, thread: threading.Thread) -> None:
+    stop.set()
+    # Dropping queued frames frees their memory now rather than when the source
+    # object is collected; the producer is not blocked on put() anyway.
+    while True:
+        try:
+            frames.get_nowait()
+        except queue.Empty:
+            break
+    if thread is threading.current_thread() or not thread.is_alive():
+        return
+    thread.join(_JOIN_TIMEOUT_SECONDS)
+    if thread.is_alive():
+        warnings.warn(
+            f"video decode thread {thread.name} did not stop within {_JOIN_TIMEOUT_SECONDS:.0f} s; "
+            "it will release its capture when the pending read returns",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+class _CaptureSource(FrameSource):
+    """A cv2.VideoCapture decoded on a background thread into a bounded queue."""
+
+    def __init__(
+        self, capture: cv2.VideoCapture, origin: str, is_camera: bool, queue_size: int, fallback_fps: float
+    ):
+        try:
+            try:
+                ok, first_frame = capture.read()
+            except cv2.error as error:
+                raise VideoError(
+                    f"{origin}: the first frame cannot be decoded ({error}); the file is unreadable or corrupt"
+                ) from error
+            if not ok or first_frame is None:
+                if is_camera:
+                    raise VideoError(f"{origin} opened but delivered no frame")
+                raise VideoError(f"{origin}: the first frame cannot be decoded; the file is unreadable or corrupt")
+            first_frame = _check_frame(first_frame, 0, None, origin)
+            frame_count = None
+            if not is_camera:
+                reported = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+                if math.isfinite(reported) and reported > 0:
+                    frame_count = int(round(reported))
+            info = VideoInfo(
+                fps=_usable_fps(capture.get(cv2.CAP_PROP_FPS), fallback_fps),
+                width=int(first_frame.shape[1]),
+                height=int(first_frame.shape[0]),
+                frame_count=frame_count,
+            )
+        except BaseException:
+            capture.release()
+            raise
+        super().__init__(info, origin)
+        self._frames: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=_decode_loop,
+            args=(capture, first_frame, frame_count, is_camera, origin, self._frames, self._stop),
+            name=f"vidtrt-decode-{next(_thread_numbers)}",
+            daemon=True,
+        )
+        self._thread.start()
+        self._finalizer = weakref.finalize(self, _stop_decoder, self._stop, self._frames, self._thread)
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The decode thread (exposed so callers and tests can check it has ended)."""
+        return self._thread
+
+    def close(self) -> None:
+        self._closed = True
+        self._finalizer()
+
+    def __next__(self) -> tuple[int, np.ndarray]:
+        while True:
+            if self._closed:
+                raise StopIteration
+            try:
+                item = self._frames.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                if self._thread.is_alive() or not self._frames.empty():
+                    continue
+                self.close()
+                raise VideoError(f"{self._origin}: the decode thread ended without reporting why") from None
+            if isinstance(item, tuple):
+                return item
+            self.close()
+            if isinstance(item, _Failed):
+                error = item.error
+                if isinstance(error, VideoError) or not isinstance(error, Exception):
+                    raise error
+                raise VideoError(f"{self._origin}: decoding failed: {error}") from error
+            raise StopIteration
+
+
+class _IterableSource(FrameSource):
+    """Frames from a Python iterable, validated one by one on the consumer's thread."""
+
+    def __init__(self, frames: Iterable, fps: float):
+        origin = "frame iterable"
+        self._iterator = iter(frames)
+        try:
+            first_frame = next(self._iterator)
+        except StopIteration:
+            raise VideoError(f"{origin}: yielded no frames") from None
+        try:
+            first_frame = _check_frame(first_frame, 0, None, origin)
+        except VideoError:
+            close = getattr(self._iterator, "close", None)
+            if callable(close):
+                close()
+            raise
+        frame_count = None
+        if isinstance(frames, Sized):
+            frame_count = len(frames)
+        super().__init__(
+            VideoInfo(
+                fps=fps,
+                width=int(first_frame.shape[1]),
+                height=int(first_frame.shape[0]),
+                frame_count=frame_count,
+            ),
+            origin,
+        )
+        self._shape = first_frame.shape
+        self._pending: np.ndarray | None = first_frame
+        self._next_index = 0
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pending = None
+        # A generator may hold resources in its own try/finally.
+        close = getattr(self._iterator, "close", None)
+        if callable(close):
+            close()
+
+    def __next__(self) -> tuple[int, np.ndarray]:
+        if self._closed:
+            raise StopIteration
+        index = self._next_index
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+        else:
+            try:
+                frame = next(self._iterator)
+            except StopIteration:
+                self.close()
+                raise
+            try:
+                frame = _check_frame(frame, index, self._shape, self._origin)
+            except VideoError:
+                self.close()
+                raise
+        self._next_index = index + 1
+        return index, frame
+
+
+def _open_capture(target, origin: str, is_camera: bool) -> cv2.VideoCapture:
+    capture = cv2.VideoCapture(target)
+    if capture.isOpened():
+        return capture
+    capture.release()
+    if is_camera:
+        raise VideoError(f"cannot open {origin}: no such camera, or it is in use")
+    raise VideoError(f"{origin}: OpenCV cannot open it; the file is unreadable or corrupt, or not a video")
+
+
+def open_video(source, queue_size: int = 8, *, fps: float | None = None) -> FrameSource:
+    """Open a video file (path), a camera (int index) or an iterable of BGR uint8 frames.
+
+    queue_size bounds the number of decoded frames waiting for the consumer.
+    fps is the frame rate to report when the source reports none (iterables
+    never do, some cameras and streams don't); DEFAULT_FPS when not given.
+    """
+    if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
+        raise ValueError(f"queue_size must be a positive integer, got {queue_size!r}")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    fallback_fps = DEFAULT_FPS if fps is None else float(fps)
+
+    if isinstance(source, bool):
+        raise TypeError("source must be a path, a camera index or an iterable of frames, not a bool")
+    if isinstance(source, (int, np.integer)):
+        index = int(source)
+        capture = _open_capture(index, f"camera {index}", is_camera=True)
+        return _CaptureSource(
+            capture, f"camera {index}", is_camera=True, queue_size=queue_size, fallback_fps=fallback_fps
+        )
+    if isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        if isinstance(text, bytes):
+            text = os.fsdecode(text)
+        if "://" in text:
+            # A network stream: nothing on disk to check first.
+            capture = _open_capture(text, f"stream {text}", is_camera=False)
+            return _CaptureSource(
+                capture, f"stream {text}", is_camera=False, queue_size=queue_size, fallback_fps=fallback_fps
+            )
+        path = Path(text)
+        if not path.exists():
+            raise VideoError(f"video file not found: {path}")
+        if not path.is_file():
+            raise VideoError(f"not a video file: {path}")
+        capture = _open_capture(str(path), f"video file {path}", is_camera=False)
+        return _CaptureSource(
+            capture, f"video file {path}", is_camera=False, queue_size=queue_size, fallback_fps=fallback_fps
+        )
+    if isinstance(source, np.ndarray) and source.ndim != 4:
+        raise VideoError(
+            f"an array source must be [N, H, W, 3] (a stack of frames), got shape {source.shape}; "
+            "wrap a single frame in a list"
+        )
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        raise TypeError("source must be a path, a camera index or an iterable of frames, not raw bytes")
+    if isinstance(source, Iterable):
+        return _IterableSource(source, fallback_fps)
+    raise TypeError(
+        f"source must be a path, a camera index or an iterable of frames, got {type(source).__name__}"
+    )
