@@ -29,6 +29,56 @@ def _cmd_selfcheck(args) -> int:
     return 1 if failed else 0
 
 
+def _cmd_models(args) -> int:
+    from .models.configs import CONFIGS, METHOD_OF, PAPER_PARAMS, build, parameter_count
+
+    print(f"{'config':<18} {'method':<8} {'parameters':>12}  paper")
+    for name in CONFIGS:
+        count = parameter_count(build(name))
+        print(f"{name:<18} {METHOD_OF[name]:<8} {count / 1e6:>11.1f}M  {PAPER_PARAMS.get(name, '-')}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .export.exporter import export_bundle
+
+    if args.config is None and args.checkpoint is None:
+        print("vidtrt export: give --config NAME, --checkpoint FILE, or both", file=sys.stderr)
+        return 2
+    print(f"vidtrt export: method {args.method}, config {args.config or '(from checkpoint)'} → {args.out}")
+    bundle = export_bundle(
+        args.method, args.out, config_name=args.config, checkpoint=args.checkpoint, seed=args.seed, verify=not args.no_verify
+    )
+    print(f"bundle written: {bundle.directory} ({', '.join(bundle.stages)})")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .runtime.runner import run_video
+
+    source = int(args.video) if args.video.isdigit() else args.video
+    outputs = [o for o in args.outputs.split(",") if o]
+    summary = run_video(
+        args.bundle,
+        source,
+        backend=args.backend,
+        out_dir=args.out,
+        outputs=outputs,
+        key_interval=args.key_interval,
+        key_placement=args.key_placement,
+        progress=not args.no_progress,
+    )
+    print(summary.format())
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    report = run_demo(args.out, num_frames=args.frames)
+    return 0 if report["frames_not_matching_reference"] == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidtrt",
@@ -36,6 +86,34 @@ def build_parser() -> argparse.ArgumentParser:
         "Temporal RoI Align, MFSA).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="export the small PSLA model, run a generated clip, report speed and fidelity")
+    p.add_argument("--out", default="vidtrt-demo", help="output directory (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=40, help="length of the generated clip (default: %(default)s)")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("export", help="export a detector to a bundle of ONNX stage graphs")
+    p.add_argument("--method", required=True, choices=["psla"])
+    p.add_argument("--config", help="named model config (see `vidtrt models`)")
+    p.add_argument("--checkpoint", help="native checkpoint (its config travels with it)")
+    p.add_argument("--out", required=True, help="bundle directory")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights when no checkpoint is given")
+    p.add_argument("--no-verify", action="store_true", help="skip running each graph in ONNX Runtime against PyTorch")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("run", help="run a video through a bundle")
+    p.add_argument("bundle")
+    p.add_argument("video", help="video file, or a camera index")
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt"])
+    p.add_argument("--out", default="vidtrt-out", help="output directory (default: %(default)s)")
+    p.add_argument("--outputs", default="jsonl,video,vid", help="any of jsonl,video,vid (default: %(default)s)")
+    p.add_argument("--key-interval", type=int, help="override the bundle's key frame interval")
+    p.add_argument("--key-placement", choices=["first", "middle"], help="override the bundle's key frame placement")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("models", help="list the model configs with their parameter counts")
+    p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("doctor", help="list the components found or missing, and what each missing one disables")
     p.set_defaults(func=_cmd_doctor)
@@ -57,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+        # Input problems (bad video, bundle, checkpoint, arguments) end with one clear line.
+        print(f"vidtrt {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ def export_module(
         model.producer_name = "vidtrt"
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a bundle is meant to be shared
         os.replace(tmp, path)
     finally:
         module.train(was_training)

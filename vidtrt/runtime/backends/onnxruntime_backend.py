@@ -1,0 +1,51 @@
+"""The ``onnxruntime`` backend: the bundle's ONNX graphs (custom ops run as
+their local functions). CPU here; the CUDA execution provider where present.
+Values stay OrtValues between stages, on the provider's device."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from ...export.bundle import Bundle
+from .base import Backend
+
+
+def default_providers() -> list[str]:
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, bundle: Bundle, providers: Sequence[str] | None = None, threads: int = 0, stages=None):
+        super().__init__(bundle)
+        self.providers = list(providers or default_providers())
+        self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        wanted = stages or list(bundle.stages)
+        self.sessions = {
+            name: ort.InferenceSession(str(bundle.path(bundle.stages[name].file)), options, providers=self.providers)
+            for name in wanted
+        }
+        self.output_names = {name: [o.name for o in s.get_outputs()] for name, s in self.sessions.items()}
+
+    def _run(self, stage: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        session = self.sessions[stage]
+        feeds = {i.name: self._as_ortvalue(inputs[i.name]) for i in session.get_inputs()}
+        outputs = session.run_with_ort_values(self.output_names[stage], feeds)
+        return dict(zip(self.output_names[stage], outputs))
+
+    def _as_ortvalue(self, value) -> ort.OrtValue:
+        return value if isinstance(value, ort.OrtValue) else self.from_numpy(value)
+
+    def from_numpy(self, array: np.ndarray) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
+
+    def to_numpy(self, value: ort.OrtValue) -> np.ndarray:
+        return value.numpy()
