@@ -14,7 +14,7 @@ CMAKE_DEFINES := $(if $(VIDTRT_CUDA_ARCHITECTURES),-Ccmake.define.VIDTRT_CUDA_AR
 .PHONY: demo test build doctor clean
 
 demo: build
-	$(VENV)/bin/vidtrt selfcheck
+	$(VENV)/bin/vidtrt demo
 
 test: build
 	$(VENV)/bin/pytest
@@ -35,4 +35,4 @@ build: $(DEPS_STAMP)
 	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]" $(CMAKE_DEFINES)
 
 clean:
-	rm -rf build $(VENV) vidtrt-selfcheck
+	rm -rf build $(VENV) vidtrt-selfcheck vidtrt-demo
