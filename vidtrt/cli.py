@@ -46,10 +46,44 @@ def _cmd_export(args) -> int:
         print("vidtrt export: give --config NAME, --checkpoint FILE, or both", file=sys.stderr)
         return 2
     print(f"vidtrt export: method {args.method}, config {args.config or '(from checkpoint)'} → {args.out}")
+    precisions = args.precisions.split(",")
+    unknown = set(precisions) - {"fp32", "fp16"}
+    if unknown or "fp32" not in precisions:
+        print("vidtrt export: --precisions takes fp32 and optionally fp16 (INT8 comes from `vidtrt calibrate`)", file=sys.stderr)
+        return 2
     bundle = export_bundle(
         args.method, args.out, config_name=args.config, checkpoint=args.checkpoint, seed=args.seed, verify=not args.no_verify
     )
-    print(f"bundle written: {bundle.directory} ({', '.join(bundle.stages)})")
+    if "fp16" in precisions:
+        from .export.precision import write_fp16_variants
+
+        write_fp16_variants(bundle)
+    print(f"bundle written: {bundle.directory} ({', '.join(bundle.stages)}; {', '.join(bundle.precisions())})")
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    from .calibration.calibrate import calibrate_bundle
+
+    sources = [int(v) if v.isdigit() else v for v in args.videos]
+    print(f"vidtrt calibrate: {args.bundle} on {len(sources)} video(s), up to {args.max_samples} inputs per stage")
+    counts, calls = calibrate_bundle(args.bundle, sources, max_samples=args.max_samples, method=args.method, progress=not args.no_progress)
+    print("int8 graphs written; calibration inputs per stage: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    import json
+
+    from .bench import bench_bundle, format_report
+
+    source = int(args.video) if args.video.isdigit() else args.video
+    report = bench_bundle(args.bundle, args.precision.split(","), source, backend=args.backend, warmup=args.warmup)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -99,7 +133,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bundle directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights when no checkpoint is given")
     p.add_argument("--no-verify", action="store_true", help="skip running each graph in ONNX Runtime against PyTorch")
+    p.add_argument("--precisions", default="fp32,fp16", help="graph precisions to write: fp32[,fp16] (default: %(default)s)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("calibrate", help="INT8 graphs calibrated on what the FP32 pipeline feeds each stage")
+    p.add_argument("bundle")
+    p.add_argument("videos", nargs="+", help="calibration videos (files or camera indices)")
+    p.add_argument("--max-samples", type=int, default=32, help="recorded inputs per stage (default: %(default)s)")
+    p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser("bench", help="each precision against FP32 per stage and end to end, with timings")
+    p.add_argument("bundle")
+    p.add_argument("video", help="video file (or camera index) to measure on")
+    p.add_argument("--precision", default="fp32,fp16,int8", help="comma-separated (default: %(default)s)")
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt"])
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per stage (default: %(default)s)")
+    p.add_argument("--json", help="also write the report as JSON")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("run", help="run a video through a bundle")
     p.add_argument("bundle")

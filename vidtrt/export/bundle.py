@@ -71,6 +71,10 @@ class Manifest:
     versions: dict = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # relative path → sha256
     verification: dict = field(default_factory=dict)
+    # Precision variants beside the FP32 graphs: {"fp16": {"files": {stage: path}, ...}, "int8": {...}}
+    variants: dict = field(default_factory=dict)
+    # TensorRT engines: {precision: {"files": {stage: path}, "tensorrt_version", "gpu_name", ...}}
+    engines: dict = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -119,10 +123,21 @@ def tool_versions() -> dict:
     }
 
 
-def write_manifest(directory: Path, manifest: Manifest) -> None:
-    """Hashes every stage graph and the checkpoint, then writes manifest.json atomically."""
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _referenced_files(manifest: Manifest) -> list[str]:
     files = [s.file for s in manifest.stages.values()] + [manifest.checkpoint]
-    manifest.files = {f: sha256(directory / f) for f in files}
+    for section in (manifest.variants, manifest.engines):
+        for entry in section.values():
+            files += list(entry.get("files", {}).values()) + list(entry.get("extra_files", []))
+    return files
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    """Hashes every file the manifest refers to (graphs, variants, engines,
+    checkpoint, calibration data), then writes manifest.json atomically."""
+    manifest.files = {f: sha256(directory / f) for f in _referenced_files(manifest)}
     tmp = directory / (MANIFEST + ".tmp")
     tmp.write_text(manifest.to_json())
     os.replace(tmp, directory / MANIFEST)
@@ -139,6 +154,26 @@ class Bundle:
     @property
     def stages(self) -> dict[str, StageSpec]:
         return self.manifest.stages
+
+    def precisions(self) -> list[str]:
+        """Precisions with ONNX graphs in this bundle (fp32 always)."""
+        return ["fp32"] + [p for p in PRECISIONS[1:] if p in self.manifest.variants]
+
+    def stage_file(self, stage: str, precision: str = "fp32") -> Path:
+        """The ONNX graph of ``stage`` in ``precision``."""
+        if stage not in self.stages:
+            raise BundleError(f"bundle {self.directory} has no stage {stage!r}; it has {', '.join(self.stages)}")
+        if precision == "fp32":
+            return self.path(self.stages[stage].file)
+        variant = self.manifest.variants.get(precision)
+        if variant is None:
+            how = "vidtrt calibrate" if precision == "int8" else "vidtrt export --precisions fp32,fp16"
+            raise BundleError(f"bundle {self.directory} has no {precision} graphs; create them with `{how}`")
+        return self.path(variant["files"][stage])
+
+    def save(self) -> None:
+        """Rewrites the manifest (after adding variants or engines), re-hashing every file."""
+        write_manifest(self.directory, self.manifest)
 
 
 def load_bundle(directory: str | os.PathLike, verify_hashes: bool = True) -> Bundle:

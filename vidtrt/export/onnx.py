@@ -63,6 +63,7 @@ def export_module(
                 do_constant_folding=True,
             )
         model = onnx.load(tmp)
+        _materialise_shared_initializers(model)
         registry.attach_local_functions(model)
         model.producer_name = "vidtrt"
         onnx.checker.check_model(model, full_check=True)
@@ -74,3 +75,25 @@ def export_module(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return model
+
+
+def _materialise_shared_initializers(model: onnx.ModelProto) -> None:
+    """Replaces ``Identity(initializer)`` nodes with a copy of the initializer.
+
+    The exporter deduplicates equal parameters (e.g. the all-zero biases of
+    BN-folded convolutions) and re-exposes them through Identity nodes; a
+    weight or bias that is not an initializer hides it from tools that fold,
+    quantise or convert weights (onnxruntime.quantization, FP16 conversion).
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    keep = []
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(inits[node.input[0]])
+            copy.name = node.output[0]
+            model.graph.initializer.append(copy)
+        else:
+            keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)

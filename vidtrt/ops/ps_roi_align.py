@@ -403,5 +403,8 @@ register(
         input_names=("features", "rois"),
         output_names=("out",),
         example=example,
+        # RoI coordinates need FP32 (FP16 spacing is 0.5 px at 1000 px) and the
+        # plugin takes one type on all inputs, so FP16 graphs keep this op FP32.
+        fp16=False,
     )
 )

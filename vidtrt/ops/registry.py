@@ -30,6 +30,9 @@ class CustomOp:
     output_names: tuple[str, ...]
     # A representative problem for the self-check: dtype -> (tensors, attrs).
     example: Callable
+    # Whether FP16 graphs feed this op FP16 tensors (its plugin and function take
+    # them); False keeps the op in FP32, e.g. when an input holds coordinates.
+    fp16: bool = True
 
 
 _OPS: dict[str, CustomOp] = {}

@@ -25,7 +25,10 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    # Two identical degenerate boxes (zero width or height after clipping at a
+    # border) are the same detection: IoU 1, not 0/0.
+    identical = np.all(a[:, None, :] == b[None, :, :], axis=-1)
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), identical.astype(np.float64))
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..export.bundle import Bundle, load_bundle
-from .backends import create_backend
+from .backends import Backend, create_backend
 from .outputs import AnnotatedVideoWriter, Detections, ImageNetVidWriter, JsonLinesWriter
 from .pipelines import create_pipeline
 from .preprocess import Preprocessor, to_original
@@ -44,7 +44,7 @@ class RunSummary:
 def run_video(
     bundle: Bundle | str | Path,
     source,
-    backend: str = "onnxruntime",
+    backend: str | Backend = "onnxruntime",
     out_dir: str | Path | None = None,
     outputs=("jsonl", "video", "vid"),
     key_interval: int | None = None,
@@ -54,12 +54,15 @@ def run_video(
     collect: list | None = None,
 ) -> RunSummary:
     """Runs ``source`` (path, camera index or iterable of BGR frames) through the
-    bundle. Writes the chosen outputs into ``out_dir``; appends each frame's
+    bundle on ``backend`` (a name, or a Backend instance to reuse). Writes the chosen outputs into ``out_dir``; appends each frame's
     Detections (original image coordinates) to ``collect`` when given."""
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     manifest = bundle.manifest
-    runner_backend = create_backend(backend, bundle, **(backend_options or {}))
+    if isinstance(backend, Backend):
+        runner_backend = backend
+    else:
+        runner_backend = create_backend(backend, bundle, **(backend_options or {}))
     pipeline = create_pipeline(runner_backend, key_interval=key_interval, key_placement=key_placement)
     stream = pipeline.stream()
     preprocess = Preprocessor.from_dict(manifest.preprocess)

@@ -21,8 +21,11 @@ def default_providers() -> list[str]:
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, bundle: Bundle, providers: Sequence[str] | None = None, threads: int = 0, stages=None):
+    def __init__(
+        self, bundle: Bundle, providers: Sequence[str] | None = None, threads: int = 0, stages=None, precision: str = "fp32"
+    ):
         super().__init__(bundle)
+        self.precision = precision
         self.providers = list(providers or default_providers())
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         options = ort.SessionOptions()
@@ -30,7 +33,7 @@ class OnnxRuntimeBackend(Backend):
             options.intra_op_num_threads = threads
         wanted = stages or list(bundle.stages)
         self.sessions = {
-            name: ort.InferenceSession(str(bundle.path(bundle.stages[name].file)), options, providers=self.providers)
+            name: ort.InferenceSession(str(bundle.stage_file(name, precision)), options, providers=self.providers)
             for name in wanted
         }
         self.output_names = {name: [o.name for o in s.get_outputs()] for name, s in self.sessions.items()}

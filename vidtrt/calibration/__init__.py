@@ -1,0 +1,1 @@
+"""Calibration: recording what each stage really receives, for INT8."""

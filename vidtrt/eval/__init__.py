@@ -1,0 +1,1 @@
+"""Detection evaluation (mAP at an IoU threshold)."""
