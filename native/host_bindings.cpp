@@ -11,8 +11,10 @@
 #include <string>
 
 #include "common/vidtrt_kernel_common.h"
+#include "most_similar_roi_align/most_similar_roi_align_launch.h"
 #include "ps_roi_align/ps_roi_align_launch.h"
 #include "psla/psla_launch.h"
+#include "relation_propagation/relation_propagation_launch.h"
 
 namespace py = pybind11;
 
@@ -82,6 +84,60 @@ void ps_roi_align_forward(const std::string& features_dtype, const std::string& 
     check_status(status, "ps_roi_align");
 }
 
+// shape = (R, C, h, w, T, H, W); the output view is [T, R, C, h, w]. The
+// launcher allocates its own FP32 scratch (both inputs normalised).
+void most_similar_roi_align_forward(const std::string& dtype, uintptr_t roi, uintptr_t support, uintptr_t out,
+                                    const std::array<int64_t, 7>& shape, int top_k,
+                                    const std::array<int64_t, 4>& roi_strides,
+                                    const std::array<int64_t, 4>& support_strides,
+                                    const std::array<int64_t, 5>& out_strides, int num_threads) {
+    namespace msra = vidtrt::most_similar_roi_align;
+    msra::Problem p{{shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shape[6], top_k},
+                    strides4(roi_strides),
+                    strides4(support_strides),
+                    {out_strides[0], out_strides[1], out_strides[2], out_strides[3], out_strides[4]}};
+    const auto dt = parse_dtype(dtype);
+    int status;
+    {
+        py::gil_scoped_release release;
+        status = msra::forward_host(dt, reinterpret_cast<const void*>(roi), reinterpret_cast<const void*>(support),
+                                    reinterpret_cast<void*>(out), p, num_threads);
+    }
+    check_status(status, "most_similar_roi_align");
+}
+
+// shape = (N, d, D); valid holds 0/1 in the storage dtype (nonzero = valid).
+// isa "generic" forces the baseline build of the body (tests compare it with
+// the AVX2 one the default "auto" picks on CPUs that have it).
+void relation_propagation_forward(const std::string& dtype, uintptr_t sigma, uintptr_t phi, uintptr_t regions,
+                                  uintptr_t valid, uintptr_t out, const std::array<int64_t, 3>& shape,
+                                  const std::array<int64_t, 2>& sigma_strides,
+                                  const std::array<int64_t, 2>& phi_strides,
+                                  const std::array<int64_t, 2>& regions_strides, int64_t valid_stride,
+                                  const std::array<int64_t, 2>& out_strides, int num_threads,
+                                  const std::string& isa) {
+    namespace rp = vidtrt::relation_propagation;
+    if (isa != "auto" && isa != "generic") {
+        throw std::invalid_argument("relation_propagation: isa must be 'auto' or 'generic', got '" + isa + "'");
+    }
+    rp::Problem p{{shape[0], shape[1], shape[2]},
+                  {sigma_strides[0], sigma_strides[1]},
+                  {phi_strides[0], phi_strides[1]},
+                  {regions_strides[0], regions_strides[1]},
+                  valid_stride,
+                  {out_strides[0], out_strides[1]}};
+    const auto dt = parse_dtype(dtype);
+    const auto which = isa == "generic" ? rp::HostIsa::kGeneric : rp::HostIsa::kAuto;
+    int status;
+    {
+        py::gil_scoped_release release;
+        status = rp::forward_host(dt, reinterpret_cast<const void*>(sigma), reinterpret_cast<const void*>(phi),
+                                  reinterpret_cast<const void*>(regions), reinterpret_cast<const void*>(valid),
+                                  reinterpret_cast<void*>(out), p, num_threads, which);
+    }
+    check_status(status, "relation_propagation");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_kernels, m) {
@@ -94,6 +150,16 @@ PYBIND11_MODULE(_kernels, m) {
           py::arg("features"), py::arg("rois"), py::arg("out"), py::arg("shape"), py::arg("output_size"),
           py::arg("spatial_scale"), py::arg("sampling_ratio"), py::arg("features_strides"), py::arg("rois_strides"),
           py::arg("out_strides"), py::arg("num_threads") = 0);
+
+    m.def("most_similar_roi_align_forward", &most_similar_roi_align_forward, py::arg("dtype"), py::arg("roi"),
+          py::arg("support"), py::arg("out"), py::arg("shape"), py::arg("top_k"), py::arg("roi_strides"),
+          py::arg("support_strides"), py::arg("out_strides"), py::arg("num_threads") = 0);
+    m.attr("MOST_SIMILAR_ROI_ALIGN_MAX_TOP_K") = vidtrt::most_similar_roi_align::kMaxTopK;
+
+    m.def("relation_propagation_forward", &relation_propagation_forward, py::arg("dtype"), py::arg("sigma"),
+          py::arg("phi"), py::arg("regions"), py::arg("valid"), py::arg("out"), py::arg("shape"),
+          py::arg("sigma_strides"), py::arg("phi_strides"), py::arg("regions_strides"), py::arg("valid_stride"),
+          py::arg("out_strides"), py::arg("num_threads") = 0, py::arg("isa") = "auto");
 
     py::dict build;
     build["cuda_kernels"] = static_cast<bool>(VIDTRT_BUILT_CUDA);

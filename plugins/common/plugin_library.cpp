@@ -11,8 +11,10 @@
 #include <cstdint>
 #include <iterator>
 
+#include "../most_similar_roi_align/most_similar_roi_align_plugin.h"
 #include "../ps_roi_align/ps_roi_align_plugin.h"
 #include "../psla/psla_plugin.h"
+#include "../relation_propagation/relation_propagation_plugin.h"
 #include "plugin_utils.h"
 
 #define VIDTRT_PLUGIN_EXPORT extern "C" __attribute__((visibility("default")))
@@ -25,9 +27,13 @@ namespace {
 nvinfer1::IPluginCreatorInterface* const* creatorTable(int32_t& count) noexcept {
     static vidtrt::plugin::PslaPluginCreator psla;
     static vidtrt::plugin::PsRoiAlignPluginCreator psRoiAlign;
+    static vidtrt::plugin::MostSimilarRoiAlignPluginCreator mostSimilarRoiAlign;
+    static vidtrt::plugin::RelationPropagationPluginCreator relationPropagation;
     static nvinfer1::IPluginCreatorInterface* const table[] = {
         &psla,
         &psRoiAlign,
+        &mostSimilarRoiAlign,
+        &relationPropagation,
     };
     count = static_cast<int32_t>(std::size(table));
     return table;

@@ -1173,6 +1173,783 @@ void run(IPluginCreatorV3One& creator, void (*setLoggerFinder)(nvinfer1::ILogger
 
 }  // namespace psroi
 
+// ---------------------------------------------------------------- MostSimilarRoIAlign
+//
+// The same walk through the TensorRT interfaces for the MS RoI Align creator,
+// plus its workspace (the only plugin here that asks for one); the helpers at
+// the top (dims, desc, dynDesc, wrap, Fields, FakeExprBuilder) are shared.
+
+namespace msra {
+
+constexpr const char* kName = "MostSimilarRoIAlign";
+constexpr const char* kField = "top_k";
+constexpr int32_t kTopK = 2;  // mmtracking's num_most_similar_points
+constexpr int32_t kMaxTopK = 8;
+
+// The paper's scale: 300 RoIs of 7x7 cells, 512 channels, 14 support frames of 38x63.
+const Dims kRoi = dims({300, 512, 7, 7});
+const Dims kSupport = dims({14, 512, 38, 63});
+const Dims kOut = dims({14, 300, 512, 7, 7});
+
+Plugin makePlugin(IPluginCreatorV3One& creator, const Fields& f, TensorRTPhase phase = TensorRTPhase::kBUILD) {
+    const PluginFieldCollection fc = f.collection();
+    return wrap(creator.createPlugin("msra_test", &fc, phase));
+}
+
+Plugin makePlugin(IPluginCreatorV3One& creator, int32_t& topK, TensorRTPhase phase = TensorRTPhase::kBUILD) {
+    return makePlugin(creator, Fields{{PluginField(kField, &topK, PluginFieldType::kINT32, 1)}}, phase);
+}
+
+// top_k as the plugin serialized it, or -1000 if it is not a single INT32.
+int32_t serializedTopK(IPluginV3OneRuntime& runtime) {
+    const PluginFieldCollection* fc = runtime.getFieldsToSerialize();
+    if (fc == nullptr || fc->nbFields != 1 || fc->fields == nullptr) return -1000;
+    const PluginField& f = fc->fields[0];
+    if (f.name == nullptr || std::strcmp(f.name, kField) != 0 || f.type != PluginFieldType::kINT32 || f.length != 1 ||
+        f.data == nullptr) {
+        return -1000;
+    }
+    int32_t v;
+    std::memcpy(&v, f.data, sizeof(v));
+    return v;
+}
+
+bool sameIdentity(const IPluginV3OneCore& core) {
+    return std::string(core.getPluginName()) == kName && std::string(core.getPluginVersion()) == kVersion &&
+           std::string(core.getPluginNamespace()) == kNamespace;
+}
+
+bool acceptsCombination(IPluginV3OneBuild& build, std::initializer_list<std::pair<DataType, TensorFormat>> io) {
+    const Dims shapes[3] = {kRoi, kSupport, kOut};
+    std::vector<DynamicPluginTensorDesc> inOut;
+    int32_t i = 0;
+    for (const auto& t : io) inOut.push_back(dynDesc(shapes[i++ % 3], t.first, t.second));
+    for (int32_t pos = 0; pos < int32_t(inOut.size()); ++pos) {
+        if (!build.supportsFormatCombination(pos, inOut.data(), 2, 1)) return false;
+    }
+    return true;
+}
+
+bool constantDims(const DimsExprs& d, std::initializer_list<int64_t> want) {
+    if (d.nbDims != int32_t(want.size())) return false;
+    int32_t i = 0;
+    for (int64_t w : want) {
+        const IDimensionExpr* e = d.d[i++];
+        if (e == nullptr || !e->isConstant() || e->getConstantValue() != w) return false;
+    }
+    return true;
+}
+
+// What the kernel library's workspace_bytes promises, written out from the
+// layout in most_similar_roi_align_kernel.h: FP32 support panels of 16 cells
+// ([T][ceil(H*W/16)][C][16]) and FP32 queries ([R*h*w][C]).
+size_t expectedWorkspace(int64_t r, int64_t c, int64_t h, int64_t w, int64_t t, int64_t hh, int64_t ww) {
+    const int64_t panels = (hh * ww + 15) / 16;
+    return static_cast<size_t>(t * panels * c * 16 + r * h * w * c) * sizeof(float);
+}
+
+void testCreatorIdentity(IPluginCreatorV3One& creator) {
+    const nvinfer1::InterfaceInfo info = creator.getInterfaceInfo();
+    CHECK(std::string(info.kind) == "PLUGIN CREATOR_V3ONE", "MSRA creator interface kind is PLUGIN CREATOR_V3ONE");
+    CHECK(info.major == 1 && info.minor == 0, "MSRA creator interface version is 1.0");
+    CHECK(std::string(creator.getPluginName()) == kName, "creator name is MostSimilarRoIAlign");
+    CHECK(std::string(creator.getPluginVersion()) == kVersion, "MSRA creator version is 1");
+    CHECK(std::string(creator.getPluginNamespace()) == kNamespace, "MSRA creator namespace is vidtrt");
+    const PluginFieldCollection* fc = creator.getFieldNames();
+    CHECK(fc != nullptr && fc->nbFields == 1 && fc->fields != nullptr, "MSRA advertises one field");
+    if (fc == nullptr || fc->nbFields != 1 || fc->fields == nullptr) return;
+    // The ONNX parser forwards exactly the advertised attributes, INT as kINT32.
+    CHECK(fc->fields[0].name != nullptr && std::string(fc->fields[0].name) == kField, "the field is top_k");
+    CHECK(fc->fields[0].type == PluginFieldType::kINT32 && fc->fields[0].length == 1,
+          "top_k is advertised as a kINT32 scalar");
+}
+
+void testInterfaces(const Plugin& p) {
+    CHECK(std::string(p.owner->getInterfaceInfo().kind) == "PLUGIN", "MSRA is an IPluginV3");
+    CHECK(std::string(p.core->getInterfaceInfo().kind) == "PLUGIN_V3ONE_CORE", "MSRA kCORE is IPluginV3OneCore");
+    CHECK(std::string(p.build->getInterfaceInfo().kind) == "PLUGIN_V3ONE_BUILD", "MSRA kBUILD is IPluginV3OneBuild");
+    CHECK(std::string(p.runtime->getInterfaceInfo().kind) == "PLUGIN_V3ONE_RUNTIME",
+          "MSRA kRUNTIME is IPluginV3OneRuntime");
+    CHECK(sameIdentity(*p.core), "plugin reports MostSimilarRoIAlign / 1 / vidtrt");
+    CHECK(p.build->getNbOutputs() == 1, "MSRA has one output");
+    CHECK(p.runtime->setTactic(0) == 0, "MSRA setTactic(0) succeeds");
+    const char* meta = p.build->getMetadataString();
+    CHECK(meta != nullptr && contains(meta, "top_k=2"), "MSRA metadata names top_k");
+}
+
+void testWorkspace(IPluginV3OneBuild& build) {
+    DynamicPluginTensorDesc in[2] = {dynDesc(kRoi), dynDesc(kSupport)};
+    DynamicPluginTensorDesc out[1] = {dynDesc(kOut)};
+    const size_t paper = expectedWorkspace(300, 512, 7, 7, 14, 38, 63);
+    CHECK(build.getWorkspaceSize(in, 2, out, 1) == paper,
+          "MSRA workspace at the paper's scale is the normalised support panels plus queries (" +
+              std::to_string(paper) + " bytes)");
+    // A profile: the workspace follows its largest shapes, not opt or min.
+    in[0].min = dims({1, 512, 7, 7});
+    in[0].opt = dims({100, 512, 7, 7});
+    in[0].max = dims({600, 512, 7, 7});
+    in[1].min = dims({1, 512, 20, 20});
+    in[1].opt = dims({8, 512, 38, 63});
+    in[1].max = dims({28, 512, 64, 100});
+    in[0].desc.dims = dims({-1, 512, 7, 7});
+    in[1].desc.dims = dims({-1, 512, -1, -1});
+    CHECK(build.getWorkspaceSize(in, 2, out, 1) == expectedWorkspace(600, 512, 7, 7, 28, 64, 100),
+          "MSRA workspace is sized from the profile's max shapes");
+    // One support cell more than a whole number of panels costs a whole panel per frame.
+    DynamicPluginTensorDesc odd[2] = {dynDesc(dims({1, 4, 1, 1})), dynDesc(dims({3, 4, 1, 17}))};
+    CHECK(build.getWorkspaceSize(odd, 2, out, 1) == expectedWorkspace(1, 4, 1, 1, 3, 1, 17) &&
+              expectedWorkspace(1, 4, 1, 1, 3, 1, 17) == (3 * 2 * 4 * 16 + 4) * sizeof(float),
+          "MSRA workspace rounds each frame up to whole 16-cell panels");
+    CHECK(build.getWorkspaceSize(nullptr, 0, nullptr, 0) == 0, "MSRA workspace of no inputs is 0");
+}
+
+void testOutputTypes(IPluginV3OneBuild& build) {
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
+        const DataType in[2] = {t, t};
+        DataType out[1] = {DataType::kINT8};
+        CHECK(build.getOutputDataTypes(out, 1, in, 2) == 0 && out[0] == t,
+              std::string("MSRA output type follows the inputs: ") + (t == DataType::kFLOAT ? "FP32" : "FP16"));
+    }
+    const size_t mark = gLogger.size();
+    const DataType bf16[2] = {DataType::kBF16, DataType::kBF16};
+    DataType out[1];
+    CHECK(build.getOutputDataTypes(out, 1, bf16, 2) != 0, "BF16 inputs are refused by MSRA getOutputDataTypes");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"MostSimilarRoIAlign", "kBF16"}), "the refused type is logged");
+    const DataType three[3] = {DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT};
+    CHECK(build.getOutputDataTypes(out, 1, three, 3) != 0, "three inputs are refused by MSRA getOutputDataTypes");
+}
+
+void testFormats(IPluginV3OneBuild& build) {
+    using P = std::pair<DataType, TensorFormat>;
+    const auto F32 = P{DataType::kFLOAT, TensorFormat::kLINEAR};
+    const auto F16 = P{DataType::kHALF, TensorFormat::kLINEAR};
+    CHECK(acceptsCombination(build, {F32, F32, F32}), "MSRA: all FP32 linear is accepted");
+    CHECK(acceptsCombination(build, {F16, F16, F16}), "MSRA: all FP16 linear is accepted");
+    CHECK(!acceptsCombination(build, {F16, F32, F16}), "MSRA: FP32 support with FP16 RoIs is refused");
+    CHECK(!acceptsCombination(build, {F32, F16, F32}), "MSRA: FP16 support with FP32 RoIs is refused");
+    CHECK(!acceptsCombination(build, {F32, F32, F16}), "MSRA: FP16 output from FP32 inputs is refused");
+    const auto I8 = P{DataType::kINT8, TensorFormat::kLINEAR};
+    CHECK(!acceptsCombination(build, {I8, I8, I8}), "MSRA: INT8 is refused");
+    const auto BF = P{DataType::kBF16, TensorFormat::kLINEAR};
+    CHECK(!acceptsCombination(build, {BF, BF, BF}), "MSRA: BF16 is refused");
+    const auto F16x32 = P{DataType::kHALF, TensorFormat::kCHW32};
+    CHECK(!acceptsCombination(build, {F16, F16x32, F16}), "MSRA: FP16 kCHW32 support is refused");
+    const auto F16hwc8 = P{DataType::kHALF, TensorFormat::kHWC8};
+    CHECK(!acceptsCombination(build, {F16hwc8, F16, F16}), "MSRA: FP16 kHWC8 RoIs are refused");
+    DynamicPluginTensorDesc io[3] = {dynDesc(kRoi), dynDesc(kSupport), dynDesc(kOut)};
+    CHECK(!build.supportsFormatCombination(3, io, 2, 1), "MSRA: position past the last output is refused");
+    CHECK(!build.supportsFormatCombination(-1, io, 2, 1), "MSRA: negative position is refused");
+    CHECK(!build.supportsFormatCombination(0, io, 3, 1), "MSRA: a three-input layer is refused");
+}
+
+void testOutputShapes(IPluginV3OneBuild& build) {
+    FakeExprBuilder eb;
+    DimsExprs out[1]{};
+    DimsExprs in[2] = {eb.dims({300, 512, 7, 7}), eb.dims({14, 512, 38, 63})};
+    CHECK(build.getOutputShapes(in, 2, nullptr, 0, out, 1, eb) == 0, "MSRA getOutputShapes on constants");
+    CHECK(constantDims(out[0], {14, 300, 512, 7, 7}), "MSRA output is [T, R, C, h, w] = [14, 300, 512, 7, 7]");
+
+    DimsExprs sym[2] = {eb.dims({-1, 512, 7, 7}), eb.dims({-1, 512, -1, -1})};
+    CHECK(build.getOutputShapes(sym, 2, nullptr, 0, out, 1, eb) == 0, "MSRA getOutputShapes on symbols");
+    CHECK(out[0].nbDims == 5 && out[0].d[0] == sym[1].d[0] && out[0].d[1] == sym[0].d[0],
+          "MSRA output T and R are the inputs' T and R expressions");
+    CHECK(out[0].nbDims == 5 && out[0].d[2] == sym[0].d[1] && out[0].d[3] == sym[0].d[2] && out[0].d[4] == sym[0].d[3],
+          "MSRA output C, h, w are the RoI features' expressions");
+
+    size_t mark = gLogger.size();
+    DimsExprs badC[2] = {eb.dims({300, 256, 7, 7}), eb.dims({14, 512, 38, 63})};
+    CHECK(build.getOutputShapes(badC, 2, nullptr, 0, out, 1, eb) != 0, "MSRA: different constant C is refused early");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"disagree on C", "256", "512"}), "both channel counts are logged");
+
+    mark = gLogger.size();
+    DimsExprs tiny[2] = {eb.dims({300, 512, 7, 7}), eb.dims({14, 512, 1, 1})};
+    CHECK(build.getOutputShapes(tiny, 2, nullptr, 0, out, 1, eb) != 0, "MSRA: a 1x1 support map with top_k 2 is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"H*W = 1", "top_k = 2"}), "the cell count and top_k are logged");
+
+    mark = gLogger.size();
+    DimsExprs rank3[2] = {eb.dims({512, 7, 7}), eb.dims({14, 512, 38, 63})};
+    CHECK(build.getOutputShapes(rank3, 2, nullptr, 0, out, 1, eb) != 0, "MSRA: rank-3 RoI features are refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"roi_feats", "rank 3"}), "the RoI rank is logged");
+
+    mark = gLogger.size();
+    DimsExprs rank5[2] = {eb.dims({300, 512, 7, 7}), eb.dims({1, 14, 512, 38, 63})};
+    CHECK(build.getOutputShapes(rank5, 2, nullptr, 0, out, 1, eb) != 0, "MSRA: rank-5 support features are refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"support_feats", "rank 5"}), "the support rank is logged");
+}
+
+void testConfigure(IPluginV3OneBuild& build) {
+    auto configure = [&](Dims r, Dims s, Dims o) {
+        DynamicPluginTensorDesc in[2] = {dynDesc(r), dynDesc(s)};
+        DynamicPluginTensorDesc out[1] = {dynDesc(o)};
+        return build.configurePlugin(in, 2, out, 1);
+    };
+    CHECK(configure(kRoi, kSupport, kOut) == 0, "MSRA: consistent dims configure");
+    CHECK(configure(kRoi, dims({14, 512, 1, 2}), kOut) == 0, "MSRA: a 1x2 support map holds top_k = 2 cells");
+    CHECK(configure(dims({0, 512, 7, 7}), kSupport, dims({14, 0, 512, 7, 7})) == 0, "MSRA: an empty RoI set configures");
+
+    size_t mark = gLogger.size();
+    CHECK(configure(dims({-1, 512, 7, 7}), dims({-1, 512, -1, -1}), dims({-1, -1, 512, 7, 7})) == 0,
+          "MSRA: build-time wildcards configure");
+    CHECK(gLogger.loggedSince(mark, Severity::kWARNING, {"profile admits", "H*W = 1", "top_k = 2"}),
+          "a profile that admits maps smaller than top_k is warned about");
+
+    mark = gLogger.size();
+    CHECK(configure(kRoi, dims({14, 256, 38, 63}), kOut) != 0, "MSRA: C mismatch is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"configurePlugin", "disagree on C"}), "the C mismatch is logged");
+
+    mark = gLogger.size();
+    CHECK(configure(kRoi, kSupport, dims({13, 300, 512, 7, 7})) != 0, "MSRA: an output with the wrong T is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"configurePlugin", "[13, 300, 512, 7, 7]", "on T"}),
+          "the output mismatch is logged");
+
+    mark = gLogger.size();
+    CHECK(configure(kRoi, dims({14, 512, 1, 1}), kOut) != 0, "MSRA: a 1x1 support map is refused at build time");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"configurePlugin", "fewer than top_k"}), "the reason is logged");
+
+    mark = gLogger.size();
+    CHECK(configure(kRoi, kSupport, dims({14, 300, 512, 49})) != 0, "MSRA: a rank-4 output is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"output", "rank 4"}), "the output rank is logged");
+    DynamicPluginTensorDesc in[3] = {dynDesc(kRoi), dynDesc(kSupport), dynDesc(kSupport)};
+    DynamicPluginTensorDesc out[1] = {dynDesc(kOut)};
+    CHECK(build.configurePlugin(in, 3, out, 1) != 0, "MSRA: three inputs are refused by configurePlugin");
+}
+
+void testRuntime(IPluginV3OneRuntime& runtime) {
+    auto shapeChange = [&](Dims r, Dims s, Dims o) {
+        PluginTensorDesc in[2] = {desc(r), desc(s)};
+        PluginTensorDesc out[1] = {desc(o)};
+        return runtime.onShapeChange(in, 2, out, 1);
+    };
+    CHECK(shapeChange(kRoi, kSupport, kOut) == 0, "MSRA onShapeChange accepts consistent dims");
+    size_t mark = gLogger.size();
+    CHECK(shapeChange(dims({12, 512, 7, 7}), kSupport, kOut) != 0, "MSRA onShapeChange refuses an R mismatch");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"onShapeChange", "on R"}), "the R mismatch is logged");
+    CHECK(shapeChange(dims({-1, 512, 7, 7}), kSupport, kOut) != 0, "MSRA onShapeChange refuses unresolved extents");
+    mark = gLogger.size();
+    CHECK(shapeChange(kRoi, dims({14, 512, 1, 1}), kOut) != 0, "MSRA onShapeChange refuses H*W < top_k");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"onShapeChange", "H*W = 1"}), "the small map is logged");
+
+    auto enqueue = [&](Dims rd, Dims sd, Dims od, DataType rt, DataType st, DataType ot) {
+        PluginTensorDesc in[2] = {desc(rd, rt), desc(sd, st)};
+        PluginTensorDesc out[1] = {desc(od, ot)};
+        const void* inputs[2] = {nullptr, nullptr};
+        void* outputs[1] = {nullptr};
+        return runtime.enqueue(in, out, inputs, outputs, nullptr, nullptr);
+    };
+    // Empty problems pass validation and return before any CUDA call (and
+    // need no workspace), so these run the whole enqueue path without a device.
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
+        CHECK(enqueue(dims({0, 512, 7, 7}), kSupport, dims({14, 0, 512, 7, 7}), t, t, t) == 0,
+              "MSRA enqueue of an empty RoI set succeeds");
+    }
+    CHECK(enqueue(kRoi, dims({0, 512, 38, 63}), dims({0, 300, 512, 7, 7}), DataType::kFLOAT, DataType::kFLOAT,
+                  DataType::kFLOAT) == 0,
+          "MSRA enqueue with no support frames succeeds");
+    CHECK(enqueue(dims({300, 0, 7, 7}), dims({14, 0, 38, 63}), dims({14, 300, 0, 7, 7}), DataType::kHALF,
+                  DataType::kHALF, DataType::kHALF) == 0,
+          "MSRA enqueue with no channels succeeds");
+    // A real problem without the workspace it asked for is refused before any
+    // CUDA call (the kernel library checks the pointer first).
+    mark = gLogger.size();
+    CHECK(enqueue(kRoi, kSupport, kOut, DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT) != 0,
+          "MSRA enqueue without a workspace is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"enqueue", "invalid argument", "no workspace"}),
+          "the missing workspace is logged");
+    mark = gLogger.size();
+    CHECK(enqueue(dims({0, 512, 7, 7}), kSupport, dims({14, 0, 512, 5, 5}), DataType::kFLOAT, DataType::kFLOAT,
+                  DataType::kFLOAT) != 0,
+          "MSRA enqueue refuses an output with the wrong h, w");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"enqueue", "[14, 0, 512, 5, 5]"}), "the refusal is logged");
+    mark = gLogger.size();
+    CHECK(enqueue(dims({0, 512, 7, 7}), kSupport, dims({14, 0, 512, 7, 7}), DataType::kHALF, DataType::kFLOAT,
+                  DataType::kHALF) != 0,
+          "MSRA enqueue refuses FP32 support with FP16 RoIs");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"enqueue", "kHALF", "kFLOAT"}), "the type mix is logged");
+    CHECK(enqueue(dims({0, 512, 7, 7}), kSupport, dims({14, 0, 512, 7, 7}), DataType::kINT8, DataType::kINT8,
+                  DataType::kINT8) != 0,
+          "MSRA enqueue refuses INT8");
+}
+
+void testSerializationAndClone(IPluginCreatorV3One& creator, Plugin& original) {
+    CHECK(serializedTopK(*original.runtime) == kTopK, "MSRA getFieldsToSerialize holds top_k = 2 as kINT32");
+    const PluginFieldCollection* fields = original.runtime->getFieldsToSerialize();
+    Plugin restored = wrap(creator.createPlugin("restored", fields, TensorRTPhase::kRUNTIME));
+    CHECK(static_cast<bool>(restored), "the MSRA creator rebuilds the plugin from its serialized fields");
+    if (restored) {
+        CHECK(sameIdentity(*restored.core), "the rebuilt MSRA plugin has the same identity");
+        CHECK(serializedTopK(*restored.runtime) == kTopK, "top_k survives serialization");
+    }
+    for (int32_t k = 1; k <= kMaxTopK; ++k) {
+        int32_t value = k;
+        Plugin q = makePlugin(creator, value);
+        CHECK(q && serializedTopK(*q.runtime) == k, "MSRA top_k round trip for " + std::to_string(k));
+    }
+    Plugin clone = wrap(original.owner->clone());
+    CHECK(static_cast<bool>(clone) && clone.owner.get() != original.owner.get(), "MSRA clone is a new plugin");
+    Plugin attached = wrap(original.runtime->attachToContext(nullptr));
+    CHECK(static_cast<bool>(attached) && attached.owner.get() != original.owner.get(),
+          "MSRA attachToContext returns a new plugin");
+    // Destroy the original first: the copies must not point into it.
+    original.owner.reset();
+    if (clone) {
+        CHECK(sameIdentity(*clone.core), "MSRA clone keeps name, version and namespace");
+        CHECK(serializedTopK(*clone.runtime) == kTopK, "MSRA clone keeps top_k after the original is gone");
+        CHECK(contains(clone.build->getMetadataString(), "top_k=2"), "MSRA clone keeps its metadata");
+    }
+    if (attached) CHECK(serializedTopK(*attached.runtime) == kTopK, "attached MSRA copy keeps top_k");
+}
+
+void testCreationErrors(IPluginCreatorV3One& creator) {
+    auto refusedAndLogged = [&](const Fields& f, std::initializer_list<const char*> parts, const std::string& what,
+                                TensorRTPhase phase = TensorRTPhase::kBUILD) {
+        const size_t mark = gLogger.size();
+        Plugin p = makePlugin(creator, f, phase);
+        CHECK(!p.owner, "MSRA " + what + ": createPlugin returns nullptr");
+        CHECK(gLogger.loggedSince(mark, Severity::kERROR, parts), "MSRA " + what + ": an error is logged");
+    };
+    for (int32_t bad : {0, -1, kMaxTopK + 1, 1000}) {
+        int32_t value = bad;
+        const std::string text = std::to_string(bad);
+        refusedAndLogged(Fields{{PluginField(kField, &value, PluginFieldType::kINT32, 1)}},
+                         {"top_k", text.c_str(), "out of range [1, 8]"}, "top_k = " + text);
+    }
+    int64_t asInt64 = 2;
+    refusedAndLogged(Fields{{PluginField(kField, &asInt64, PluginFieldType::kINT64, 1)}}, {"top_k", "kINT32", "kINT64"},
+                     "top_k as kINT64");
+    float asFloat = 2.0F;
+    refusedAndLogged(Fields{{PluginField(kField, &asFloat, PluginFieldType::kFLOAT32, 1)}},
+                     {"top_k", "kINT32", "kFLOAT32"}, "top_k as kFLOAT32");
+    int32_t pair[2] = {2, 2};
+    refusedAndLogged(Fields{{PluginField(kField, pair, PluginFieldType::kINT32, 2)}}, {"top_k", "length 2"},
+                     "top_k with two values");
+    refusedAndLogged(Fields{{PluginField(kField, nullptr, PluginFieldType::kINT32, 1)}}, {"top_k", "no data"},
+                     "top_k without data");
+    // Required in both phases: no default value of K is right for every model.
+    refusedAndLogged(Fields{}, {"top_k", "missing"}, "missing top_k at build time");
+    refusedAndLogged(Fields{}, {"top_k", "missing"}, "missing top_k at run time", TensorRTPhase::kRUNTIME);
+    {
+        const size_t mark = gLogger.size();
+        Plugin p = wrap(creator.createPlugin("no_fields", nullptr, TensorRTPhase::kBUILD));
+        CHECK(!p.owner, "MSRA: a null field collection is refused");
+        CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"no_fields", "missing"}),
+              "the refusal names the layer and the missing field");
+    }
+    // What the ONNX parser may forward besides top_k, in any order.
+    {
+        int32_t value = 4;
+        const char version[] = "1";
+        const char ns[] = "vidtrt";
+        float other = 1.5F;
+        Fields f{{PluginField("plugin_version", version, PluginFieldType::kCHAR, 1),
+                  PluginField("plugin_namespace", ns, PluginFieldType::kCHAR, 6),
+                  PluginField(kField, &value, PluginFieldType::kINT32, 1),
+                  PluginField("something_newer", &other, PluginFieldType::kFLOAT32, 1)}};
+        const size_t mark = gLogger.size();
+        Plugin q = makePlugin(creator, f);
+        CHECK(q && serializedTopK(*q.runtime) == 4, "MSRA: unknown fields are ignored, order is free");
+        CHECK(!gLogger.anySince(mark, Severity::kERROR), "MSRA: unknown fields are not reported as errors");
+    }
+}
+
+void testWithoutLogger(IPluginCreatorV3One& creator, void (*setLoggerFinder)(nvinfer1::ILoggerFinder*),
+                       nvinfer1::ILoggerFinder* finder) {
+    setLoggerFinder(nullptr);
+    const size_t mark = gLogger.size();
+    int32_t bad = 0;
+    Plugin p = makePlugin(creator, bad);
+    CHECK(!p.owner, "invalid top_k is refused without a logger too");
+    CHECK(gLogger.size() == mark, "nothing from MSRA reaches a detached logger");
+    setLoggerFinder(finder);
+}
+
+// Finds the creator among getCreators' table itself, so main() needs one line.
+void run(IPluginCreatorInterface* const* creators, int32_t nbCreators,
+         void (*setLoggerFinder)(nvinfer1::ILoggerFinder*), nvinfer1::ILoggerFinder* finder) {
+    setLoggerFinder(finder);
+    IPluginCreatorV3One* creator = nullptr;
+    int32_t count = 0;
+    for (int32_t i = 0; creators != nullptr && i < nbCreators; ++i) {
+        if (creators[i] == nullptr || std::string(creators[i]->getInterfaceInfo().kind) != "PLUGIN CREATOR_V3ONE") {
+            continue;
+        }
+        auto* c = static_cast<IPluginCreatorV3One*>(creators[i]);
+        if (std::string(c->getPluginName()) == kName && std::string(c->getPluginNamespace()) == kNamespace) {
+            creator = c;
+            ++count;
+        }
+    }
+    CHECK(count == 1, "exactly one MostSimilarRoIAlign creator in namespace vidtrt");
+    if (creator == nullptr) fatal("no MostSimilarRoIAlign creator");
+    msra::testCreatorIdentity(*creator);
+    int32_t topK = kTopK;
+    Plugin plugin = makePlugin(*creator, topK);
+    if (!plugin) fatal("createPlugin(top_k=2, kBUILD) did not return a plugin with all capabilities");
+    msra::testInterfaces(plugin);
+    msra::testWorkspace(*plugin.build);
+    msra::testOutputTypes(*plugin.build);
+    msra::testFormats(*plugin.build);
+    msra::testOutputShapes(*plugin.build);
+    msra::testConfigure(*plugin.build);
+    msra::testRuntime(*plugin.runtime);
+    msra::testSerializationAndClone(*creator, plugin);
+    msra::testCreationErrors(*creator);
+    msra::testWithoutLogger(*creator, setLoggerFinder, finder);
+}
+
+}  // namespace msra
+
+// ---------------------------------------------------------------- RelationPropagation
+//
+// The same walk through the TensorRT interfaces for the relation propagation
+// creator: no fields, four inputs (valid in the same type as the others) and
+// a workspace that grows with N² (A is formed on the device). The helpers at
+// the top (dims, desc, dynDesc, wrap, Fields, FakeExprBuilder) are shared.
+
+namespace relprop {
+
+constexpr const char* kName = "RelationPropagation";
+
+// MFSA's inference batch: 21 frames × 300 proposals, d = 256, D = 1024.
+const Dims kSigma = dims({6300, 256});
+const Dims kRegions = dims({6300, 1024});
+const Dims kValid = dims({6300});
+
+Plugin makePlugin(IPluginCreatorV3One& creator, const Fields& f, TensorRTPhase phase = TensorRTPhase::kBUILD) {
+    const PluginFieldCollection fc = f.collection();
+    return wrap(creator.createPlugin("relprop_test", &fc, phase));
+}
+
+bool sameIdentity(const IPluginV3OneCore& core) {
+    return std::string(core.getPluginName()) == kName && std::string(core.getPluginVersion()) == kVersion &&
+           std::string(core.getPluginNamespace()) == kNamespace;
+}
+
+// The serialized collection is present and empty.
+bool serializesNothing(IPluginV3OneRuntime& runtime) {
+    const PluginFieldCollection* fc = runtime.getFieldsToSerialize();
+    return fc != nullptr && fc->nbFields == 0;
+}
+
+// Asks supportsFormatCombination position by position, as TensorRT does.
+bool acceptsCombination(IPluginV3OneBuild& build, std::initializer_list<std::pair<DataType, TensorFormat>> io) {
+    const Dims shapes[5] = {dims({40, 8}), dims({40, 8}), dims({40, 16}), dims({40}), dims({40, 16})};
+    std::vector<DynamicPluginTensorDesc> inOut;
+    int32_t i = 0;
+    for (const auto& t : io) inOut.push_back(dynDesc(shapes[i++], t.first, t.second));
+    for (int32_t pos = 0; pos < int32_t(inOut.size()); ++pos) {
+        if (!build.supportsFormatCombination(pos, inOut.data(), 4, 1)) return false;
+    }
+    return true;
+}
+
+// Floats of the device workspace, written out independently of the plugin:
+// inv_sigma, inv_phi, A·1, A·(A·1) + A·1 (N each), A (N²), Y = A·R (N·D),
+// each rounded up to 64 floats (256 bytes).
+size_t expectedWorkspace(int64_t n, int64_t d) {
+    auto up = [](int64_t x) { return (x + 63) / 64 * 64; };
+    return static_cast<size_t>(4 * up(n) + up(n * n) + up(n * d)) * sizeof(float);
+}
+
+void testCreatorIdentity(IPluginCreatorV3One& creator) {
+    const nvinfer1::InterfaceInfo info = creator.getInterfaceInfo();
+    CHECK(std::string(info.kind) == "PLUGIN CREATOR_V3ONE" && info.major == 1 && info.minor == 0,
+          "RelationPropagation creator is an IPluginCreatorV3One 1.0");
+    CHECK(std::string(creator.getPluginName()) == kName, "creator name is RelationPropagation");
+    CHECK(std::string(creator.getPluginVersion()) == kVersion, "RelationPropagation creator version is 1");
+    CHECK(std::string(creator.getPluginNamespace()) == kNamespace, "RelationPropagation creator namespace is vidtrt");
+    const PluginFieldCollection* fc = creator.getFieldNames();
+    CHECK(fc != nullptr && fc->nbFields == 0, "RelationPropagation advertises no fields");
+}
+
+void testInterfaces(const Plugin& p) {
+    CHECK(std::string(p.owner->getInterfaceInfo().kind) == "PLUGIN", "RelationPropagation is an IPluginV3");
+    CHECK(std::string(p.core->getInterfaceInfo().kind) == "PLUGIN_V3ONE_CORE", "RelationPropagation kCORE");
+    CHECK(std::string(p.build->getInterfaceInfo().kind) == "PLUGIN_V3ONE_BUILD", "RelationPropagation kBUILD");
+    CHECK(std::string(p.runtime->getInterfaceInfo().kind) == "PLUGIN_V3ONE_RUNTIME", "RelationPropagation kRUNTIME");
+    CHECK(sameIdentity(*p.core), "plugin reports RelationPropagation / 1 / vidtrt");
+    CHECK(p.build->getNbOutputs() == 1, "RelationPropagation has one output");
+    CHECK(p.runtime->setTactic(0) == 0, "RelationPropagation setTactic(0) succeeds");
+    CHECK(p.build->getMetadataString() != nullptr, "RelationPropagation metadata is a string");
+}
+
+void testWorkspace(IPluginV3OneBuild& build) {
+    auto workspace = [&](Dims sigmaMax, Dims regionsMax) {
+        // min and opt are small on purpose: only the profile's maximum counts.
+        DynamicPluginTensorDesc in[4] = {dynDesc(dims({-1, 256})), dynDesc(dims({-1, 256})),
+                                         dynDesc(dims({-1, 1024})), dynDesc(dims({-1}))};
+        in[0].max = sigmaMax;
+        in[1].max = sigmaMax;
+        in[2].max = regionsMax;
+        in[3].max = dims({sigmaMax.d[0]});
+        DynamicPluginTensorDesc out[1] = {dynDesc(dims({-1, 1024}))};
+        out[0].max = regionsMax;
+        return build.getWorkspaceSize(in, 4, out, 1);
+    };
+    const size_t paper = workspace(kSigma, kRegions);
+    CHECK(paper == expectedWorkspace(6300, 1024), "workspace at 6300 regions holds A (N²), A·R (N·D) and four N vectors");
+    CHECK(paper >= size_t(6300) * 6300 * 4 + size_t(6300) * 1024 * 4, "the workspace covers A and A·R in FP32");
+    CHECK(workspace(dims({300, 256}), dims({300, 1024})) == expectedWorkspace(300, 1024), "workspace at 300 regions");
+    CHECK(workspace(dims({6300, 256}), dims({6300, 2048})) > paper, "the workspace grows with D");
+    CHECK(workspace(dims({0, 256}), dims({0, 1024})) == 0, "an empty profile needs no workspace");
+    CHECK(build.getWorkspaceSize(nullptr, 0, nullptr, 0) == 0, "no descriptors, no workspace");
+}
+
+void testOutputTypes(IPluginV3OneBuild& build) {
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
+        const DataType in[4] = {t, t, t, t};
+        DataType out[1] = {DataType::kINT8};
+        CHECK(build.getOutputDataTypes(out, 1, in, 4) == 0 && out[0] == t,
+              std::string("RelationPropagation output type follows regions: ") + (t == DataType::kFLOAT ? "FP32" : "FP16"));
+    }
+    const size_t mark = gLogger.size();
+    const DataType bf16[4] = {DataType::kBF16, DataType::kBF16, DataType::kBF16, DataType::kBF16};
+    DataType out[1];
+    CHECK(build.getOutputDataTypes(out, 1, bf16, 4) != 0, "RelationPropagation refuses BF16 regions");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"regions", "kBF16"}), "the refused type is logged");
+    const DataType three[3] = {DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT};
+    CHECK(build.getOutputDataTypes(out, 1, three, 3) != 0, "RelationPropagation refuses three inputs");
+}
+
+void testFormats(IPluginV3OneBuild& build) {
+    using P = std::pair<DataType, TensorFormat>;
+    const auto F32 = P{DataType::kFLOAT, TensorFormat::kLINEAR};
+    const auto F16 = P{DataType::kHALF, TensorFormat::kLINEAR};
+    CHECK(acceptsCombination(build, {F32, F32, F32, F32, F32}), "RelationPropagation: all FP32 linear is accepted");
+    CHECK(acceptsCombination(build, {F16, F16, F16, F16, F16}), "RelationPropagation: all FP16 linear is accepted");
+    CHECK(!acceptsCombination(build, {F32, F16, F32, F32, F32}), "RelationPropagation: FP16 phi among FP32 is refused");
+    CHECK(!acceptsCombination(build, {F16, F16, F32, F16, F16}), "RelationPropagation: FP32 regions among FP16 is refused");
+    CHECK(!acceptsCombination(build, {F32, F32, F32, F16, F32}), "RelationPropagation: FP16 valid with FP32 data is refused");
+    CHECK(!acceptsCombination(build, {F32, F32, F32, F32, F16}), "RelationPropagation: FP16 output from FP32 is refused");
+    const auto B = P{DataType::kBOOL, TensorFormat::kLINEAR};
+    CHECK(!acceptsCombination(build, {F32, F32, F32, B, F32}), "RelationPropagation: a kBOOL valid is refused");
+    const auto I32 = P{DataType::kINT32, TensorFormat::kLINEAR};
+    CHECK(!acceptsCombination(build, {I32, I32, I32, I32, I32}), "RelationPropagation: INT32 is refused");
+    const auto BF = P{DataType::kBF16, TensorFormat::kLINEAR};
+    CHECK(!acceptsCombination(build, {BF, BF, BF, BF, BF}), "RelationPropagation: BF16 is refused");
+    const auto F16x32 = P{DataType::kHALF, TensorFormat::kCHW32};
+    CHECK(!acceptsCombination(build, {F16, F16, F16x32, F16, F16}), "RelationPropagation: a kCHW32 tensor is refused");
+
+    DynamicPluginTensorDesc io[5] = {dynDesc(dims({4, 2})), dynDesc(dims({4, 2})), dynDesc(dims({4, 3})),
+                                     dynDesc(dims({4})), dynDesc(dims({4, 3}))};
+    CHECK(!build.supportsFormatCombination(5, io, 4, 1), "RelationPropagation: position past the output is refused");
+    CHECK(!build.supportsFormatCombination(-1, io, 4, 1), "RelationPropagation: negative position is refused");
+    CHECK(!build.supportsFormatCombination(0, io, 3, 1), "RelationPropagation: a three-input layer is refused");
+}
+
+void testOutputShapes(IPluginV3OneBuild& build) {
+    FakeExprBuilder eb;
+    DimsExprs out[1]{};
+    DimsExprs in[4] = {eb.dims({300, 64}), eb.dims({300, 64}), eb.dims({300, 256}), eb.dims({300})};
+    CHECK(build.getOutputShapes(in, 4, nullptr, 0, out, 1, eb) == 0, "RelationPropagation getOutputShapes on constants");
+    CHECK(out[0].nbDims == 2 && out[0].d[0]->isConstant() && out[0].d[0]->getConstantValue() == 300 &&
+              out[0].d[1]->isConstant() && out[0].d[1]->getConstantValue() == 256,
+          "output shape is regions' shape [300, 256]");
+
+    DimsExprs sym[4] = {eb.dims({-1, 64}), eb.dims({-1, 64}), eb.dims({-1, -1}), eb.dims({-1})};
+    CHECK(build.getOutputShapes(sym, 4, nullptr, 0, out, 1, eb) == 0, "RelationPropagation getOutputShapes on symbols");
+    CHECK(out[0].nbDims == 2 && out[0].d[0] == sym[2].d[0] && out[0].d[1] == sym[2].d[1],
+          "symbolic output dims are regions' expressions");
+
+    size_t mark = gLogger.size();
+    DimsExprs badN[4] = {eb.dims({300, 64}), eb.dims({300, 64}), eb.dims({300, 256}), eb.dims({299})};
+    CHECK(build.getOutputShapes(badN, 4, nullptr, 0, out, 1, eb) != 0, "a constant N mismatch is refused early");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"valid", "N", "300", "299"}), "the N mismatch is logged");
+
+    mark = gLogger.size();
+    DimsExprs badD[4] = {eb.dims({300, 64}), eb.dims({300, 32}), eb.dims({300, 256}), eb.dims({300})};
+    CHECK(build.getOutputShapes(badD, 4, nullptr, 0, out, 1, eb) != 0, "a constant d mismatch is refused early");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"phi", "d", "64", "32"}), "the d mismatch is logged");
+
+    mark = gLogger.size();
+    DimsExprs rank[4] = {eb.dims({300, 64}), eb.dims({300, 64}), eb.dims({300, 256}), eb.dims({300, 1})};
+    CHECK(build.getOutputShapes(rank, 4, nullptr, 0, out, 1, eb) != 0, "a rank-2 valid is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"valid", "rank 2"}), "the rank is logged");
+}
+
+void testConfigure(IPluginV3OneBuild& build) {
+    auto configure = [&](Dims s, Dims p, Dims r, Dims v, Dims o) {
+        DynamicPluginTensorDesc in[4] = {dynDesc(s), dynDesc(p), dynDesc(r), dynDesc(v)};
+        DynamicPluginTensorDesc out[1] = {dynDesc(o)};
+        return build.configurePlugin(in, 4, out, 1);
+    };
+    CHECK(configure(kSigma, kSigma, kRegions, kValid, kRegions) == 0, "RelationPropagation: consistent dims configure");
+    CHECK(configure(dims({-1, 256}), dims({-1, 256}), dims({-1, 1024}), dims({-1}), dims({-1, 1024})) == 0,
+          "RelationPropagation: build-time wildcards configure");
+
+    size_t mark = gLogger.size();
+    CHECK(configure(kSigma, kSigma, dims({6299, 1024}), kValid, dims({6299, 1024})) != 0,
+          "RelationPropagation: an N mismatch is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"N", "[6300, 256]", "[6299, 1024]"}),
+          "the N mismatch is logged with both shapes");
+
+    mark = gLogger.size();
+    CHECK(configure(kSigma, dims({6300, 128}), kRegions, kValid, kRegions) != 0, "RelationPropagation: a d mismatch is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"disagree on d", "[6300, 128]"}), "the d mismatch is logged");
+
+    mark = gLogger.size();
+    CHECK(configure(dims({6300, 0}), dims({6300, 0}), kRegions, kValid, kRegions) != 0, "RelationPropagation: d = 0 is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"d = 0"}), "the empty embedding is logged");
+
+    mark = gLogger.size();
+    CHECK(configure(kSigma, kSigma, dims({6300, 1024, 1}), kValid, kRegions) != 0, "RelationPropagation: rank-3 regions are refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"regions", "rank 3"}), "the rank is logged");
+
+    mark = gLogger.size();
+    CHECK(configure(kSigma, kSigma, kRegions, kValid, dims({6300, 512})) != 0,
+          "RelationPropagation: an output that is not regions' shape is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"output", "on D"}), "the output mismatch is logged");
+
+    DynamicPluginTensorDesc in[3] = {dynDesc(kSigma), dynDesc(kSigma), dynDesc(kRegions)};
+    DynamicPluginTensorDesc out[1] = {dynDesc(kRegions)};
+    CHECK(build.configurePlugin(in, 3, out, 1) != 0, "RelationPropagation: three inputs are refused by configurePlugin");
+}
+
+void testRuntime(IPluginV3OneRuntime& runtime) {
+    auto shapeChange = [&](Dims s, Dims r, Dims v, Dims o) {
+        PluginTensorDesc in[4] = {desc(s), desc(s), desc(r), desc(v)};
+        PluginTensorDesc out[1] = {desc(o)};
+        return runtime.onShapeChange(in, 4, out, 1);
+    };
+    CHECK(shapeChange(kSigma, kRegions, kValid, kRegions) == 0, "RelationPropagation onShapeChange accepts consistent dims");
+    size_t mark = gLogger.size();
+    CHECK(shapeChange(kSigma, kRegions, dims({12}), kRegions) != 0, "RelationPropagation onShapeChange refuses an N mismatch");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"onShapeChange", "valid", "[12]"}), "the N mismatch is logged");
+    CHECK(shapeChange(dims({-1, 256}), kRegions, kValid, kRegions) != 0,
+          "RelationPropagation onShapeChange refuses unresolved extents");
+
+    auto enqueue = [&](Dims s, Dims r, Dims v, Dims o, DataType t, DataType validType, void* workspace) {
+        PluginTensorDesc in[4] = {desc(s, t), desc(s, t), desc(r, t), desc(v, validType)};
+        PluginTensorDesc out[1] = {desc(o, t)};
+        const void* inputs[4] = {nullptr, nullptr, nullptr, nullptr};
+        void* outputs[1] = {nullptr};
+        return runtime.enqueue(in, out, inputs, outputs, workspace, nullptr);
+    };
+    // Empty batches (N = 0) and empty features (D = 0) return before any CUDA
+    // call, so these run the whole enqueue path without a device.
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
+        CHECK(enqueue(dims({0, 256}), dims({0, 1024}), dims({0}), dims({0, 1024}), t, t, nullptr) == 0,
+              "RelationPropagation enqueue of an empty batch succeeds");
+        CHECK(enqueue(kSigma, dims({6300, 0}), kValid, dims({6300, 0}), t, t, nullptr) == 0,
+              "RelationPropagation enqueue with D = 0 succeeds");
+    }
+    // A real problem without the workspace getWorkspaceSize asked for is
+    // refused by the launcher, before any CUDA call.
+    mark = gLogger.size();
+    CHECK(enqueue(kSigma, kRegions, kValid, kRegions, DataType::kFLOAT, DataType::kFLOAT, nullptr) != 0,
+          "RelationPropagation enqueue without a workspace is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"enqueue", "invalid argument", "no workspace"}),
+          "the missing workspace is logged");
+    mark = gLogger.size();
+    CHECK(enqueue(dims({0, 256}), dims({0, 1024}), dims({0}), dims({0, 1024}), DataType::kFLOAT, DataType::kBOOL,
+                  nullptr) != 0,
+          "RelationPropagation enqueue refuses a kBOOL valid");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"enqueue", "valid kBOOL"}), "the type mix is logged");
+    mark = gLogger.size();
+    CHECK(enqueue(dims({0, 256}), dims({0, 1024}), dims({0}), dims({0, 512}), DataType::kFLOAT, DataType::kFLOAT,
+                  nullptr) != 0,
+          "RelationPropagation enqueue refuses an output of the wrong D");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"enqueue", "[0, 512]"}), "the enqueue refusal is logged");
+    CHECK(enqueue(dims({0, 256}), dims({0, 1024}), dims({0}), dims({0, 1024}), DataType::kINT8, DataType::kINT8,
+                  nullptr) != 0,
+          "RelationPropagation enqueue refuses INT8");
+}
+
+void testSerializationAndClone(IPluginCreatorV3One& creator, Plugin& original) {
+    CHECK(serializesNothing(*original.runtime), "RelationPropagation serializes an empty field collection");
+    Plugin restored =
+        wrap(creator.createPlugin("restored", original.runtime->getFieldsToSerialize(), TensorRTPhase::kRUNTIME));
+    CHECK(static_cast<bool>(restored) && sameIdentity(*restored.core),
+          "the RelationPropagation creator rebuilds the plugin from its serialized fields");
+
+    Plugin clone = wrap(original.owner->clone());
+    CHECK(static_cast<bool>(clone) && clone.owner.get() != original.owner.get(), "RelationPropagation clone is a new plugin");
+    Plugin attached = wrap(original.runtime->attachToContext(nullptr));
+    CHECK(static_cast<bool>(attached) && attached.owner.get() != original.owner.get(),
+          "RelationPropagation attachToContext returns a new plugin");
+    // Destroy the original first: the copies must not point into it.
+    original.owner.reset();
+    if (clone) {
+        CHECK(sameIdentity(*clone.core) && serializesNothing(*clone.runtime),
+              "RelationPropagation clone works after the original is gone");
+        CHECK(acceptsCombination(*clone.build, {{DataType::kHALF, TensorFormat::kLINEAR},
+                                                {DataType::kHALF, TensorFormat::kLINEAR},
+                                                {DataType::kHALF, TensorFormat::kLINEAR},
+                                                {DataType::kHALF, TensorFormat::kLINEAR},
+                                                {DataType::kHALF, TensorFormat::kLINEAR}}),
+              "the clone still answers format queries");
+    }
+    if (attached) CHECK(sameIdentity(*attached.core), "attached RelationPropagation copy keeps its identity");
+}
+
+void testCreation(IPluginCreatorV3One& creator) {
+    {
+        Plugin p = wrap(creator.createPlugin("no_fields", nullptr, TensorRTPhase::kBUILD));
+        CHECK(static_cast<bool>(p), "RelationPropagation: a null field collection is fine (there are no fields)");
+        Plugin q = wrap(creator.createPlugin("no_fields", nullptr, TensorRTPhase::kRUNTIME));
+        CHECK(static_cast<bool>(q), "RelationPropagation: ... at run time too");
+    }
+    // What the ONNX parser may forward, and anything a newer exporter adds.
+    const char version[] = "1";
+    const char ns[] = "vidtrt";
+    int32_t other = 3;
+    Fields f{{PluginField("plugin_version", version, PluginFieldType::kCHAR, 1),
+              PluginField("plugin_namespace", ns, PluginFieldType::kCHAR, 6),
+              PluginField("something_newer", &other, PluginFieldType::kINT32, 1)}};
+    const size_t mark = gLogger.size();
+    Plugin p = makePlugin(creator, f);
+    CHECK(p && sameIdentity(*p.core) && serializesNothing(*p.runtime),
+          "RelationPropagation: unknown fields are ignored");
+    CHECK(!gLogger.anySince(mark, Severity::kERROR), "RelationPropagation: unknown fields are not reported as errors");
+    CHECK(gLogger.loggedSince(mark, Severity::kVERBOSE, {"relprop_test", "ignoring field 'something_newer'"}),
+          "RelationPropagation: ignored fields are logged at verbose level with the layer name");
+}
+
+void testWithoutLogger(IPluginV3OneBuild& build, void (*setLoggerFinder)(nvinfer1::ILoggerFinder*),
+                       nvinfer1::ILoggerFinder* finder) {
+    setLoggerFinder(nullptr);
+    const size_t mark = gLogger.size();
+    const DataType bf16[4] = {DataType::kBF16, DataType::kBF16, DataType::kBF16, DataType::kBF16};
+    DataType out[1];
+    CHECK(build.getOutputDataTypes(out, 1, bf16, 4) != 0, "BF16 is refused without a logger too");
+    CHECK(gLogger.size() == mark, "nothing from RelationPropagation reaches a detached logger");
+    setLoggerFinder(finder);
+}
+
+// Finds the creator among getCreators' table itself, so main() needs one line.
+void run(IPluginCreatorInterface* const* creators, int32_t nbCreators,
+         void (*setLoggerFinder)(nvinfer1::ILoggerFinder*), nvinfer1::ILoggerFinder* finder) {
+    setLoggerFinder(finder);
+    IPluginCreatorV3One* creator = nullptr;
+    int32_t count = 0;
+    for (int32_t i = 0; creators != nullptr && i < nbCreators; ++i) {
+        if (creators[i] == nullptr || std::string(creators[i]->getInterfaceInfo().kind) != "PLUGIN CREATOR_V3ONE") {
+            continue;
+        }
+        auto* c = static_cast<IPluginCreatorV3One*>(creators[i]);
+        if (std::string(c->getPluginName()) == kName && std::string(c->getPluginNamespace()) == kNamespace) {
+            creator = c;
+            ++count;
+        }
+    }
+    CHECK(count == 1, "exactly one RelationPropagation creator in namespace vidtrt");
+    if (creator == nullptr) fatal("no RelationPropagation creator");
+    relprop::testCreatorIdentity(*creator);
+    Plugin plugin = makePlugin(*creator, Fields{});
+    if (!plugin) fatal("RelationPropagation createPlugin(kBUILD) did not return a plugin with all capabilities");
+    relprop::testInterfaces(plugin);
+    relprop::testWorkspace(*plugin.build);
+    relprop::testOutputTypes(*plugin.build);
+    relprop::testFormats(*plugin.build);
+    relprop::testOutputShapes(*plugin.build);
+    relprop::testConfigure(*plugin.build);
+    relprop::testRuntime(*plugin.runtime);
+    relprop::testWithoutLogger(*plugin.build, setLoggerFinder, finder);
+    relprop::testSerializationAndClone(*creator, plugin);
+    relprop::testCreation(*creator);
+}
+
+}  // namespace relprop
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1247,6 +2024,8 @@ int main(int argc, char** argv) {
     CHECK(psRoiAlignCount == 1, "exactly one PSRoIAlign creator in namespace vidtrt");
     if (psRoiAlign == nullptr) fatal("no PSRoIAlign creator");
     psroi::run(*psRoiAlign, setLoggerFinder, &finder);
+    msra::run(creators, nbCreators, setLoggerFinder, &finder);
+    relprop::run(creators, nbCreators, setLoggerFinder, &finder);
 
     // TensorRT's deregisterLibrary unloads the library; make sure that works
     // once every plugin object is gone.

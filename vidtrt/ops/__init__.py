@@ -1,7 +1,9 @@
 """Custom ops: reference (PyTorch), portable (ONNX function) and fused (C++/CUDA) layers."""
 
+from .most_similar_roi_align import most_similar_roi_align
 from .ps_roi_align import ps_roi_align
 from .psla import psla
 from .registry import registered_ops
+from .relation_propagation import relation_propagation
 
-__all__ = ["ps_roi_align", "psla", "registered_ops"]
+__all__ = ["most_similar_roi_align", "ps_roi_align", "psla", "registered_ops", "relation_propagation"]
