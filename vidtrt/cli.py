@@ -72,6 +72,33 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
+def _parse_frame_size(text: str) -> tuple[int, int]:
+    """"1280x720" (width x height, as video tools print it) → (height, width)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 1280x720, got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"frame size must be positive, got {text!r}")
+    return h, w
+
+
+def _cmd_build(args) -> int:
+    from .export.bundle import load_bundle
+    from .tensorrt import require_tensorrt
+    from .tensorrt.build import build_engines, image_profile
+
+    require_tensorrt("vidtrt build")  # before loading anything: say what is missing first
+    bundle = load_bundle(args.bundle)
+    profile = image_profile(bundle.manifest.preprocess, opt_frame=args.frame_size)
+    print(
+        f"vidtrt build: {args.bundle}, {args.precision}, image profile min {profile.min} opt {profile.opt} "
+        f"max {profile.max}, workspace {args.workspace} MB"
+    )
+    build_engines(bundle, args.precision, timing_cache=args.timing_cache, workspace_mb=args.workspace, profile=profile)
+    return 0
+
+
 def _cmd_bench(args) -> int:
     import json
 
@@ -98,8 +125,8 @@ def _cmd_run(args) -> int:
         backend=args.backend,
         out_dir=args.out,
         outputs=outputs,
-        key_interval=args.key_interval,
-        key_placement=args.key_placement,
+        pipeline_options={"key_interval": args.key_interval, "key_placement": args.key_placement, "mode": args.mode},
+        backend_options={} if args.precision == "fp32" else {"precision": args.precision},
         progress=not args.no_progress,
     )
     print(summary.format())
@@ -127,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("export", help="export a detector to a bundle of ONNX stage graphs")
-    p.add_argument("--method", required=True, choices=["psla"])
+    p.add_argument("--method", required=True, choices=["psla", "mfsa", "troi"])
     p.add_argument("--config", help="named model config (see `vidtrt models`)")
-    p.add_argument("--checkpoint", help="native checkpoint (its config travels with it)")
+    p.add_argument("--checkpoint", help="native checkpoint (its config travels with it); troi also reads mmtracking checkpoints")
     p.add_argument("--out", required=True, help="bundle directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights when no checkpoint is given")
     p.add_argument("--no-verify", action="store_true", help="skip running each graph in ONNX Runtime against PyTorch")
@@ -143,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser("build", help="build TensorRT engines for every stage of a bundle (needs TensorRT 11 and a GPU)")
+    p.add_argument("bundle")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="which graphs to build from (default: %(default)s)")
+    p.add_argument("--timing-cache", help="TensorRT timing cache file, read if present and written back")
+    p.add_argument("--workspace", type=int, default=2048, help="builder workspace limit in MB (default: %(default)s)")
+    p.add_argument(
+        "--frame-size", type=_parse_frame_size, default=(720, 1280), metavar="WxH",
+        help="source video size the engines are tuned for (default: 1280x720); any size still runs",
+    )
+    p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("bench", help="each precision against FP32 per stage and end to end, with timings")
     p.add_argument("bundle")
@@ -161,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outputs", default="jsonl,video,vid", help="any of jsonl,video,vid (default: %(default)s)")
     p.add_argument("--key-interval", type=int, help="override the bundle's key frame interval")
     p.add_argument("--key-placement", choices=["first", "middle"], help="override the bundle's key frame placement")
+    p.add_argument(
+        "--mode", choices=["multi", "single", "offline", "online"],
+        help="MFSA: multi (Multi-Focus, default) or single (Single-Focus); Temporal RoI Align: offline (support over "
+        "the whole video, default) or online (past frames only)",
+    )
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="graph/engine precision (onnxruntime, tensorrt)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_run)
 

@@ -24,9 +24,14 @@ def create_backend(name: str, bundle: Bundle, **options) -> Backend:
 
         return OnnxRuntimeBackend(bundle, **options)
     if name == "tensorrt":
-        raise NotImplementedError(
-            "the tensorrt backend is not part of this build yet; use --backend onnxruntime or torch"
-        )
+        from ...tensorrt import require_tensorrt
+
+        # Before importing the backend: the error then names what is missing
+        # (TensorRTUnavailable, a RuntimeError) instead of an ImportError deep inside.
+        require_tensorrt("the tensorrt backend")
+        from .tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(bundle, **options)
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 

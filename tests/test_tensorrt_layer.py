@@ -1,0 +1,1010 @@
+"""The TensorRT layer: engine compatibility records, the binding plan (state
+buffers, ping-pong), optimisation-profile derivation, the errors without
+TensorRT, and the tensorrt backend's bookkeeping against a simulated
+TensorRT + CUDA (engines that run the stage's ONNX graph in ONNX Runtime on a
+fake device heap).
+
+The simulation checks what the backend does with buffers, addresses, graphs
+and copies — never TensorRT itself. Tests that need the real TensorRT 11 or a
+GPU skip with the reason.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import vidtrt.tensorrt as vtrt
+from vidtrt import cli
+from vidtrt.export.bundle import Manifest, StageSpec, StateSpec, TensorSpec, load_bundle
+from vidtrt.export.exporter import export_bundle
+from vidtrt.runtime.backends import create_backend
+from vidtrt.runtime.binding import (
+    INPUT,
+    RESULT,
+    STATE,
+    STATE_IN,
+    STATE_OUT,
+    BindingPlan,
+    BindingPlanError,
+    concrete_shape,
+    feature_sizes,
+)
+from vidtrt.runtime.pipelines import create_pipeline
+from vidtrt.runtime.preprocess import Preprocessor
+from vidtrt.tensorrt.build import ImageProfile, engine_path, image_profile, stage_profiles
+from vidtrt.tensorrt.compat import (
+    EngineMismatchError,
+    EngineRecord,
+    Environment,
+    check_engine_compatible,
+    current_environment,
+    make_record,
+)
+
+DETECTIONS = ("boxes", "scores", "labels", "valid")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return export_bundle("psla", tmp_path_factory.mktemp("trt") / "psla_small", config_name="psla_small", log=lambda _: None)
+
+
+# ====================================================================== compat
+
+RECORD = EngineRecord("11.1.0.106", "NVIDIA GeForce RTX 3090", "8.6", "ab" * 32, "fp16", "2026-07-01T12:00:00+00:00")
+SAME = Environment("11.1.0.106", "NVIDIA GeForce RTX 3090", "8.6", "ab" * 32)
+
+
+def test_compatible_environment_passes():
+    check_engine_compatible(RECORD, SAME)
+
+
+def test_engine_without_plugins_runs_with_or_without_the_library():
+    record = EngineRecord(**{**RECORD.to_dict(), "plugin_library_sha256": None})
+    check_engine_compatible(record, SAME)
+    check_engine_compatible(record, Environment("11.1.0.106", "NVIDIA GeForce RTX 3090", "8.6", None))
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"gpu_name": "NVIDIA A100-SXM4-40GB"}, "GPU: built on 'NVIDIA GeForce RTX 3090', this machine has 'NVIDIA A100-SXM4-40GB'"),
+        ({"compute_capability": "8.9"}, "compute capability: built for 8.6, this GPU is 8.9"),
+        ({"tensorrt_version": "11.2.0.10"}, "TensorRT version: built with 11.1.0.106, this installation has 11.2.0.10"),
+        ({"plugin_library_sha256": "cd" * 32}, "plugin library: built with libvidtrt_plugins.so sha256 abababababab…"),
+        ({"plugin_library_sha256": None}, "this installation has no libvidtrt_plugins.so"),
+        ({"tensorrt_version": None}, "TensorRT is not importable here"),
+        ({"gpu_name": None, "compute_capability": None}, "GPU: none visible here"),
+    ],
+)
+def test_each_difference_is_named_with_the_rebuild_command(change, needle):
+    current = Environment(**{**SAME.__dict__, **change})
+    with pytest.raises(EngineMismatchError) as err:
+        check_engine_compatible(RECORD, current, bundle="bundles/psla")
+    text = str(err.value)
+    assert needle in text
+    assert "`vidtrt build bundles/psla --precision fp16`" in text
+    assert isinstance(err.value, ValueError)
+    assert text.count("\n  - ") == 1  # exactly the one difference
+
+
+def test_all_differences_are_listed_together():
+    current = Environment("11.2.0.10", "NVIDIA L4", "8.9", None)
+    with pytest.raises(EngineMismatchError) as err:
+        check_engine_compatible(RECORD, current)
+    text = str(err.value)
+    for word in ("GPU:", "compute capability:", "TensorRT version:", "plugin library:"):
+        assert word in text
+    assert text.count("\n  - ") == 4
+
+
+def test_record_round_trip_and_missing_keys():
+    entry = {"files": {"key": "engines/fp16/key.engine"}, "plugins": {"PSLA": "1"}, **RECORD.to_dict()}
+    assert EngineRecord.from_entry(entry) == RECORD
+    del entry["gpu_name"]
+    with pytest.raises(ValueError, match="lacks gpu_name"):
+        EngineRecord.from_entry(entry)
+
+
+def test_make_record_needs_a_complete_environment():
+    record = make_record(SAME, "int8", built_at="2026-01-01T00:00:00+00:00")
+    assert record.precision == "int8" and record.gpu_name == SAME.gpu_name
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        make_record(Environment("11.1.0", None, None, None, notes=("no CUDA GPU (cudaErrorNoDevice)",)), "fp32")
+
+
+def test_current_environment_without_tensorrt_says_why():
+    ok, reason = vtrt.tensorrt_available()
+    env = current_environment()
+    if ok:
+        assert env.tensorrt_version == reason
+    else:
+        assert env.tensorrt_version is None and reason in env.notes
+    gpu_ok, _ = vtrt.cuda_available()
+    assert (env.gpu_name is not None) == gpu_ok
+
+
+# ====================================================================== binding plan
+
+
+def test_psla_plan(bundle):
+    plan = BindingPlan.from_manifest(bundle.manifest)
+    # Both states are read and written by the key stage: ping-pong.
+    assert plan.buffers["temporal"] == plan.buffers["temporal"].__class__("temporal", (1, 64, "h", "w"), "float32", 2, STATE)
+    assert plan.buffers["temporal_key"].count == 2
+    assert plan.writer == {"temporal": "key", "temporal_key": "key"}
+    key = plan.stages["key"]
+    assert key.state_inputs == {"temporal_in": "temporal", "temporal_key_in": "temporal_key"}
+    assert key.state_outputs == {"temporal_out": "temporal", "temporal_key_out": "temporal_key"}
+    assert key.per_call == ("image", "has_state")
+    assert key.results == DETECTIONS
+    assert plan.stages["nonkey"].state_outputs == {} and plan.stages["nonkey"].per_call == ("image",)
+    assert plan.stages["perframe"].state_inputs == {}
+    # Per-call inputs and results are shared across the three stages.
+    assert sorted(b.name for b in plan.buffers.values() if b.role != STATE) == sorted(
+        ["in:image", "in:has_state"] + [f"out:{n}" for n in DETECTIONS]
+    )
+    for writes in range(5):
+        b = plan.bindings("key", writes)
+        assert b["temporal_in"] == b["temporal_in"].__class__("temporal_in", STATE_IN, "temporal", writes % 2)
+        assert b["temporal_out"].role == STATE_OUT and b["temporal_out"].index == (writes + 1) % 2
+        assert b["image"].role == INPUT and b["image"].buffer == "in:image"
+        assert b["boxes"].role == RESULT and b["boxes"].buffer == "out:boxes"
+        n = plan.bindings("nonkey", writes)
+        assert n["temporal_in"].index == writes % 2 and "temporal_out" not in n
+    assert "temporal" in plan.describe()
+
+
+def test_psla_schedule_reads_latest_and_never_aliases(bundle):
+    plan = BindingPlan.from_manifest(bundle.manifest)
+    schedule = (["nonkey"] * 4 + ["key"] + ["nonkey"] * 5) * 4
+    _simulate(plan, ["key"] + schedule)
+
+
+def _manifest(stages: dict, state: list) -> Manifest:
+    """stages: name → (inputs, outputs), each a list of (name, shape, dtype)."""
+    return Manifest(
+        method="synthetic",
+        config_name="synthetic",
+        config={},
+        stages={
+            name: StageSpec(name, f"{name}.onnx", [TensorSpec(*t) for t in ins], [TensorSpec(*t) for t in outs])
+            for name, (ins, outs) in stages.items()
+        },
+        state=[StateSpec(*s) for s in state],
+        preprocess={},
+        class_names=[],
+        schedule={},
+        feature_stride=16,
+        checkpoint="model.ckpt",
+    )
+
+
+IMG = ("image", [1, 3, "H", "W"], "float32")
+MEM = [1, 8, "h", "w"]
+
+
+def _simulate(plan: BindingPlan, schedule: list[str], alive: dict | None = None) -> None:
+    """Runs ``schedule`` on symbolic buffers holding version numbers: every
+    state read must see the latest version, a call must never bind one copy
+    as both input and output, and the ``alive`` most recent versions of each
+    state must stay in distinct copies."""
+    alive = alive or {}
+    content = {(b.name, i): 0 for b in plan.state_buffers() for i in range(b.count)}  # version 0: the zeros
+    latest = {b.name: 0 for b in plan.state_buffers()}
+    history = {b.name: [0] for b in plan.state_buffers()}
+    for stage in schedule:
+        binding = plan.bindings(stage, dict(latest))
+        ins = {(b.buffer, b.index) for b in binding.values() if b.role in (STATE_IN, INPUT)}
+        outs = {(b.buffer, b.index) for b in binding.values() if b.role in (STATE_OUT, RESULT)}
+        assert not ins & outs, (stage, ins & outs)
+        for b in binding.values():
+            if b.role == STATE_IN:
+                assert content[(b.buffer, b.index)] == latest[b.buffer], (stage, b)
+        for b in binding.values():
+            if b.role == STATE_OUT:
+                latest[b.buffer] += 1
+                content[(b.buffer, b.index)] = latest[b.buffer]
+                history[b.buffer].append(latest[b.buffer])
+                keep = history[b.buffer][-alive.get(b.buffer, 1):]
+                held = {v for (name, _), v in content.items() if name == b.buffer}
+                assert set(keep) <= held, (b.buffer, keep, held)
+
+
+def test_state_read_by_two_other_stages_needs_one_buffer():
+    m = _manifest(
+        {
+            "encode": ([IMG], [("memory", MEM, "float32")]),
+            "a": ([IMG, ("mem_in", MEM, "float32")], [("boxes", [10, 4], "float32")]),
+            "b": ([IMG, ("mem_in", MEM, "float32")], [("boxes", [10, 4], "float32"), ("extra", [3], "int64")]),
+        },
+        [("memory", "encode.memory", ["a.mem_in", "b.mem_in"], MEM, "float32")],
+    )
+    plan = BindingPlan.from_manifest(m)
+    assert plan.buffers["memory"].count == 1
+    assert plan.bindings("encode", 3)["memory"].index == 0 and plan.bindings("a", 3)["mem_in"].index == 0
+    assert plan.stages["a"].buffer_of["boxes"] == plan.stages["b"].buffer_of["boxes"] == "out:boxes"
+    _simulate(plan, ["encode", "a", "b", "a", "encode", "b", "encode", "encode", "a"])
+
+
+def test_older_versions_kept_alive_need_one_buffer_each():
+    m = _manifest(
+        {
+            "encode": ([IMG], [("memory", MEM, "float32")]),
+            "a": ([IMG, ("mem_in", MEM, "float32")], [("boxes", [10, 4], "float32")]),
+        },
+        [("memory", "encode.memory", ["a.mem_in"], MEM, "float32")],
+    )
+    plan = BindingPlan.from_manifest(m, versions_alive={"memory": 3})
+    assert plan.buffers["memory"].count == 3
+    _simulate(plan, ["encode", "a"] * 7, alive={"memory": 3})
+    with pytest.raises(BindingPlanError, match=">= 1"):
+        BindingPlan.from_manifest(m, versions_alive={"memory": 0})
+    with pytest.raises(BindingPlanError, match="unknown state"):
+        BindingPlan.from_manifest(m, versions_alive={"nope": 2})
+
+
+def test_state_read_and_written_by_one_stage_ping_pongs():
+    m = _manifest(
+        {"step": ([IMG, ("h_in", MEM, "float16")], [("h_out", MEM, "float16"), ("scores", [5], "float32")])},
+        [("hidden", "step.h_out", ["step.h_in"], MEM, "float16")],
+    )
+    plan = BindingPlan.from_manifest(m)
+    assert plan.buffers["hidden"].count == 2 and plan.buffers["hidden"].dtype == "float16"
+    assert [plan.bindings("step", k)["h_out"].index for k in range(4)] == [1, 0, 1, 0]
+    assert [plan.bindings("step", k)["h_in"].index for k in range(4)] == [0, 1, 0, 1]
+    _simulate(plan, ["step"] * 9)
+    # Ping-pong and versions kept alive combine: max(versions_alive, 2).
+    assert BindingPlan.from_manifest(m, versions_alive={"hidden": 3}).buffers["hidden"].count == 3
+    _simulate(BindingPlan.from_manifest(m, versions_alive={"hidden": 3}), ["step"] * 9, alive={"hidden": 3})
+
+
+def test_two_states_written_by_different_stages():
+    m = _manifest(
+        {
+            "key": ([IMG, ("feat_in", MEM, "float32")], [("feat_out", MEM, "float32"), ("boxes", [4, 4], "float32")]),
+            "track": (
+                [IMG, ("feat_in", MEM, "float32"), ("tracks_in", [16, 4], "float32")],
+                [("tracks_out", [16, 4], "float32"), ("boxes", [4, 4], "float32")],
+            ),
+        },
+        [
+            ("feat", "key.feat_out", ["key.feat_in", "track.feat_in"], MEM, "float32"),
+            ("tracks", "track.tracks_out", ["track.tracks_in"], [16, 4], "float32"),
+        ],
+    )
+    plan = BindingPlan.from_manifest(m)
+    assert plan.buffers["feat"].count == 2 and plan.buffers["tracks"].count == 2
+    b = plan.bindings("track", {"feat": 3, "tracks": 6})
+    assert (b["feat_in"].index, b["tracks_in"].index, b["tracks_out"].index) == (1, 0, 1)
+    rng = random.Random(0)
+    _simulate(plan, ["key"] + [rng.choice(["key", "track", "track"]) for _ in range(40)])
+
+
+def test_same_result_name_with_another_shape_gets_its_own_buffer():
+    m = _manifest(
+        {"a": ([IMG], [("boxes", [10, 4], "float32")]), "b": ([IMG], [("boxes", [20, 4], "float32")])},
+        [],
+    )
+    plan = BindingPlan.from_manifest(m)
+    assert plan.stages["a"].buffer_of["boxes"] == "out:boxes"
+    assert plan.stages["b"].buffer_of["boxes"] == "out:b.boxes"
+
+
+@pytest.mark.parametrize(
+    "state, match",
+    [
+        (("m", "nostage.out", ["a.mem_in"], MEM, "float32"), "source stage 'nostage'"),
+        (("m", "a.nothing", ["a.mem_in"], MEM, "float32"), "has no output 'nothing'"),
+        (("m", "a.mem_out", ["a.nothing"], MEM, "float32"), "has no input 'nothing'"),
+        (("m", "a.mem_out", ["a.mem_in"], [1, 4, "h", "w"], "float32"), "is float32\\[1, 4, 'h', 'w'\\] but a.mem_out"),
+        (("m", "a.mem_out", ["a.mem_in"], MEM, "float16"), "float16"),
+        (("m", "amem_out", ["a.mem_in"], MEM, "float32"), "not of the form"),
+    ],
+)
+def test_inconsistent_wiring_is_refused(state, match):
+    m = _manifest({"a": ([IMG, ("mem_in", MEM, "float32")], [("mem_out", MEM, "float32")])}, [state])
+    with pytest.raises(BindingPlanError, match=match):
+        BindingPlan.from_manifest(m)
+
+
+def test_concrete_shapes():
+    sizes = feature_sizes((600, 1000), 16)
+    assert sizes == {"H": 600, "W": 1000, "h": 38, "w": 63}
+    assert concrete_shape([1, 1024, "h", "w"], sizes) == (1, 1024, 38, 63)
+    with pytest.raises(KeyError, match="'T'"):
+        concrete_shape([1, "T"], sizes)
+
+
+# ====================================================================== profiles
+
+PAPER_PRE = Preprocessor().as_dict()  # short 600, long ≤ 1000, pad 16
+
+
+def test_paper_profile_covers_every_frame_the_preprocessor_makes():
+    profile = image_profile(PAPER_PRE)
+    assert profile == ImageProfile(min=(16, 16), opt=(576, 1008), max=(1008, 1008))
+    pre = Preprocessor.from_dict(PAPER_PRE)
+    rng = random.Random(1)
+    sizes = [(rng.randint(1, 4000), rng.randint(1, 4000)) for _ in range(3000)] + [(1, 4000), (4000, 1), (600, 1000)]
+    for h, w in sizes:
+        ph, pw = pre.plan(h, w)[2]
+        assert profile.min[0] <= ph <= profile.max[0] and profile.min[1] <= pw <= profile.max[1], (h, w, ph, pw)
+
+
+def test_max_aspect_narrows_the_profile_and_still_covers_those_frames():
+    profile = image_profile(PAPER_PRE, max_aspect=16 / 9)
+    assert profile == ImageProfile(min=(576, 576), opt=(576, 1008), max=(1008, 1008))
+    pre = Preprocessor.from_dict(PAPER_PRE)
+    rng = random.Random(2)
+    checked = 0
+    for _ in range(5000):
+        h, w = rng.randint(10, 4000), rng.randint(10, 4000)
+        if max(h, w) / min(h, w) > 16 / 9:
+            continue
+        ph, pw = pre.plan(h, w)[2]
+        assert 576 <= ph <= 1008 and 576 <= pw <= 1008, (h, w)
+        checked += 1
+    assert checked > 1000
+
+
+def test_profile_without_long_side_cap_needs_max_aspect():
+    pre = {**PAPER_PRE, "max_long_side": None}
+    with pytest.raises(ValueError, match="max_aspect"):
+        image_profile(pre)
+    profile = image_profile(pre, max_aspect=2.0)
+    assert profile.min == (608, 608) and profile.max == (1200, 1200)
+    with pytest.raises(ValueError, match=">= 1"):
+        image_profile(PAPER_PRE, max_aspect=0.5)
+
+
+def test_opt_follows_the_given_frame_and_is_clamped():
+    assert image_profile(PAPER_PRE, opt_frame=(480, 640)).opt == (608, 800)
+    assert image_profile(PAPER_PRE, opt_frame=(1080, 1920)).opt == (576, 1008)
+    assert image_profile(PAPER_PRE, opt_frame=(100, 4000), max_aspect=16 / 9).opt == (576, 1008)
+
+
+def test_stage_profiles_follow_the_feature_stride(bundle):
+    image = image_profile(bundle.manifest.preprocess)
+    assert image == ImageProfile(min=(16, 16), opt=(144, 256), max=(256, 256))
+    shapes = stage_profiles(bundle.manifest, image)
+    assert set(shapes) == {"key", "nonkey", "perframe"}
+    assert shapes["key"]["image"] == ((1, 3, 16, 16), (1, 3, 144, 256), (1, 3, 256, 256))
+    assert shapes["key"]["temporal_in"] == ((1, 64, 1, 1), (1, 64, 9, 16), (1, 64, 16, 16))
+    assert shapes["nonkey"]["temporal_key_in"] == ((1, 16, 1, 1), (1, 16, 9, 16), (1, 16, 16, 16))
+    assert "has_state" not in shapes["key"]  # static: no profile entry
+    assert set(shapes["perframe"]) == {"image"}
+    # An odd image (no padding) rounds the feature map up, as the pipeline does.
+    odd = stage_profiles(bundle.manifest, ImageProfile((17, 17), (33, 47), (250, 250)))
+    assert odd["key"]["temporal_in"] == ((1, 64, 2, 2), (1, 64, 3, 3), (1, 64, 16, 16))
+    assert engine_path("fp16", "key") == "engines/fp16/key.engine"
+
+
+# ====================================================================== without TensorRT
+
+needs_no_tensorrt = pytest.mark.skipif(vtrt.tensorrt_available()[0], reason="tensorrt is importable here")
+
+
+@needs_no_tensorrt
+def test_create_backend_without_tensorrt_says_what_is_missing(bundle):
+    with pytest.raises(vtrt.TensorRTUnavailable) as err:
+        create_backend("tensorrt", bundle)
+    text = str(err.value)
+    assert "the tensorrt backend needs the TensorRT 11 Python package" in text
+    assert "import tensorrt" in text and "vidtrt doctor" in text
+    assert isinstance(err.value, RuntimeError)
+
+
+@needs_no_tensorrt
+def test_build_command_without_tensorrt_fails_in_one_line(bundle, capsys):
+    assert cli.main(["build", str(bundle.directory), "--precision", "fp32"]) == 1
+    err = capsys.readouterr().err
+    assert "vidtrt build: error: vidtrt build needs the TensorRT 11 Python package" in err
+    assert "vidtrt doctor" in err and "Traceback" not in err
+
+
+def test_build_command_arguments(capsys):
+    args = cli.build_parser().parse_args(["build", "b", "--precision", "int8", "--workspace", "512", "--frame-size", "1920x1080"])
+    assert (args.precision, args.workspace, args.frame_size, args.timing_cache) == ("int8", 512, (1080, 1920), None)
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["build", "b", "--frame-size", "wide"])
+    assert "WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def test_tensorrt_package_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = "import sys, vidtrt.tensorrt, vidtrt.tensorrt.compat, vidtrt.tensorrt.build, vidtrt.runtime.binding; " \
+        "print('tensorrt' in sys.modules, 'cuda.bindings.runtime' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
+
+
+# ====================================================================== simulated TensorRT + CUDA
+
+
+class FakeCuda:
+    """cuda.bindings.runtime as far as the backend uses it, on a host heap.
+    Calls return (error, *values) with error 0, like cuda-python. Stream
+    capture records enqueues instead of running them; a graph launch replays
+    them. Every call runs synchronously."""
+
+    class cudaMemcpyKind:
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice = 1, 2, 3
+
+    class cudaStreamCaptureMode:
+        cudaStreamCaptureModeThreadLocal = 1
+
+    cudaStreamNonBlocking = 1
+    cudaEventDefault = 0
+
+    def __init__(self):
+        self.heap: dict[int, np.ndarray] = {}
+        self.next_ptr = 1 << 20
+        self.mallocs = self.frees = self.launches = 0
+        self.capturing: list | None = None
+        self.graphs: dict[int, list] = {}
+        self.live_graphs: set[int] = set()
+
+    def cudaSetDevice(self, device):
+        return (0,)
+
+    def cudaMalloc(self, size):
+        ptr, self.next_ptr = self.next_ptr, self.next_ptr + size + 4096
+        self.heap[ptr] = np.zeros(size, np.uint8)
+        self.mallocs += 1
+        return 0, ptr
+
+    def cudaFree(self, ptr):
+        del self.heap[ptr]
+        self.frees += 1
+        return (0,)
+
+    def cudaMemcpyAsync(self, dst, src, n, kind, stream):
+        if kind == 1:
+            self.heap[dst][:n] = np.frombuffer(ctypes.string_at(src, n), np.uint8)
+        elif kind == 2:
+            ctypes.memmove(dst, self.heap[src].ctypes.data, n)
+        else:
+            self.heap[dst][:n] = self.heap[src][:n]
+        return (0,)
+
+    def cudaMemsetAsync(self, ptr, value, n, stream):
+        self.heap[ptr][:n] = value
+        return (0,)
+
+    def cudaStreamCreateWithFlags(self, flags):
+        return 0, 7
+
+    def cudaStreamSynchronize(self, stream):
+        return (0,)
+
+    def cudaStreamDestroy(self, stream):
+        return (0,)
+
+    def cudaEventCreateWithFlags(self, flags):
+        return 0, object()
+
+    def cudaEventRecord(self, event, stream):
+        assert self.capturing is None, "events must not be recorded into a graph"
+        return (0,)
+
+    def cudaEventSynchronize(self, event):
+        return (0,)
+
+    def cudaEventElapsedTime(self, start, end):
+        return 0, 0.5
+
+    def cudaStreamBeginCapture(self, stream, mode):
+        self.capturing = []
+        return (0,)
+
+    def cudaStreamEndCapture(self, stream):
+        ops, self.capturing = self.capturing, None
+        handle = 1000 + len(self.graphs)
+        self.graphs[handle] = ops
+        return 0, handle
+
+    def cudaGraphInstantiate(self, graph, flags):
+        self.live_graphs.add(graph)
+        return 0, graph
+
+    def cudaGraphDestroy(self, graph):
+        return (0,)
+
+    def cudaGraphExecDestroy(self, graph):
+        self.live_graphs.discard(graph)
+        return (0,)
+
+    def cudaGraphLaunch(self, graph, stream):
+        assert graph in self.live_graphs
+        self.launches += 1
+        for op in self.graphs[graph]:
+            op()
+        return (0,)
+
+    def cudaGetLastError(self):
+        return (0,)
+
+
+class FakePluginRegistry:
+    def __init__(self):
+        self.loaded: list[str] = []
+
+    def load_library(self, path):
+        self.loaded.append(path)
+        return object()
+
+    def get_creator(self, name, version, namespace=""):
+        return object()
+
+
+class FakeTensorRT:
+    """tensorrt as far as the backend uses it. An "engine file" names an ONNX
+    graph and the stage's I/O; executing it runs the graph in ONNX Runtime on
+    the FakeCuda heap, after checking that no output address is an input's."""
+
+    __version__ = "11.1.0.fake"
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    class TensorIOMode:
+        INPUT, OUTPUT = "input", "output"
+
+    class ExecutionContextAllocationStrategy:
+        STATIC, USER_MANAGED = 0, 2
+
+    class OnnxParserFlag:
+        ENABLE_PLUGIN_OVERRIDE = 1
+
+    class MemoryPoolType:
+        WORKSPACE = 0
+
+    def __init__(self, cuda: FakeCuda):
+        self.cuda = cuda
+        self.deserialized = 0
+        self.executions: list[str] = []
+        self.graphs_by_path: dict[str, tuple] = {}  # ONNX path → (stage, StageSpec, feature stride)
+        self.built: list[str] = []
+        self.fail_stage: str | None = None
+        self.network_flags: list[int] = []
+
+    @staticmethod
+    def nptype(dtype):
+        return dtype
+
+    def get_plugin_registry(self):
+        """Where this build has libvidtrt_plugins.so, loading it registers our creators."""
+        return FakePluginRegistry()
+
+    def Builder(self, logger):
+        return FakeBuilder(self)
+
+
+    def OnnxParser(self, network, logger):
+        return FakeParser(network)
+
+    def Runtime(self, logger):
+        fake = self
+
+        class Runtime:
+            def deserialize_cuda_engine(self, data):
+                fake.deserialized += 1
+                return FakeEngine(fake, json.loads(bytes(data)))
+
+        return Runtime()
+
+
+class FakeParser:
+    def __init__(self, network):
+        self.network, self.num_errors, self.flags = network, 0, set()
+
+    def set_flag(self, flag):
+        self.flags.add(flag)
+
+    def parse_from_file(self, path):
+        self.network["onnx"] = path
+        return Path(path).exists()
+
+
+class FakeConfig:
+    def __init__(self):
+        self.pool_limits, self.profiles, self.cache = {}, [], None
+
+    def set_memory_pool_limit(self, pool, size):
+        self.pool_limits[pool] = size
+
+    def add_optimization_profile(self, profile):
+        self.profiles.append(profile)
+
+    def create_timing_cache(self, data):
+        return bytearray(data)
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        self.cache = cache
+        return True
+
+    def get_timing_cache(self):
+        cache = self.cache
+
+        class Cache:
+            def serialize(self):
+                return bytes(cache)
+
+        return Cache()
+
+
+class FakeBuilder:
+    """Serialises an "engine" naming the graph, its I/O and the profile set on the
+    config; appends one byte per stage to the timing cache."""
+
+    def __init__(self, trt: FakeTensorRT):
+        self.trt = trt
+
+    def create_network(self, flags):
+        self.trt.network_flags.append(flags)
+        return {}
+
+    def create_builder_config(self):
+        return FakeConfig()
+
+    def create_optimization_profile(self):
+        return FakeProfile()
+
+    def build_serialized_network(self, network, config):
+        stage, spec, stride = self.trt.graphs_by_path[network["onnx"]]
+        if stage == self.trt.fail_stage:
+            return None
+        config.cache.extend(stage[:1].encode())
+        self.trt.built.append(stage)
+        profile = {}
+        for p in config.profiles:
+            profile.update(p)
+        desc = {
+            "stage": stage, "onnx": network["onnx"], "stride": stride,
+            "inputs": [t.__dict__ for t in spec.inputs], "outputs": [t.__dict__ for t in spec.outputs],
+            "profile": {n: [list(lo), list(opt), list(hi)] for n, (lo, opt, hi) in profile.items()},
+        }
+        return json.dumps(desc).encode()
+
+
+class FakeProfile(dict):
+    def set_shape(self, name, lo, opt, hi):
+        self[name] = (lo, opt, hi)
+
+
+class FakeEngine:
+    def __init__(self, trt: FakeTensorRT, desc: dict):
+        self.trt, self.desc = trt, desc
+        self.session = ort.InferenceSession(desc["onnx"], providers=["CPUExecutionProvider"])
+        self.io = {t["name"]: (t, "input") for t in desc["inputs"]} | {t["name"]: (t, "output") for t in desc["outputs"]}
+        self.num_io_tensors = len(self.io)
+        self.device_memory_size_v2 = 1 << 16
+
+    def get_tensor_name(self, i):
+        return list(self.io)[i]
+
+    def get_tensor_mode(self, name):
+        return self.io[name][1]
+
+    def get_tensor_dtype(self, name):
+        return np.dtype(self.io[name][0]["dtype"])
+
+    def get_tensor_shape(self, name):
+        return tuple(d if isinstance(d, int) else -1 for d in self.io[name][0]["shape"])
+
+    def get_tensor_profile_shape(self, name, index):
+        return [tuple(s) for s in self.desc["profile"][name]]
+
+    def create_execution_context(self, strategy):
+        assert strategy == FakeTensorRT.ExecutionContextAllocationStrategy.USER_MANAGED
+        return FakeContext(self)
+
+
+class FakeContext:
+    def __init__(self, engine: FakeEngine):
+        self.engine = engine
+        self.shapes: dict[str, tuple] = {}
+        self.addresses: dict[str, int] = {}
+        self.scratch = None
+
+    def set_device_memory(self, ptr, size):
+        assert ptr in self.engine.trt.cuda.heap and size >= self.engine.device_memory_size_v2
+        self.scratch = ptr
+
+    def set_input_shape(self, name, shape):
+        assert self.engine.io[name][1] == "input"
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name):
+        spec = self.engine.io[name][0]
+        image = next(s for n, s in self.shapes.items() if n == "image")
+        sizes = feature_sizes(image[2:], self.engine.desc["stride"])
+        return concrete_shape(spec["shape"], sizes)
+
+    def set_tensor_address(self, name, ptr):
+        self.addresses[name] = ptr
+        return True
+
+    def execute_async_v3(self, stream):
+        assert self.scratch is not None
+        frozen = (dict(self.addresses), {n: self.get_tensor_shape(n) for n in self.engine.io})
+        cuda = self.engine.trt.cuda
+        if cuda.capturing is not None:
+            cuda.capturing.append(lambda: self._execute(*frozen))
+        else:
+            self._execute(*frozen)
+        return True
+
+    def _execute(self, addresses, shapes):
+        engine, heap = self.engine, self.engine.trt.cuda.heap
+        inputs = [n for n, (_, mode) in engine.io.items() if mode == "input"]
+        outputs = [n for n in engine.io if n not in inputs]
+        in_ptrs = {addresses[n] for n in inputs}
+        for n in outputs:
+            assert addresses[n] not in in_ptrs, f"{engine.desc['stage']}: output {n} aliases an input"
+
+        def view(name):
+            dtype = engine.get_tensor_dtype(name)
+            count = int(np.prod(shapes[name]))
+            return heap[addresses[name]][: count * dtype.itemsize].view(dtype).reshape(shapes[name])
+
+        feeds = {n: view(n).copy() for n in inputs}
+        results = engine.session.run(outputs, feeds)
+        for n, value in zip(outputs, results):
+            view(n)[...] = value
+        engine.trt.executions.append(engine.desc["stage"])
+
+
+@pytest.fixture
+def fakes(bundle, monkeypatch):
+    """FakeTensorRT and FakeCuda in place of tensorrt and cuda-python, for the
+    build and the backend; this machine's environment matches the engines."""
+    from vidtrt.runtime.backends import tensorrt_backend
+    from vidtrt.tensorrt import build, compat
+
+    cuda = FakeCuda()
+    trt = FakeTensorRT(cuda)
+    for stage, spec in bundle.stages.items():
+        trt.graphs_by_path[str(bundle.stage_file(stage))] = (stage, spec, bundle.manifest.feature_stride)
+    monkeypatch.setattr(vtrt, "tensorrt_available", lambda: (True, trt.__version__))
+    monkeypatch.setattr(vtrt, "cuda_available", lambda device=0: (True, "Simulated GPU"))
+    for module in (tensorrt_backend, build):
+        monkeypatch.setattr(module, "_trt", lambda: trt)
+        monkeypatch.setattr(module, "_cudart", lambda: cuda)
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", trt)  # numpy_dtype() and logger() import it
+    vtrt.logger.cache_clear()
+    env = Environment(trt.__version__, "Simulated GPU", "8.6", None)
+    monkeypatch.setattr(tensorrt_backend, "_environment", lambda device: env)
+    monkeypatch.setattr(compat, "current_environment", lambda device=0: env)
+    yield cuda, trt, env
+    bundle.manifest.engines.clear()
+    bundle.save()
+    vtrt.logger.cache_clear()
+
+
+@pytest.fixture
+def simulated(bundle, fakes, tmp_path):
+    """FP32 "engines" built by `build_engines` through FakeTensorRT."""
+    from vidtrt.tensorrt.build import build_engines
+
+    log: list[str] = []
+    entry = build_engines(bundle, "fp32", timing_cache=tmp_path / "timing.cache", log=log.append)
+    fakes[1].build_log = log
+    fakes[1].entry = entry
+    return fakes
+
+
+def _images(n, seed=0, hw=(144, 192)):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((1, 3, *hw)).astype(np.float32) for _ in range(n)]
+
+
+def _run(backend, images, interval=5, placement="middle"):
+    stream = create_pipeline(backend, key_interval=interval, key_placement=placement).stream()
+    results = []
+    for i, image in enumerate(images):
+        results += stream.push(i, image)
+    return results + stream.flush()
+
+
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_simulated_backend_matches_onnxruntime_pipeline(bundle, simulated, cuda_graphs):
+    cuda, trt, _ = simulated
+    images = _images(13)
+    want = _run(create_backend("onnxruntime", bundle), images)
+    backend = create_backend("tensorrt", bundle, cuda_graphs=cuda_graphs)
+    got = _run(backend, images)
+    assert [(r.index, r.stage) for r in got] == [(r.index, r.stage) for r in want]
+    for w, g in zip(want, got):
+        for name in DETECTIONS:
+            np.testing.assert_array_equal(w.detections[name], g.detections[name], err_msg=f"frame {w.index} {name}")
+    assert trt.deserialized == 3  # each engine once
+    assert backend.timings["key"] == [0.5] * 3 and len(backend.timings["nonkey"]) == 10
+    if cuda_graphs:
+        # Ping-pong: a key graph per state copy; non-key reads either copy. The first
+        # key reads the zeros (not a plan buffer) and runs without a graph.
+        assert len(cuda.graphs) <= 4 and cuda.launches >= 13 - len(cuda.graphs) - 1
+    backend.close()
+    assert not cuda.heap and cuda.frees == cuda.mallocs  # everything returned
+
+
+def test_simulated_state_ping_pongs_and_memory_is_recycled(bundle, simulated):
+    cuda, _, _ = simulated
+    backend = create_backend("tensorrt", bundle)
+    image = backend.from_numpy(_images(1)[0])
+    state = {"temporal": backend.zeros([1, 64, 9, 12], "float32"), "temporal_key": backend.zeros([1, 16, 9, 12], "float32")}
+    flag = np.ones(1, np.float32)
+    addresses = []
+    for i in range(6):
+        out = backend.run("key", {"image": image, "temporal_in": state["temporal"], "temporal_key_in": state["temporal_key"], "has_state": flag})
+        assert out["temporal_out"].ptr != state["temporal"].ptr
+        # Written into the plan's copies (not a pool fallback), alternating 1, 0, 1, ...
+        assert out["temporal_out"].slot[1:] == ("temporal", (i + 1) % 2)
+        assert out["temporal_key_out"].slot[1:] == ("temporal_key", (i + 1) % 2)
+        addresses.append(out["temporal_out"].ptr)
+        state = {"temporal": out["temporal_out"], "temporal_key": out["temporal_key_out"]}
+        backend.run("nonkey", {"image": image, "temporal_in": state["temporal"], "temporal_key_in": state["temporal_key"]})
+        if i == 2:
+            mallocs = cuda.mallocs
+    assert len(set(addresses)) == 2 and addresses[0::2] == [addresses[0]] * 3  # two copies, alternating
+    assert cuda.mallocs == mallocs  # steady state: the pool serves every buffer
+
+    # A state the caller still holds is never overwritten: the write goes elsewhere.
+    held = state["temporal"]
+    first = backend.run("key", {"image": image, "temporal_in": held, "temporal_key_in": state["temporal_key"], "has_state": flag})
+    kept = first["temporal_out"]
+    second = backend.run("key", {"image": image, "temporal_in": kept, "temporal_key_in": first["temporal_key_out"], "has_state": flag})
+    assert second["temporal_out"].ptr not in (held.ptr, kept.ptr) and second["temporal_out"].slot is None
+    before = backend.to_numpy(held).copy()
+    backend.run("key", {"image": image, "temporal_in": second["temporal_out"], "temporal_key_in": second["temporal_key_out"], "has_state": flag})
+    np.testing.assert_array_equal(backend.to_numpy(held), before)
+    backend.close()
+
+
+def test_build_records_the_engine_set(bundle, simulated, tmp_path):
+    from vidtrt.tensorrt.build import build_engines
+
+    cuda, trt, env = simulated
+    entry = trt.entry
+    assert trt.built == ["key", "nonkey", "perframe"] and set(trt.network_flags) == {0}  # strongly typed: no flags
+    assert entry["files"] == {s: f"engines/fp32/{s}.engine" for s in ("key", "nonkey", "perframe")}
+    assert EngineRecord.from_entry(entry) == make_record(env, "fp32", built_at=entry["built_at"])
+    assert entry["plugins"] == bundle.manifest.versions["plugins"] and entry["plugins"]["PSLA"] == "1"
+    assert entry["workspace_mb"] == 2048
+    assert entry["profile"]["image"] == {"min": [16, 16], "opt": [144, 256], "max": [256, 256]}
+    assert entry["profile"]["inputs"]["key"]["temporal_in"]["max"] == [1, 64, 16, 16]
+    from vidtrt import _native
+
+    # The build warns when it has no plugin library to load (graphs then use the ops' ONNX functions).
+    warned = any("no plugin library" in line for line in trt.build_log)
+    assert warned == (_native.plugin_library_path() is None)
+    assert not list(bundle.path("engines/fp32").glob(".*partial"))
+    on_disk = load_bundle(bundle.directory).manifest
+    assert on_disk.engines["fp32"] == entry and "engines/fp32/nonkey.engine" in on_disk.files
+    # The timing cache went through every stage in order and was written back; the next build starts from it.
+    assert (tmp_path / "timing.cache").read_bytes() == b"knp"
+    build_engines(bundle, "fp32", timing_cache=tmp_path / "timing.cache", log=lambda _: None)
+    assert (tmp_path / "timing.cache").read_bytes() == b"knpknp"
+
+
+def test_failed_build_keeps_the_previous_engines(bundle, simulated):
+    from vidtrt.tensorrt.build import EngineBuildError, build_engines
+
+    _, trt, _ = simulated
+    before = {s: bundle.path(f).read_bytes() for s, f in trt.entry["files"].items()}
+    trt.fail_stage = "nonkey"
+    with pytest.raises(EngineBuildError, match="failed to build the fp32 nonkey engine"):
+        build_engines(bundle, "fp32", log=lambda _: None)
+    assert {s: bundle.path(f).read_bytes() for s, f in trt.entry["files"].items()} == before
+    assert not list(bundle.path("engines/fp32").glob(".*partial"))
+    assert load_bundle(bundle.directory).manifest.engines["fp32"]["built_at"] == trt.entry["built_at"]
+
+
+def test_build_refuses_missing_variants_and_mixed_sets(bundle, simulated, monkeypatch):
+    from vidtrt.export.bundle import BundleError
+    from vidtrt.tensorrt import compat
+    from vidtrt.tensorrt.build import build_engines
+
+    with pytest.raises(BundleError, match="no fp16 graphs; create them with `vidtrt export --precisions fp32,fp16`"):
+        build_engines(bundle, "fp16", log=lambda _: None)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        build_engines(bundle, "bf16", log=lambda _: None)
+    # Rebuilding one stage elsewhere would mix two machines under one record.
+    monkeypatch.setattr(compat, "current_environment", lambda device=0: Environment("11.1.0.fake", "NVIDIA L4", "8.9", None))
+    with pytest.raises(BundleError, match="built elsewhere"):
+        build_engines(bundle, "fp32", stages=["key"], log=lambda _: None)
+
+
+def test_simulated_backend_checks_inputs(bundle, simulated):
+    backend = create_backend("tensorrt", bundle)
+    with pytest.raises(ValueError, match="outside the engine's profile"):
+        backend.run("perframe", {"image": np.zeros((1, 3, 512, 64), np.float32)})
+    with pytest.raises(ValueError, match="must be float32, got int64"):
+        backend.run("perframe", {"image": np.zeros((1, 3, 64, 64), np.int64)})
+    with pytest.raises(ValueError, match="must be float32, got a float16 device array"):
+        backend.run("perframe", {"image": backend.from_numpy(np.zeros((1, 3, 64, 64), np.float16))})
+    with pytest.raises(ValueError, match="must have shape \\(1,\\)"):
+        backend.run("key", {"image": np.zeros((1, 3, 64, 64), np.float32), "temporal_in": np.zeros((1, 64, 4, 4), np.float32),
+                            "temporal_key_in": np.zeros((1, 16, 4, 4), np.float32), "has_state": np.zeros(2, np.float32)})
+    with pytest.raises(ValueError, match="needs inputs"):
+        backend.run("perframe", {})
+    out = backend.run("perframe", {"image": np.zeros((1, 3, 64, 64), np.float64)})  # float64 numpy is cast on the host
+    assert backend.to_numpy(out["boxes"]).shape == (20, 4)
+    backend.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        backend.run("perframe", {"image": np.zeros((1, 3, 64, 64), np.float32)})
+
+
+def test_simulated_backend_refuses_foreign_engines_before_loading(bundle, simulated, monkeypatch):
+    from vidtrt.runtime.backends import tensorrt_backend
+
+    _, trt, env = simulated
+    other = Environment(env.tensorrt_version, "NVIDIA L4", "8.9", None)
+    monkeypatch.setattr(tensorrt_backend, "_environment", lambda device: other)
+    with pytest.raises(EngineMismatchError) as err:
+        create_backend("tensorrt", bundle)
+    assert "GPU: built on 'Simulated GPU', this machine has 'NVIDIA L4'" in str(err.value)
+    assert f"vidtrt build {bundle.directory} --precision fp32" in str(err.value)
+    assert trt.deserialized == 0
+    from vidtrt.export.bundle import BundleError
+
+    with pytest.raises(BundleError, match="no fp16 TensorRT engines .built: fp32.; build them with `vidtrt build"):
+        create_backend("tensorrt", bundle, precision="fp16")
+
+
+def test_bundle_with_engines_still_loads_and_hashes_them(bundle, simulated):
+    loaded = load_bundle(bundle.directory)
+    assert loaded.manifest.engines["fp32"]["files"]["key"] == "engines/fp32/key.engine"
+    assert "engines/fp32/key.engine" in loaded.manifest.files
+    path = Path(bundle.path("engines/fp32/key.engine"))
+    original = path.read_bytes()
+    path.write_bytes(original + b" ")
+    try:
+        with pytest.raises(ValueError, match="key.engine was modified"):
+            load_bundle(bundle.directory)
+    finally:
+        path.write_bytes(original)
+
+
+# ====================================================================== real TensorRT (GPU machines)
+
+
+def _need_real_tensorrt():
+    ok, reason = vtrt.tensorrt_available()
+    if not ok:
+        pytest.skip(f"tensorrt is not importable: {reason}")
+    ok, reason = vtrt.cuda_available()
+    if not ok:
+        pytest.skip(f"no CUDA GPU: {reason}")
+
+
+def test_real_engines_build_and_match_onnxruntime(bundle, tmp_path):
+    _need_real_tensorrt()
+    from vidtrt.tensorrt.build import build_engines
+
+    entry = build_engines(bundle, "fp32", timing_cache=tmp_path / "cache.bin", workspace_mb=1024, log=lambda _: None)
+    assert set(entry["files"]) == set(bundle.stages) and (tmp_path / "cache.bin").exists()
+    reloaded = load_bundle(bundle.directory)
+    images = _images(13)
+    want = _run(create_backend("onnxruntime", reloaded), images)
+    for cuda_graphs in (False, True):
+        with create_backend("tensorrt", reloaded, cuda_graphs=cuda_graphs) as backend:
+            got = _run(backend, images)
+            for w, g in zip(want, got):
+                np.testing.assert_array_equal(w.detections["valid"], g.detections["valid"])
+                np.testing.assert_allclose(w.detections["scores"], g.detections["scores"], rtol=1e-3, atol=1e-4)
+            assert all(t > 0 for t in backend.timings["key"])
