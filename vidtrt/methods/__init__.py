@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-METHODS = ("psla",)
+METHODS = ("psla", "mfsa", "troi")
 
 
 def get_method(name: str) -> ModuleType:

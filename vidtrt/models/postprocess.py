@@ -24,15 +24,23 @@ class DetectionConfig:
 
 def detect(rois, roi_valid, class_logits, box_deltas, image_height, image_width, cfg: DetectionConfig):
     """rois [R, 4], roi_valid [R], class_logits [R, K] (K includes background 0),
-    box_deltas [R, 4] (class-agnostic) → boxes [D, 4], scores [D], labels [D]
+    box_deltas [R, 4] (class-agnostic) or [R, 4·(K-1)] (one box per foreground
+    class, mmdetection's layout) → boxes [D, 4], scores [D], labels [D]
     (0-based, background excluded), valid [D]; D = cfg.max_detections."""
     num_classes = class_logits.shape[1] - 1
     probs = torch.softmax(class_logits, dim=1)[:, 1:]  # [R, K-1]
-    boxes = box_ops.clip(box_ops.decode(rois, box_deltas, cfg.box_weights), image_height, image_width)
+    if box_deltas.shape[1] == 4:
+        boxes = box_ops.clip(box_ops.decode(rois, box_deltas, cfg.box_weights), image_height, image_width)
+        candidate_boxes = boxes[:, None, :].expand(-1, num_classes, 4).reshape(-1, 4)
+    elif box_deltas.shape[1] == 4 * num_classes:
+        per_class_rois = rois[:, None, :].expand(-1, num_classes, 4).reshape(-1, 4)
+        decoded = box_ops.decode(per_class_rois, box_deltas.reshape(-1, 4), cfg.box_weights)
+        candidate_boxes = box_ops.clip(decoded, image_height, image_width)
+    else:
+        raise ValueError(f"box_deltas must have 4 or 4·{num_classes} columns, got {box_deltas.shape[1]}")
     keep = roi_valid.view(-1, 1) & (probs > cfg.score_threshold)
     scores = torch.where(keep, probs, torch.full_like(probs, float("-inf"))).reshape(-1)  # roi-major
     labels = torch.arange(num_classes).repeat(rois.shape[0])
-    candidate_boxes = boxes[:, None, :].expand(-1, num_classes, 4).reshape(-1, 4)
     pre_nms = min(cfg.pre_nms, box_ops.TENSORRT_MAX_TOPK)
     index, valid = box_ops.fixed_size_nms(
         candidate_boxes, scores, cfg.nms_iou, pre_nms, cfg.max_detections, groups=labels

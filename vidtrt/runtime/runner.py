@@ -47,8 +47,7 @@ def run_video(
     backend: str | Backend = "onnxruntime",
     out_dir: str | Path | None = None,
     outputs=("jsonl", "video", "vid"),
-    key_interval: int | None = None,
-    key_placement: str | None = None,
+    pipeline_options: dict | None = None,
     progress: bool = True,
     backend_options: dict | None = None,
     collect: list | None = None,
@@ -63,7 +62,7 @@ def run_video(
         runner_backend = backend
     else:
         runner_backend = create_backend(backend, bundle, **(backend_options or {}))
-    pipeline = create_pipeline(runner_backend, key_interval=key_interval, key_placement=key_placement)
+    pipeline = create_pipeline(runner_backend, **{k: v for k, v in (pipeline_options or {}).items() if v is not None})
     stream = pipeline.stream()
     preprocess = Preprocessor.from_dict(manifest.preprocess)
     unknown = set(outputs) - set(OUTPUT_FILES)

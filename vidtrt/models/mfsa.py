@@ -1,0 +1,241 @@
+"""MFSA (Multi-Focus guided Semantic Aggregation, with the Relation
+Propagation Module): Faster R-CNN whose region features are refined by
+relation propagation across a batch of K frames before classification and
+regression.
+
+No public code exists; this layout is the toolkit's (docs/ARCHITECTURE.md):
+- N_feat: ResNet up to conv4 (``layer3``, stride 16); the RPN on conv4
+  (paper §3.2: "RPN is appended after conv4"), 300 proposals, NMS 0.7.
+- Region features R (D = 1024): RoIAlign 14×14 on conv4 → res5 (``layer4``,
+  stride 2) → average pool → fc → ReLU (the R-101-C4 head, so ResNet-101's
+  res5 weights are used as in the paper's backbone).
+- RPM: σ(R) = ReLU(Linear(R)), φ(R) = ReLU(Linear(R)) (Eq. 1's "nonlinear"
+  transform; the op normalises them, so a_ij = max(0, cos) ∈ [0, 1]);
+  R̂ = Norm(A·A + A)·R (Eq. 2-3) over all K·M regions of the batch.
+- Classification (K+1 classes) and class-specific box regression on R̂.
+- Multi-Focus: one relation matrix per batch of K frames detects all K.
+  Single-Focus: one relation matrix per target frame over the K frames
+  centred on it, detecting only that frame (the paper's costly baseline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torchvision
+from torch import nn
+
+from .classes import IMAGENET_VID_CLASSES
+from .postprocess import DetectionConfig, detect
+from .psla import PreprocessConfig
+from .resnet import ResNet
+from .rpn import RPN, RPNConfig
+
+MODES = ("multi", "single")
+
+
+@dataclass
+class MfsaConfig:
+    name: str
+    depth: int = 101
+    region_dim: int = 1024  # D
+    relation_dim: int = 1024  # width of σ(R), φ(R)
+    roi_size: int = 14  # RoIAlign output before res5 (which halves it)
+    sampling_ratio: int = 2
+    batch_frames: int = 21  # K at inference
+    rpn: RPNConfig = field(
+        default_factory=lambda: RPNConfig(anchor_sizes=(64.0, 128.0, 256.0, 512.0), mid_channels=1024, pre_nms=3840, post_nms=300)
+    )
+    detection: DetectionConfig = field(default_factory=lambda: DetectionConfig(nms_iou=0.5, box_weights=(10.0, 10.0, 5.0, 5.0)))
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    mode: str = "multi"
+    class_names: tuple[str, ...] = IMAGENET_VID_CLASSES
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.batch_frames < 1:
+            raise ValueError(f"batch_frames must be >= 1, got {self.batch_frames}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names) + 1
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["class_names"] = list(self.class_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MfsaConfig":
+        d = dict(d)
+        nested = {"rpn": RPNConfig, "detection": DetectionConfig, "preprocess": PreprocessConfig}
+        for key, kind in nested.items():
+            if key in d:
+                d[key] = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in d[key].items()})
+        if "class_names" in d:
+            d["class_names"] = tuple(d["class_names"])
+        return cls(**d)
+
+
+class MfsaDetector(nn.Module):
+    def __init__(self, cfg: MfsaConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = ResNet(cfg.depth, last_block=f"layer3.{_last_index(cfg.depth, 3)}")
+        head = ResNet(cfg.depth)
+        self.res5 = head.layer4  # the region head (R-101-C4): stride 2 on the RoI features
+        del head
+        res5_channels = self.backbone.out_channels * 2
+        self.rpn = RPN(self.backbone.out_channels, cfg.rpn)
+        self.region_fc = nn.Linear(res5_channels, cfg.region_dim)
+        self.sigma = nn.Linear(cfg.region_dim, cfg.relation_dim)
+        self.phi = nn.Linear(cfg.region_dim, cfg.relation_dim)
+        self.cls = nn.Linear(cfg.region_dim, cfg.num_classes)
+        self.reg = nn.Linear(cfg.region_dim, 4 * (cfg.num_classes - 1))
+        self.op_impl = "reference"
+        self.feature_stride = self.backbone.out_stride
+
+    # N_feat + RPN + region features of one frame.
+    def frame(self, image: torch.Tensor):
+        """image [1, 3, H, W] → proposals [P, 4], valid [P], regions [P, D]."""
+        feature = self.backbone(image)
+        proposals, _, valid = self.rpn(feature, image.shape[2], image.shape[3])
+        rois = torch.cat([torch.zeros_like(proposals[:, :1]), proposals], dim=1)
+        pooled = torchvision.ops.roi_align(
+            feature, rois, self.cfg.roi_size, 1.0 / self.feature_stride, self.cfg.sampling_ratio, aligned=True
+        )
+        regions = torch.relu(self.region_fc(self.res5(pooled).mean(dim=(2, 3))))
+        return proposals, valid, regions
+
+    def relate(self, regions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """RPM over a batch: regions [N, D] (all K·M regions), valid [N] → R̂ [N, D]."""
+        from ..ops import relation_propagation
+
+        sigma = torch.relu(self.sigma(regions))
+        phi = torch.relu(self.phi(regions))
+        return relation_propagation(sigma, phi, regions, valid, impl=self.op_impl)
+
+    def batch(self, proposals, valid, regions, image_size):
+        """K frames: proposals [K, P, 4], valid [K, P], regions [K, P, D],
+        image_size [2] (H, W) → per-frame detections stacked: boxes [K, Dm, 4],
+        scores [K, Dm], labels [K, Dm], valid [K, Dm]. One relation matrix for
+        all K frames (Multi-Focus)."""
+        k, p, d = regions.shape
+        refined = self.relate(regions.reshape(k * p, d), valid.reshape(k * p)).reshape(k, p, d)
+        logits, deltas = self.cls(refined), self.reg(refined)
+        outputs = [
+            detect(proposals[i], valid[i], logits[i], deltas[i], image_size[0], image_size[1], self.cfg.detection)
+            for i in range(k)
+        ]
+        return tuple(torch.stack(parts) for parts in zip(*outputs))
+
+    def fold_bn(self) -> "MfsaDetector":
+        self.backbone.fold_bn()
+        for block in self.res5:
+            block.fold_bn()
+        return self
+
+
+def _last_index(depth: int, stage: int) -> int:
+    from .resnet import STAGE_BLOCKS
+
+    return STAGE_BLOCKS[depth][stage - 1] - 1
+
+
+class MfsaFrameStage(nn.Module):
+    """inputs: image [1, 3, H, W]; outputs: proposals [P, 4], proposal_valid [P], regions [P, D]."""
+
+    input_names = ("image",)
+    output_names = ("proposals", "proposal_valid", "regions")
+
+    def __init__(self, detector: MfsaDetector):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, image):
+        return self.detector.frame(image)
+
+
+class MfsaBatchStage(nn.Module):
+    """inputs: proposals [K, P, 4], proposal_valid [K, P], regions [K, P, D], image_size [2];
+    outputs: boxes [K, Dm, 4], scores [K, Dm], labels [K, Dm], valid [K, Dm]."""
+
+    input_names = ("proposals", "proposal_valid", "regions", "image_size")
+    output_names = ("boxes", "scores", "labels", "valid")
+
+    def __init__(self, detector: MfsaDetector):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, proposals, proposal_valid, regions, image_size):
+        return self.detector.batch(proposals, proposal_valid, regions, image_size)
+
+
+class PerFrameDetectorStage(nn.Module):
+    """Baseline Faster R-CNN (no RPM): one frame → detections. For benchmarks."""
+
+    input_names = ("image",)
+    output_names = ("boxes", "scores", "labels", "valid")
+
+    def __init__(self, detector: MfsaDetector):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, image):
+        d = self.detector
+        proposals, valid, regions = d.frame(image)
+        return detect(proposals, valid, d.cls(regions), d.reg(regions), image.shape[2], image.shape[3], d.cfg.detection)
+
+
+# ---------------------------------------------------------------- schedule
+
+
+def single_focus_window(target: int, length: int, k: int) -> list[int]:
+    """Frames of the relation matrix for ``target`` in Single-Focus mode: the K
+    frames centred on it, shifted to stay inside the video (fewer when the
+    video is shorter than K)."""
+    start = min(max(target - k // 2, 0), max(length - k, 0))
+    return list(range(start, min(start + k, length)))
+
+
+@torch.no_grad()
+def detect_video_reference(detector: MfsaDetector, images, k: int, mode: str):
+    """The method over a whole video with no stage split (§2).
+
+    Every frame goes through N_feat and the RPN once. Multi-Focus: frames in
+    consecutive groups of K (the last group padded with invalid regions), one
+    RPM + detection per group for all its frames. Single-Focus: per frame, RPM
+    over the K frames centred on it, detections of that frame only.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    per_frame = [detector.frame(image) for image in images]
+    size = torch.tensor([float(images[0].shape[2]), float(images[0].shape[3])])
+    results = [None] * len(images)
+
+    def run(frames: list[int]):
+        proposals = torch.stack([per_frame[i][0] for i in frames])
+        valid = torch.stack([per_frame[i][1] for i in frames])
+        regions = torch.stack([per_frame[i][2] for i in frames])
+        missing = k - len(frames)
+        if missing:
+            proposals = torch.cat([proposals, proposals.new_zeros(missing, *proposals.shape[1:])])
+            valid = torch.cat([valid, valid.new_zeros(missing, *valid.shape[1:])])
+            regions = torch.cat([regions, regions.new_zeros(missing, *regions.shape[1:])])
+        return detector.batch(proposals, valid, regions, size)
+
+    if mode == "multi":
+        for start in range(0, len(images), k):
+            group = list(range(start, min(start + k, len(images))))
+            out = run(group)
+            for j, index in enumerate(group):
+                results[index] = tuple(o[j] for o in out)
+    else:
+        for target in range(len(images)):
+            window = single_focus_window(target, len(images), k)
+            out = run(window)
+            j = window.index(target)
+            results[target] = tuple(o[j] for o in out)
+    return results

@@ -1,0 +1,126 @@
+"""The Temporal RoI Align schedule over a backend.
+
+Offline (mmtracking's ``test_with_adaptive_stride``): the support set is
+spread over the whole video, so nothing can be detected before the video
+ends. ``push`` only keeps the frames; ``flush`` runs two passes — pass 1 runs
+``frame`` on the support frames and caches their outputs, pass 2 runs
+``frame`` on every other frame (reusing the cached ones) and ``head`` on
+every frame. The frame stage thus runs once per frame, never per use, and
+the support inputs of ``head`` are assembled once for the whole video.
+
+Online: past frames only. The frames whose index is a multiple of the
+stride enter a memory of the last T of them after they have been detected;
+frame t is detected at once from that memory (missing slots masked) and
+itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...models.troi import MODES, adaptive_stride_support, online_support
+from ..backends.base import Backend
+from .psla import FrameResult
+
+DETECTION_OUTPUTS = ("boxes", "scores", "labels", "valid")
+FRAME_OUTPUTS = ("feature", "proposals", "proposal_valid", "roi_feats")
+
+
+class TroiPipeline:
+    def __init__(self, backend: Backend, mode: str | None = None, num_support: int | None = None, stride: int | None = None):
+        manifest = backend.bundle.manifest
+        if manifest.method != "troi":
+            raise ValueError(f"TroiPipeline needs a troi bundle, got method {manifest.method!r}")
+        exported_t = manifest.schedule["num_support"]
+        self.num_support = int(num_support or exported_t)
+        if self.num_support != exported_t:
+            raise ValueError(f"the head stage was exported for T = {exported_t} support frames; got num_support={self.num_support}")
+        self.mode = mode or manifest.schedule["mode"]
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        self.stride = int(stride or manifest.schedule["online_stride"])
+        if self.stride < 1:
+            raise ValueError(f"stride must be >= 1, got {self.stride}")
+        self.backend = backend
+
+    def stream(self) -> "TroiStream":
+        return TroiStream(self)
+
+
+class TroiStream:
+    def __init__(self, pipeline: TroiPipeline):
+        self.pipeline = pipeline
+        self.reset()
+
+    def reset(self) -> None:
+        self._images: list[np.ndarray] = []  # offline: the whole video
+        self._memory: dict[int, dict] = {}  # online: frame index → frame-stage outputs
+        self._count = 0
+        self._image_hw: tuple[int, int] | None = None
+
+    def push(self, index: int, image: np.ndarray) -> list[FrameResult]:
+        if index != self._count:
+            raise ValueError(f"frames must arrive in order 0, 1, 2, ...: expected {self._count}, got {index}")
+        hw = (int(image.shape[2]), int(image.shape[3]))
+        if self._image_hw is None:
+            self._image_hw = hw
+        elif hw != self._image_hw:
+            raise ValueError(f"frame size changed within a video ({self._image_hw} → {hw}); call reset() first")
+        self._count += 1
+        if self.pipeline.mode == "offline":
+            self._images.append(image)
+            return []
+        p = self.pipeline
+        outputs = self._run_frame(image)
+        support = [self._memory[i] for i in online_support(index, p.num_support, p.stride)]
+        result = self._detect(index, outputs, self._support_inputs(support, like=outputs))
+        if index % p.stride == 0:
+            self._memory[index] = outputs
+            for old in sorted(self._memory)[: -p.num_support]:
+                del self._memory[old]
+        return [result]
+
+    def flush(self) -> list[FrameResult]:
+        if self.pipeline.mode == "online" or not self._images:
+            self._memory.clear()
+            return []
+        images, self._images = self._images, []
+        chosen = adaptive_stride_support(len(images), self.pipeline.num_support)
+        cached = {i: self._run_frame(images[i]) for i in sorted(set(chosen))}  # pass 1
+        support = self._support_inputs([cached[i] for i in chosen])
+        results = []
+        for t, image in enumerate(images):  # pass 2
+            outputs = cached[t] if t in cached else self._run_frame(image)
+            results.append(self._detect(t, outputs, support))
+        return results
+
+    # ------------------------------------------------------------ internals
+
+    def _run_frame(self, image: np.ndarray) -> dict:
+        backend = self.pipeline.backend
+        return backend.run("frame", {"image": backend.from_numpy(image)})
+
+    def _support_inputs(self, frames: list[dict], like: dict | None = None) -> dict:
+        """T support slots from frame-stage outputs; slots past ``frames`` are
+        zeros shaped like ``like`` (the target's outputs), masked."""
+        backend, t = self.pipeline.backend, self.pipeline.num_support
+        names = {"support_features": "feature", "support_roi_feats": "roi_feats", "support_proposal_valid": "proposal_valid"}
+        inputs = {}
+        for name, source in names.items():
+            arrays = [backend.to_numpy(f[source]) for f in frames]
+            if len(arrays) < t:
+                template = arrays[0] if arrays else backend.to_numpy(like[source])
+                arrays += [np.zeros_like(template)] * (t - len(arrays))
+            if name == "support_features":
+                arrays = [a[0] for a in arrays]  # [1, C, h, w] each → [T, C, h, w]
+            inputs[name] = backend.from_numpy(np.stack(arrays))
+        inputs["support_valid"] = backend.from_numpy(np.arange(t) < len(frames))
+        return inputs
+
+    def _detect(self, index: int, outputs: dict, support: dict) -> FrameResult:
+        backend = self.pipeline.backend
+        inputs = dict(support)
+        inputs.update({name: outputs[name] for name in FRAME_OUTPUTS})
+        inputs["image_size"] = backend.from_numpy(np.array(self._image_hw, dtype=np.float32))
+        out = backend.run("head", inputs)
+        return FrameResult(index, "head", {n: backend.to_numpy(out[n]) for n in DETECTION_OUTPUTS})
