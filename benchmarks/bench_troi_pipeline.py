@@ -24,7 +24,7 @@ from vidtrt.models.troi import TroiDetector, adaptive_stride_support
 
 
 @torch.no_grad()
-def bench(config: str, frames: int, short_side: int | None, num_support: int | None, threads: int) -> dict:
+def bench(config: str, frames: int, short_side: int | None, num_support: int | None, threads: int, op_impl: str) -> dict:
     torch.set_num_threads(threads)
     overrides = {}
     base = method.get_config(config)
@@ -35,6 +35,7 @@ def bench(config: str, frames: int, short_side: int | None, num_support: int | N
     cfg = method.get_config(config, **overrides)
     # Timing does not need calibrated weights; seeding a full-size model on CPU takes long.
     detector = TroiDetector(cfg).eval() if cfg.depth >= 50 else method.seeded_detector(cfg)
+    detector.op_impl = op_impl  # "native": the fused host kernel of MS RoI Align
     images = [method.sample_image(cfg, seed=i) for i in range(frames)]
     size = torch.tensor([float(images[0].shape[2]), float(images[0].shape[3])])
     frame_ms, head_ms = [], []
@@ -62,6 +63,7 @@ def bench(config: str, frames: int, short_side: int | None, num_support: int | N
         "num_support": cfg.num_support,
         "proposals": cfg.rpn.post_nms,
         "threads": threads,
+        "op_impl": op_impl,
         "frame_ms": round(frame_mean, 2),
         "head_ms": round(head_mean, 2),
         "per_frame_ms": round(frame_mean + head_mean, 2),
@@ -76,9 +78,10 @@ def main() -> None:
     parser.add_argument("--short-side", type=int, help="reduce the input (the long side follows at 5:3)")
     parser.add_argument("--num-support", type=int, help="override T")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--op-impl", default="native", choices=["native", "reference"], help="custom-op implementation")
     parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args()
-    result = bench(args.config, args.frames, args.short_side, args.num_support, args.threads)
+    result = bench(args.config, args.frames, args.short_side, args.num_support, args.threads, args.op_impl)
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as f:
