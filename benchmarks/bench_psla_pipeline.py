@@ -19,7 +19,6 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vidtrt.export.exporter import export_bundle

@@ -20,6 +20,7 @@ import time
 import torch
 
 from vidtrt.methods import troi as method
+from vidtrt.models.configs import get_config
 from vidtrt.models.troi import TroiDetector, adaptive_stride_support
 
 
@@ -27,12 +28,12 @@ from vidtrt.models.troi import TroiDetector, adaptive_stride_support
 def bench(config: str, frames: int, short_side: int | None, num_support: int | None, threads: int, op_impl: str) -> dict:
     torch.set_num_threads(threads)
     overrides = {}
-    base = method.get_config(config)
+    base = get_config(config)
     if short_side:
         overrides["preprocess"] = dataclasses.replace(base.preprocess, short_side=short_side, max_long_side=round(short_side * 5 / 3))
     if num_support:
         overrides["num_support"] = num_support
-    cfg = method.get_config(config, **overrides)
+    cfg = get_config(config, **overrides)
     # Timing does not need calibrated weights; seeding a full-size model on CPU takes long.
     detector = TroiDetector(cfg).eval() if cfg.depth >= 50 else method.seeded_detector(cfg)
     detector.op_impl = op_impl  # "native": the fused host kernel of MS RoI Align

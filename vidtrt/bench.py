@@ -15,7 +15,6 @@ CUDA events on tensorrt) after warm-up calls, as percentiles.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -83,7 +82,7 @@ def bench_bundle(bundle, precisions, source, backend: str = "onnxruntime", warmu
             for f in stage_feeds[:warmup]:
                 be.run(stage, _to_backend(be, f))
             be.reset_timings()
-            dense_err, dense_ref, dense_got = [], [], []
+            dense_ref, dense_got = [], []
             dets, truth = [], []
             for f, want in zip(stage_feeds, fp32_out[stage]):
                 got = {k: be.to_numpy(v) for k, v in be.run(stage, _to_backend(be, f)).items()}

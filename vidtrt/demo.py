@@ -12,7 +12,6 @@ trained detector.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np

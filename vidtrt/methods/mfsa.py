@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from ..models.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint
-from ..models.configs import get_config
 from ..models.init import calibrate_logits, seeded_weights
 from ..models.mfsa import MfsaBatchStage, MfsaConfig, MfsaDetector, MfsaFrameStage, PerFrameDetectorStage, detect_video_reference
+from .common import load_native, named_config
 from .psla import sample_image
 
 NAME = "mfsa"
@@ -39,20 +38,8 @@ def seeded_detector(cfg: MfsaConfig, seed: int = 0) -> MfsaDetector:
 
 def load_detector(config_name=None, checkpoint=None, seed: int = 0, overrides: dict | None = None):
     if checkpoint is not None:
-        data = read_checkpoint(checkpoint)
-        if data["method"] != NAME:
-            raise CheckpointError(f"checkpoint {checkpoint} is a {data['method']!r} checkpoint, not {NAME!r}")
-        cfg = MfsaConfig.from_dict(data["config"])
-        if config_name is not None and cfg.name != config_name:
-            raise CheckpointError(f"checkpoint {checkpoint} holds config {cfg.name!r}, but {config_name!r} was asked for")
-        detector = MfsaDetector(cfg).eval()
-        load_state_dict_strict(detector, data["state_dict"], source=f"checkpoint {checkpoint}")
-        return cfg, detector
-    if config_name is None:
-        raise ValueError("give a config name or a checkpoint")
-    cfg = get_config(config_name, **(overrides or {}))
-    if not isinstance(cfg, MfsaConfig):
-        raise ValueError(f"config {config_name!r} is not an MFSA config")
+        return load_native(NAME, MfsaConfig, MfsaDetector, checkpoint, config_name)
+    cfg = named_config(MfsaConfig, "MFSA", config_name, overrides)
     return cfg, seeded_detector(cfg, seed)
 
 

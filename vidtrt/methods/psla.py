@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..export.bundle import StateSpec
-from ..models.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint
-from ..models.configs import get_config
+from .common import load_native, named_config
 from ..models.init import calibrate_logits, seeded_weights
 from ..models.psla import (
     PerFrameStage,
@@ -68,20 +67,8 @@ def load_detector(
     """From a native checkpoint (its config travels with it), or a named config
     (with ``overrides`` of its fields) and seeded weights."""
     if checkpoint is not None:
-        data = read_checkpoint(checkpoint)
-        if data["method"] != NAME:
-            raise CheckpointError(f"checkpoint {checkpoint} is a {data['method']!r} checkpoint, not {NAME!r}")
-        cfg = PslaConfig.from_dict(data["config"])
-        if config_name is not None and cfg.name != config_name:
-            raise CheckpointError(f"checkpoint {checkpoint} holds config {cfg.name!r}, but {config_name!r} was asked for")
-        detector = PslaDetector(cfg).eval()
-        load_state_dict_strict(detector, data["state_dict"], source=f"checkpoint {checkpoint}")
-        return cfg, detector
-    if config_name is None:
-        raise ValueError("give a config name or a checkpoint")
-    cfg = get_config(config_name, **(overrides or {}))
-    if not isinstance(cfg, PslaConfig):
-        raise ValueError(f"config {config_name!r} is not a PSLA config")
+        return load_native(NAME, PslaConfig, PslaDetector, checkpoint, config_name)
+    cfg = named_config(PslaConfig, "PSLA", config_name, overrides)
     return cfg, seeded_detector(cfg, seed)
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import torch
 
-from ..models.checkpoint import FORMAT, CheckpointError, load_state_dict_strict, read_checkpoint
-from ..models.configs import get_config
+from ..models.checkpoint import FORMAT, CheckpointError
 from ..models.init import calibrate_logits, seeded_weights
 from ..models.troi import TroiConfig, TroiDetector, TroiFrameStage, TroiHeadStage, detect_video_reference
 from ..models.troi_checkpoint import is_mmtracking_checkpoint, load_mmtracking_checkpoint, resnet_depth_of
+from .common import load_native, named_config
 from .psla import sample_image
 
 NAME = "troi"
@@ -65,28 +65,14 @@ def load_detector(config_name=None, checkpoint=None, seed: int = 0, overrides: d
             name = config_name or MMTRACKING_CONFIGS.get(depth)
             if name is None:
                 raise CheckpointError(f"checkpoint {checkpoint}: cannot tell its ResNet depth; give --config")
-            cfg = get_config(name, **(overrides or {}))
-            if not isinstance(cfg, TroiConfig):
-                raise ValueError(f"config {name!r} is not a Temporal RoI Align config")
+            cfg = named_config(TroiConfig, "Temporal RoI Align", name, overrides)
             detector = TroiDetector(cfg).eval()
             load_mmtracking_checkpoint(detector, raw, source=f"mmtracking checkpoint {checkpoint}")
             return cfg, detector
         if isinstance(raw, dict) and raw.get("format") != FORMAT and "state_dict" in raw:
             raise CheckpointError(f"checkpoint {checkpoint} is neither a vidtrt checkpoint nor an mmtracking one (no detector.* keys)")
-        data = read_checkpoint(checkpoint)
-        if data["method"] != NAME:
-            raise CheckpointError(f"checkpoint {checkpoint} is a {data['method']!r} checkpoint, not {NAME!r}")
-        cfg = TroiConfig.from_dict(data["config"])
-        if config_name is not None and cfg.name != config_name:
-            raise CheckpointError(f"checkpoint {checkpoint} holds config {cfg.name!r}, but {config_name!r} was asked for")
-        detector = TroiDetector(cfg).eval()
-        load_state_dict_strict(detector, data["state_dict"], source=f"checkpoint {checkpoint}")
-        return cfg, detector
-    if config_name is None:
-        raise ValueError("give a config name or a checkpoint")
-    cfg = get_config(config_name, **(overrides or {}))
-    if not isinstance(cfg, TroiConfig):
-        raise ValueError(f"config {config_name!r} is not a Temporal RoI Align config")
+        return load_native(NAME, TroiConfig, TroiDetector, checkpoint, config_name)
+    cfg = named_config(TroiConfig, "Temporal RoI Align", config_name, overrides)
     return cfg, seeded_detector(cfg, seed)
 
 

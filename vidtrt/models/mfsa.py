@@ -27,6 +27,7 @@ import torchvision
 from torch import nn
 
 from .classes import IMAGENET_VID_CLASSES
+from .config_io import config_from_dict
 from .postprocess import DetectionConfig, detect
 from .psla import PreprocessConfig
 from .resnet import ResNet
@@ -69,14 +70,7 @@ class MfsaConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MfsaConfig":
-        d = dict(d)
-        nested = {"rpn": RPNConfig, "detection": DetectionConfig, "preprocess": PreprocessConfig}
-        for key, kind in nested.items():
-            if key in d:
-                d[key] = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in d[key].items()})
-        if "class_names" in d:
-            d["class_names"] = tuple(d["class_names"])
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 class MfsaDetector(nn.Module):

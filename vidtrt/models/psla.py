@@ -22,6 +22,7 @@ from torch import nn
 
 from ..ops import psla
 from .classes import IMAGENET_VID_CLASSES
+from .config_io import config_from_dict
 from .postprocess import DetectionConfig, detect
 from .resnet import ResNet
 from .rfcn import RFCNConfig, RFCNHead
@@ -79,15 +80,7 @@ class PslaConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PslaConfig":
-        d = dict(d)
-        nested = {"rpn": RPNConfig, "rfcn": RFCNConfig, "detection": DetectionConfig, "preprocess": PreprocessConfig}
-        for key, kind in nested.items():
-            if key in d:
-                values = {k: tuple(v) if isinstance(v, list) else v for k, v in d[key].items()}
-                d[key] = kind(**values)
-        if "class_names" in d:
-            d["class_names"] = tuple(d["class_names"])
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 def _conv_relu(in_ch, out_ch, kernel):

@@ -37,6 +37,7 @@ from torch import nn
 
 from . import boxes as box_ops
 from .classes import IMAGENET_VID_CLASSES
+from .config_io import config_from_dict
 from .postprocess import DetectionConfig
 from .psla import PreprocessConfig
 from .resnet import ResNet
@@ -95,14 +96,7 @@ class TroiConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TroiConfig":
-        d = dict(d)
-        nested = {"rpn": RPNConfig, "detection": DetectionConfig, "preprocess": PreprocessConfig}
-        for key, kind in nested.items():
-            if key in d:
-                d[key] = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in d[key].items()})
-        if "class_names" in d:
-            d["class_names"] = tuple(d["class_names"])
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 # ------------------------------------------------------------ mmdet boxes
