@@ -154,3 +154,13 @@ def test_detect_is_classwise_nms_over_thresholded_scores():
     assert labels[valid].tolist() == [k[2] for k in kept]
     np.testing.assert_allclose(boxes[valid].numpy(), np.stack([decoded[k[1]].numpy() for k in kept]), rtol=1e-6)
     assert (scores[~valid] == 0).all()
+
+
+def test_every_config_round_trips_through_a_dict():
+    from vidtrt.models.configs import CONFIGS
+
+    for name, cfg in CONFIGS.items():
+        assert type(cfg).from_dict(cfg.as_dict()) == cfg, name
+    psla = CONFIGS["psla_small"]
+    with pytest.raises(ValueError, match="PslaConfig has no field"):
+        type(psla).from_dict({**psla.as_dict(), "speed": 3})
