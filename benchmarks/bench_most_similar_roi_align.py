@@ -21,34 +21,15 @@ import platform
 import resource
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import onnxruntime as ort
 import torch
 
+from _timing import OpModule, timed
+
 from vidtrt.export.onnx import export_module
 from vidtrt.ops import most_similar_roi_align
-
-
-class MsraModule(torch.nn.Module):
-    def __init__(self, top_k):
-        super().__init__()
-        self.top_k = top_k
-
-    def forward(self, roi_feats, support_feats):
-        return most_similar_roi_align(roi_feats, support_feats, self.top_k)
-
-
-def timed(fn, repeat: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
 
 
 def flops(rois, channels, height, width, frames, support_h, support_w, top_k) -> float:
@@ -109,7 +90,7 @@ def main() -> None:
         peak_mb["after_reference"] = peak_rss_mb()
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "msra.onnx"
-            export_module(MsraModule(k), (roi, support), path, ["roi_feats", "support_feats"], ["out"])
+            export_module(OpModule("MostSimilarRoIAlign", top_k=k), (roi, support), path, ["roi_feats", "support_feats"], ["out"])
             options = ort.SessionOptions()
             options.intra_op_num_threads = args.threads
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -15,35 +15,16 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import onnxruntime as ort
 import torch
 
+from _timing import OpModule, timed
+
 from vidtrt.export.onnx import export_module
 from vidtrt.ops import psla
 from vidtrt.ops.psla import inside_mask
-
-
-class PslaModule(torch.nn.Module):
-    def __init__(self, max_disp):
-        super().__init__()
-        self.max_disp = max_disp
-
-    def forward(self, query, key, value):
-        return psla(query, key, value, self.max_disp)
-
-
-def timed(fn, repeat: int, warmup: int = 1) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
 
 
 def flops(n, c, big_c, h, w, d) -> float:
@@ -76,7 +57,7 @@ def main() -> None:
         results["native"] = timed(lambda: psla(query, key, value, d, impl="native"), args.repeat)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "psla.onnx"
-            export_module(PslaModule(d), (query, key, value), path, ["query", "key", "value"], ["out"])
+            export_module(OpModule("PSLA", max_disp=d), (query, key, value), path, ["query", "key", "value"], ["out"])
             options = ort.SessionOptions()
             options.intra_op_num_threads = args.threads
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

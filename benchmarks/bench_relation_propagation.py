@@ -19,30 +19,15 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import onnxruntime as ort
 import torch
 
+from _timing import OpModule, timed
+
 from vidtrt.export.onnx import export_module
 from vidtrt.ops import relation_propagation
-
-
-class RelationPropagationModule(torch.nn.Module):
-    def forward(self, sigma, phi, regions, valid):
-        return relation_propagation(sigma, phi, regions, valid)
-
-
-def timed(fn, repeat: int, warmup: int = 1) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
 
 
 def fused_flops(n: int, d: int, big_d: int) -> float:
@@ -87,7 +72,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "relation_propagation.onnx"
             names = ["sigma", "phi", "regions", "valid"]
-            export_module(RelationPropagationModule(), (sigma, phi, regions, valid), path, names, ["out"])
+            export_module(OpModule("RelationPropagation"), (sigma, phi, regions, valid), path, names, ["out"])
             options = ort.SessionOptions()
             options.intra_op_num_threads = args.threads
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
