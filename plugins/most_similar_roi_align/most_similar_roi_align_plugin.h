@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <string>
 
+#include "../common/plugin_base.h"
+
 namespace vidtrt {
 namespace plugin {
 
@@ -22,84 +24,56 @@ inline constexpr const char* kMsraTopKField = "top_k";
 
 // Inputs: roi_feats [R, C, h, w], support_feats [T, C, H, W].
 // Output: [T, R, C, h, w]. One type (FP32 or FP16) and linear layout on all
-// three. Needs a workspace (the normalised FP32 copies of both inputs).
-class MostSimilarRoiAlignPlugin final : public nvinfer1::IPluginV3,
-                                        public nvinfer1::IPluginV3OneCore,
-                                        public nvinfer1::IPluginV3OneBuild,
-                                        public nvinfer1::IPluginV3OneRuntime {
+// three (PluginBase::supportsFormatCombination). Needs a workspace (the
+// normalised FP32 copies of both inputs).
+class MostSimilarRoiAlignPlugin final : public PluginBase<MostSimilarRoiAlignPlugin, 1> {
 public:
+    static constexpr const char* kPluginName = kMsraPluginName;
+    static constexpr const char* kPluginVersion = kMsraPluginVersion;
+    static constexpr const char* kPluginNamespace = kMsraPluginNamespace;
+    static constexpr const char* kTag = "vidtrt::MostSimilarRoIAlign";
     static constexpr int32_t kNbInputs = 2;
     static constexpr int32_t kNbOutputs = 1;
     enum Input : int32_t { kRoi = 0, kSupport = 1 };
+    // The output is a weighted sum of support vectors, so it takes their type.
+    static constexpr int32_t kOutputTypeInput = kSupport;
+    static constexpr const char* kOutputTypeSubject = "support_feats have";
 
     // top_k must already be validated (the creator does it).
     explicit MostSimilarRoiAlignPlugin(int32_t topK);
     MostSimilarRoiAlignPlugin(const MostSimilarRoiAlignPlugin&) = default;
-    MostSimilarRoiAlignPlugin& operator=(const MostSimilarRoiAlignPlugin&) = delete;
-    ~MostSimilarRoiAlignPlugin() override = default;
 
     int32_t topK() const noexcept { return mTopK; }
 
-    // IPluginV3
-    nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
-    nvinfer1::IPluginV3* clone() noexcept override;
-
-    // IPluginV3OneCore
-    const char* getPluginName() const noexcept override;
-    const char* getPluginVersion() const noexcept override;
-    const char* getPluginNamespace() const noexcept override;
-
-    // IPluginV3OneBuild
-    int32_t configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nbInputs,
-                            const nvinfer1::DynamicPluginTensorDesc* out, int32_t nbOutputs) noexcept override;
-    int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
-                               const nvinfer1::DataType* inputTypes, int32_t nbInputs) const noexcept override;
-    int32_t getOutputShapes(const nvinfer1::DimsExprs* inputs, int32_t nbInputs,
-                            const nvinfer1::DimsExprs* shapeInputs, int32_t nbShapeInputs,
-                            nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
-                            nvinfer1::IExprBuilder& exprBuilder) noexcept override;
-    bool supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* inOut,
-                                   int32_t nbInputs, int32_t nbOutputs) noexcept override;
-    int32_t getNbOutputs() const noexcept override;
     size_t getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* inputs, int32_t nbInputs,
                             const nvinfer1::DynamicPluginTensorDesc* outputs,
                             int32_t nbOutputs) const noexcept override;
-    const char* getMetadataString() noexcept override;
-
-    // IPluginV3OneRuntime
-    int32_t setTactic(int32_t tactic) noexcept override;
-    int32_t onShapeChange(const nvinfer1::PluginTensorDesc* in, int32_t nbInputs,
-                          const nvinfer1::PluginTensorDesc* out, int32_t nbOutputs) noexcept override;
-    int32_t enqueue(const nvinfer1::PluginTensorDesc* inputDesc, const nvinfer1::PluginTensorDesc* outputDesc,
-                    const void* const* inputs, void* const* outputs, void* workspace,
-                    cudaStream_t stream) noexcept override;
-    nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
-    const nvinfer1::PluginFieldCollection* getFieldsToSerialize() noexcept override;
 
 private:
+    friend class PluginBase<MostSimilarRoiAlignPlugin, 1>;
+
+    std::string ioDimsError(const nvinfer1::Dims* in, const nvinfer1::Dims* out, Extents extents) const;
+    void afterConfigure(const nvinfer1::DynamicPluginTensorDesc* in,
+                        const nvinfer1::DynamicPluginTensorDesc* out) const;
+    int32_t outputShapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs,
+                         nvinfer1::IExprBuilder& exprBuilder);
+    int32_t launch(const nvinfer1::PluginTensorDesc* inputDesc, const nvinfer1::PluginTensorDesc* outputDesc,
+                   const void* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream);
+    void fillSerialFields(nvinfer1::PluginField* fields) noexcept;
+
     int32_t mTopK;
-    std::string mMetadata;
-    // Rebuilt by every getFieldsToSerialize() call so that a copied plugin never
-    // hands out a pointer into the object it was copied from.
-    nvinfer1::PluginField mSerialField;
-    nvinfer1::PluginFieldCollection mSerialFields;
 };
 
-class MostSimilarRoiAlignPluginCreator final : public nvinfer1::IPluginCreatorV3One {
+class MostSimilarRoiAlignPluginCreator final
+    : public PluginCreatorBase<MostSimilarRoiAlignPluginCreator, MostSimilarRoiAlignPlugin> {
 public:
     MostSimilarRoiAlignPluginCreator() noexcept;
-    ~MostSimilarRoiAlignPluginCreator() override = default;
-
-    nvinfer1::IPluginV3* createPlugin(const char* name, const nvinfer1::PluginFieldCollection* fc,
-                                      nvinfer1::TensorRTPhase phase) noexcept override;
-    const nvinfer1::PluginFieldCollection* getFieldNames() noexcept override;
-    const char* getPluginName() const noexcept override;
-    const char* getPluginVersion() const noexcept override;
-    const char* getPluginNamespace() const noexcept override;
 
 private:
-    nvinfer1::PluginField mField;
-    nvinfer1::PluginFieldCollection mFields;
+    friend class PluginCreatorBase<MostSimilarRoiAlignPluginCreator, MostSimilarRoiAlignPlugin>;
+
+    nvinfer1::IPluginV3* createFromFields(const std::string& tag, const nvinfer1::PluginFieldCollection* fc,
+                                          nvinfer1::TensorRTPhase phase);
 };
 
 }  // namespace plugin

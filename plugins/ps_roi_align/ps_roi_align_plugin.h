@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <string>
 
+#include "../common/plugin_base.h"
+
 namespace vidtrt {
 namespace plugin {
 
@@ -30,83 +32,50 @@ struct PsRoiAlignParams {
 };
 
 // Inputs: features [N, C·k·k, H, W], rois [R, 5] = (batch, x1, y1, x2, y2).
-// Output: [R, C, k, k]. One type (FP32 or FP16) and linear layout on all three.
-class PsRoiAlignPlugin final : public nvinfer1::IPluginV3,
-                               public nvinfer1::IPluginV3OneCore,
-                               public nvinfer1::IPluginV3OneBuild,
-                               public nvinfer1::IPluginV3OneRuntime {
+// Output: [R, C, k, k]. One type (FP32 or FP16) and linear layout on all three
+// (PluginBase::supportsFormatCombination): the CUDA launcher also takes FP32
+// RoIs with FP16 features, but the ONNX exporter gives both inputs one type,
+// so the plugin keeps to that.
+class PsRoiAlignPlugin final : public PluginBase<PsRoiAlignPlugin, 3> {
 public:
+    static constexpr const char* kPluginName = kPsRoiAlignPluginName;
+    static constexpr const char* kPluginVersion = kPsRoiAlignPluginVersion;
+    static constexpr const char* kPluginNamespace = kPsRoiAlignPluginNamespace;
+    static constexpr const char* kTag = "vidtrt::PSRoIAlign";
     static constexpr int32_t kNbInputs = 2;
     static constexpr int32_t kNbOutputs = 1;
     enum Input : int32_t { kFeatures = 0, kRois = 1 };
+    // The output averages feature values, so it takes the features' type.
+    static constexpr int32_t kOutputTypeInput = kFeatures;
+    static constexpr const char* kOutputTypeSubject = "features have";
 
     explicit PsRoiAlignPlugin(const PsRoiAlignParams& params);
     PsRoiAlignPlugin(const PsRoiAlignPlugin&) = default;
-    PsRoiAlignPlugin& operator=(const PsRoiAlignPlugin&) = delete;
-    ~PsRoiAlignPlugin() override = default;
 
     const PsRoiAlignParams& params() const noexcept { return mParams; }
 
-    // IPluginV3
-    nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
-    nvinfer1::IPluginV3* clone() noexcept override;
-
-    // IPluginV3OneCore
-    const char* getPluginName() const noexcept override;
-    const char* getPluginVersion() const noexcept override;
-    const char* getPluginNamespace() const noexcept override;
-
-    // IPluginV3OneBuild
-    int32_t configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nbInputs,
-                            const nvinfer1::DynamicPluginTensorDesc* out, int32_t nbOutputs) noexcept override;
-    int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
-                               const nvinfer1::DataType* inputTypes, int32_t nbInputs) const noexcept override;
-    int32_t getOutputShapes(const nvinfer1::DimsExprs* inputs, int32_t nbInputs,
-                            const nvinfer1::DimsExprs* shapeInputs, int32_t nbShapeInputs,
-                            nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
-                            nvinfer1::IExprBuilder& exprBuilder) noexcept override;
-    bool supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* inOut,
-                                   int32_t nbInputs, int32_t nbOutputs) noexcept override;
-    int32_t getNbOutputs() const noexcept override;
-    size_t getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* inputs, int32_t nbInputs,
-                            const nvinfer1::DynamicPluginTensorDesc* outputs,
-                            int32_t nbOutputs) const noexcept override;
-    const char* getMetadataString() noexcept override;
-
-    // IPluginV3OneRuntime
-    int32_t setTactic(int32_t tactic) noexcept override;
-    int32_t onShapeChange(const nvinfer1::PluginTensorDesc* in, int32_t nbInputs,
-                          const nvinfer1::PluginTensorDesc* out, int32_t nbOutputs) noexcept override;
-    int32_t enqueue(const nvinfer1::PluginTensorDesc* inputDesc, const nvinfer1::PluginTensorDesc* outputDesc,
-                    const void* const* inputs, void* const* outputs, void* workspace,
-                    cudaStream_t stream) noexcept override;
-    nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
-    const nvinfer1::PluginFieldCollection* getFieldsToSerialize() noexcept override;
-
 private:
+    friend class PluginBase<PsRoiAlignPlugin, 3>;
+
+    std::string ioDimsError(const nvinfer1::Dims* in, const nvinfer1::Dims* out, Extents extents) const;
+    int32_t outputShapes(const nvinfer1::DimsExprs* inputs, nvinfer1::DimsExprs* outputs,
+                         nvinfer1::IExprBuilder& exprBuilder);
+    int32_t launch(const nvinfer1::PluginTensorDesc* inputDesc, const nvinfer1::PluginTensorDesc* outputDesc,
+                   const void* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream);
+    void fillSerialFields(nvinfer1::PluginField* fields) noexcept;
+
     PsRoiAlignParams mParams;
-    std::string mMetadata;
-    // Rebuilt by every getFieldsToSerialize() call so that a copied plugin never
-    // hands out pointers into the object it was copied from.
-    nvinfer1::PluginField mSerialFieldArray[3];
-    nvinfer1::PluginFieldCollection mSerialFields;
 };
 
-class PsRoiAlignPluginCreator final : public nvinfer1::IPluginCreatorV3One {
+class PsRoiAlignPluginCreator final : public PluginCreatorBase<PsRoiAlignPluginCreator, PsRoiAlignPlugin> {
 public:
     PsRoiAlignPluginCreator() noexcept;
-    ~PsRoiAlignPluginCreator() override = default;
-
-    nvinfer1::IPluginV3* createPlugin(const char* name, const nvinfer1::PluginFieldCollection* fc,
-                                      nvinfer1::TensorRTPhase phase) noexcept override;
-    const nvinfer1::PluginFieldCollection* getFieldNames() noexcept override;
-    const char* getPluginName() const noexcept override;
-    const char* getPluginVersion() const noexcept override;
-    const char* getPluginNamespace() const noexcept override;
 
 private:
-    nvinfer1::PluginField mFieldArray[3];
-    nvinfer1::PluginFieldCollection mFields;
+    friend class PluginCreatorBase<PsRoiAlignPluginCreator, PsRoiAlignPlugin>;
+
+    nvinfer1::IPluginV3* createFromFields(const std::string& tag, const nvinfer1::PluginFieldCollection* fc,
+                                          nvinfer1::TensorRTPhase phase);
 };
 
 }  // namespace plugin

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <initializer_list>
 #include <iterator>
 #include <memory>
@@ -377,18 +378,30 @@ struct Fields {
     PluginFieldCollection collection() const { return PluginFieldCollection{int32_t(fields.size()), fields.data()}; }
 };
 
-Plugin create(IPluginCreatorV3One& creator, const Fields& f, TensorRTPhase phase = TensorRTPhase::kBUILD,
-              const char* layer = "psla_test") {
+// ---------------------------------------------------------------- checks shared by every plugin
+//
+// The four plugins meet TensorRT through the same interfaces and share their
+// rules for identity, capabilities, output types, formats and copies, so those
+// checks are written once here; `label` names the plugin in the messages.
+// Each plugin's section below keeps only what is particular to it.
+
+Plugin createLayer(IPluginCreatorV3One& creator, const Fields& f, TensorRTPhase phase, const char* layer) {
     const PluginFieldCollection fc = f.collection();
     return wrap(creator.createPlugin(layer, &fc, phase));
 }
 
-// max_disp as the plugin serialized it, or -1000 if it is not a single INT32.
-int32_t serializedMaxDisp(IPluginV3OneRuntime& runtime) {
+bool hasIdentity(const IPluginV3OneCore& core, const char* name) {
+    return std::string(core.getPluginName()) == name && std::string(core.getPluginVersion()) == kVersion &&
+           std::string(core.getPluginNamespace()) == kNamespace;
+}
+
+// The value of a serialized collection that holds exactly one INT32 scalar
+// called `field`, or -1000 if it holds anything else.
+int32_t serializedInt32(IPluginV3OneRuntime& runtime, const char* field) {
     const PluginFieldCollection* fc = runtime.getFieldsToSerialize();
     if (fc == nullptr || fc->nbFields != 1 || fc->fields == nullptr) return -1000;
     const PluginField& f = fc->fields[0];
-    if (f.name == nullptr || std::strcmp(f.name, kField) != 0 || f.type != PluginFieldType::kINT32 || f.length != 1 ||
+    if (f.name == nullptr || std::strcmp(f.name, field) != 0 || f.type != PluginFieldType::kINT32 || f.length != 1 ||
         f.data == nullptr) {
         return -1000;
     }
@@ -397,87 +410,232 @@ int32_t serializedMaxDisp(IPluginV3OneRuntime& runtime) {
     return v;
 }
 
-bool sameIdentity(const IPluginV3OneCore& core) {
-    return std::string(core.getPluginName()) == kName && std::string(core.getPluginVersion()) == kVersion &&
-           std::string(core.getPluginNamespace()) == kNamespace;
-}
-
 // Asks supportsFormatCombination position by position, as TensorRT does, and
-// reports whether the whole combination is accepted.
-bool acceptsCombination(IPluginV3OneBuild& build, std::initializer_list<std::pair<DataType, TensorFormat>> io) {
+// reports whether the whole combination is accepted. Tensor i gets shape
+// shapes[i % shapes.size()].
+bool acceptsCombinationOf(IPluginV3OneBuild& build, const std::vector<Dims>& shapes, int32_t nbInputs,
+                          std::initializer_list<std::pair<DataType, TensorFormat>> io) {
     std::vector<DynamicPluginTensorDesc> inOut;
-    for (const auto& t : io) inOut.push_back(dynDesc(dims({2, 16, 8, 12}), t.first, t.second));
+    size_t i = 0;
+    for (const auto& t : io) inOut.push_back(dynDesc(shapes[i++ % shapes.size()], t.first, t.second));
     for (int32_t pos = 0; pos < int32_t(inOut.size()); ++pos) {
-        if (!build.supportsFormatCombination(pos, inOut.data(), 3, 1)) return false;
+        if (!build.supportsFormatCombination(pos, inOut.data(), nbInputs, 1)) return false;
     }
     return true;
+}
+
+bool constantDims(const DimsExprs& d, std::initializer_list<int64_t> want) {
+    if (d.nbDims != int32_t(want.size())) return false;
+    int32_t i = 0;
+    for (int64_t w : want) {
+        const IDimensionExpr* e = d.d[i++];
+        if (e == nullptr || !e->isConstant() || e->getConstantValue() != w) return false;
+    }
+    return true;
+}
+
+// The one creator called `name` in namespace vidtrt; stops the run without it.
+IPluginCreatorV3One& findCreator(IPluginCreatorInterface* const* creators, int32_t nbCreators, const char* name) {
+    IPluginCreatorV3One* creator = nullptr;
+    int32_t count = 0;
+    for (int32_t i = 0; creators != nullptr && i < nbCreators; ++i) {
+        if (creators[i] == nullptr || std::string(creators[i]->getInterfaceInfo().kind) != "PLUGIN CREATOR_V3ONE") {
+            continue;
+        }
+        auto* c = static_cast<IPluginCreatorV3One*>(creators[i]);
+        if (std::string(c->getPluginName()) == name && std::string(c->getPluginNamespace()) == kNamespace) {
+            creator = c;
+            ++count;
+        }
+    }
+    CHECK(count == 1, std::string("exactly one ") + name + " creator in namespace vidtrt");
+    if (creator == nullptr) fatal(std::string("no ") + name + " creator");
+    return *creator;
+}
+
+struct FieldSpec {
+    const char* name;
+    PluginFieldType type;
+};
+
+// The creator's interface, identity and advertised fields: exactly `fields`,
+// in order, each a scalar of the type the ONNX parser sends (INT as kINT32,
+// FLOAT as kFLOAT32).
+void checkCreatorIdentity(IPluginCreatorV3One& creator, const std::string& label, const char* name,
+                          std::initializer_list<FieldSpec> fields) {
+    const nvinfer1::InterfaceInfo info = creator.getInterfaceInfo();
+    CHECK(std::string(info.kind) == "PLUGIN CREATOR_V3ONE", label + " creator interface kind is PLUGIN CREATOR_V3ONE");
+    CHECK(info.major == 1 && info.minor == 0, label + " creator interface version is 1.0");
+    CHECK(std::string(creator.getPluginName()) == name, std::string("creator name is ") + name);
+    CHECK(std::string(creator.getPluginVersion()) == kVersion, label + " creator version is 1");
+    CHECK(std::string(creator.getPluginNamespace()) == kNamespace, label + " creator namespace is vidtrt");
+
+    const PluginFieldCollection* fc = creator.getFieldNames();
+    CHECK(fc != nullptr, label + " getFieldNames returns a collection");
+    if (fc == nullptr) return;
+    const int32_t count = static_cast<int32_t>(fields.size());
+    const bool shape = fc->nbFields == count && (count == 0 || fc->fields != nullptr);
+    CHECK(shape, label + " advertises exactly " + std::to_string(count) + " field(s)");
+    if (!shape) return;
+    int32_t i = 0;
+    for (const FieldSpec& want : fields) {
+        const PluginField& f = fc->fields[i];
+        CHECK(f.name != nullptr && std::string(f.name) == want.name,
+              label + " advertised field " + std::to_string(i) + " is " + want.name);
+        CHECK(f.type == want.type, std::string(want.name) + " is advertised with the type the ONNX parser sends");
+        CHECK(f.length == 1, std::string(want.name) + " is advertised as a scalar");
+        ++i;
+    }
+}
+
+// What every plugin's capabilities look like: one IPluginV3 1.x with the v1
+// core, build and runtime interfaces, its identity, one output, no tactics.
+void checkInterfaces(const Plugin& p, const std::string& label, const char* name) {
+    const nvinfer1::InterfaceInfo v3 = p.owner->getInterfaceInfo();
+    CHECK(std::string(v3.kind) == "PLUGIN", label + " is an IPluginV3");
+    CHECK(v3.major == 1, label + " is an IPluginV3 1.x");
+    CHECK(std::string(p.core->getInterfaceInfo().kind) == "PLUGIN_V3ONE_CORE", label + " kCORE is IPluginV3OneCore");
+    CHECK(std::string(p.build->getInterfaceInfo().kind) == "PLUGIN_V3ONE_BUILD", label + " kBUILD is IPluginV3OneBuild");
+    CHECK(p.build->getInterfaceInfo().major == 1, label + " build capability is the v1 interface");
+    CHECK(std::string(p.runtime->getInterfaceInfo().kind) == "PLUGIN_V3ONE_RUNTIME",
+          label + " kRUNTIME is IPluginV3OneRuntime");
+    CHECK(hasIdentity(*p.core, name), std::string("plugin reports ") + name + " / 1 / vidtrt");
+    CHECK(p.build->getNbOutputs() == 1, label + " has one output");
+    CHECK(p.runtime->setTactic(0) == 0, label + " setTactic(0) succeeds");
+}
+
+// The output takes the inputs' type when all are FP32 or all FP16; BF16 is
+// refused with a log line containing `loggedParts`, and so is a layer with
+// `wrongNbInputs` inputs.
+void checkOutputTypes(IPluginV3OneBuild& build, const std::string& label, int32_t nbInputs, int32_t wrongNbInputs,
+                      std::initializer_list<const char*> loggedParts) {
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
+        const std::vector<DataType> in(static_cast<size_t>(nbInputs), t);
+        DataType out[1] = {DataType::kINT8};
+        CHECK(build.getOutputDataTypes(out, 1, in.data(), nbInputs) == 0 && out[0] == t,
+              label + " output type follows the inputs: " + (t == DataType::kFLOAT ? "FP32" : "FP16"));
+    }
+    const size_t mark = gLogger.size();
+    const std::vector<DataType> bf16(static_cast<size_t>(nbInputs), DataType::kBF16);
+    DataType out[1];
+    CHECK(build.getOutputDataTypes(out, 1, bf16.data(), nbInputs) != 0, label + " getOutputDataTypes refuses BF16");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, loggedParts), label + ": the refused type is logged");
+    const std::vector<DataType> wrong(static_cast<size_t>(wrongNbInputs), DataType::kFLOAT);
+    CHECK(build.getOutputDataTypes(out, 1, wrong.data(), wrongNbInputs) != 0,
+          label + " getOutputDataTypes refuses " + std::to_string(wrongNbInputs) + " inputs");
+}
+
+// The format rule every plugin shares: one linear FP32 or FP16 type on all
+// tensors; everything else, and positions or layers that do not exist, refused.
+void checkCommonFormats(IPluginV3OneBuild& build, const std::string& label, const std::vector<Dims>& shapes,
+                        int32_t nbInputs, int32_t wrongNbInputs) {
+    using P = std::pair<DataType, TensorFormat>;
+    const int32_t nbIo = nbInputs + 1;
+    auto all = [&](P t) { return std::vector<P>(static_cast<size_t>(nbIo), t); };
+    auto accepts = [&](const std::vector<P>& io) {
+        std::vector<DynamicPluginTensorDesc> inOut;
+        for (size_t i = 0; i < io.size(); ++i) inOut.push_back(dynDesc(shapes[i % shapes.size()], io[i].first, io[i].second));
+        for (int32_t pos = 0; pos < nbIo; ++pos) {
+            if (!build.supportsFormatCombination(pos, inOut.data(), nbInputs, 1)) return false;
+        }
+        return true;
+    };
+    const P f32{DataType::kFLOAT, TensorFormat::kLINEAR};
+    const P f16{DataType::kHALF, TensorFormat::kLINEAR};
+    CHECK(accepts(all(f32)), label + ": all FP32 linear is accepted");
+    CHECK(accepts(all(f16)), label + ": all FP16 linear is accepted");
+    std::vector<P> halfOut = all(f32);
+    halfOut.back() = f16;
+    CHECK(!accepts(halfOut), label + ": FP16 output from FP32 inputs is refused");
+    CHECK(!accepts(all(P{DataType::kINT8, TensorFormat::kLINEAR})), label + ": INT8 is refused");
+    CHECK(!accepts(all(P{DataType::kINT32, TensorFormat::kLINEAR})), label + ": INT32 is refused");
+    CHECK(!accepts(all(P{DataType::kBF16, TensorFormat::kLINEAR})), label + ": BF16 is refused");
+
+    std::vector<DynamicPluginTensorDesc> io;
+    for (int32_t i = 0; i < nbIo; ++i) io.push_back(dynDesc(shapes[size_t(i) % shapes.size()]));
+    CHECK(!build.supportsFormatCombination(nbIo, io.data(), nbInputs, 1),
+          label + ": position past the last output is refused");
+    CHECK(!build.supportsFormatCombination(-1, io.data(), nbInputs, 1), label + ": negative position is refused");
+    CHECK(!build.supportsFormatCombination(0, io.data(), wrongNbInputs, 1),
+          label + ": a " + std::to_string(wrongNbInputs) + "-input layer is refused");
+}
+
+// createPlugin with `fields` returns nullptr and logs an error with `parts`.
+void checkRefused(IPluginCreatorV3One& creator, const char* layer, const Fields& fields,
+                  std::initializer_list<const char*> parts, const std::string& what,
+                  TensorRTPhase phase = TensorRTPhase::kBUILD) {
+    const size_t mark = gLogger.size();
+    Plugin p = createLayer(creator, fields, phase, layer);
+    CHECK(!p.owner, what + ": createPlugin returns nullptr");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, parts), what + ": an error is logged");
+}
+
+// What TensorRT does with a plugin after building it: rebuild it from its
+// serialized fields (phase kRUNTIME), clone it, attach it to a context, and
+// drop the original. Every copy must keep its identity and pass `keepsState`
+// after the original is gone (nothing may point into it).
+void checkRestoreAndCopies(IPluginCreatorV3One& creator, Plugin& original, const std::string& label, const char* name,
+                           const std::function<bool(Plugin&)>& keepsState) {
+    const PluginFieldCollection* serialized = original.runtime->getFieldsToSerialize();
+    Plugin restored = wrap(creator.createPlugin("restored", serialized, TensorRTPhase::kRUNTIME));
+    CHECK(static_cast<bool>(restored), "the " + label + " creator rebuilds the plugin from its serialized fields");
+    if (restored) {
+        CHECK(hasIdentity(*restored.core, name), "the rebuilt " + label + " plugin has the same identity");
+        CHECK(keepsState(restored), label + " state survives serialization");
+    }
+
+    Plugin clone = wrap(original.owner->clone());
+    CHECK(static_cast<bool>(clone), label + " clone returns a plugin with all three capabilities");
+    CHECK(clone.owner.get() != original.owner.get(), label + " clone is a new object");
+    Plugin attached = wrap(original.runtime->attachToContext(nullptr));
+    CHECK(static_cast<bool>(attached) && attached.owner.get() != original.owner.get(),
+          label + " attachToContext returns a new plugin");
+    // Destroy the original first: the copies must not point into it.
+    original.owner.reset();
+    if (clone) {
+        CHECK(hasIdentity(*clone.core, name), label + " clone keeps name, version and namespace");
+        CHECK(keepsState(clone), label + " clone keeps its state after the original is gone");
+    }
+    if (attached) {
+        CHECK(hasIdentity(*attached.core, name), "attached " + label + " copy keeps its identity");
+        CHECK(keepsState(attached), "attached " + label + " copy keeps its state");
+    }
+}
+
+// ---------------------------------------------------------------- PSLA helpers
+
+Plugin create(IPluginCreatorV3One& creator, const Fields& f, TensorRTPhase phase = TensorRTPhase::kBUILD) {
+    return createLayer(creator, f, phase, "psla_test");
+}
+
+int32_t serializedMaxDisp(IPluginV3OneRuntime& runtime) { return serializedInt32(runtime, kField); }
+
+bool acceptsCombination(IPluginV3OneBuild& build, std::initializer_list<std::pair<DataType, TensorFormat>> io) {
+    return acceptsCombinationOf(build, {dims({2, 16, 8, 12})}, 3, io);
 }
 
 // ---------------------------------------------------------------- tests
 
 void testCreatorIdentity(IPluginCreatorV3One& creator) {
-    const nvinfer1::InterfaceInfo info = creator.getInterfaceInfo();
-    CHECK(std::string(info.kind) == "PLUGIN CREATOR_V3ONE", "creator interface kind is PLUGIN CREATOR_V3ONE");
-    CHECK(info.major == 1 && info.minor == 0, "creator interface version is 1.0");
-    CHECK(std::string(creator.getPluginName()) == kName, "creator name is PSLA");
-    CHECK(std::string(creator.getPluginVersion()) == kVersion, "creator version is 1");
-    CHECK(std::string(creator.getPluginNamespace()) == kNamespace, "creator namespace is vidtrt");
-
-    const PluginFieldCollection* fc = creator.getFieldNames();
-    CHECK(fc != nullptr, "getFieldNames returns a collection");
-    if (fc == nullptr) return;
-    CHECK(fc->nbFields == 1 && fc->fields != nullptr, "exactly one field is advertised");
-    if (fc->nbFields != 1 || fc->fields == nullptr) return;
-    CHECK(fc->fields[0].name != nullptr && std::string(fc->fields[0].name) == kField, "the field is max_disp");
-    CHECK(fc->fields[0].type == PluginFieldType::kINT32, "max_disp is advertised as kINT32");
-    CHECK(fc->fields[0].length == 1, "max_disp is a scalar");
+    checkCreatorIdentity(creator, "PSLA", kName, {{kField, PluginFieldType::kINT32}});
 }
 
 void testInterfaces(const Plugin& p) {
-    const nvinfer1::InterfaceInfo v3 = p.owner->getInterfaceInfo();
-    CHECK(std::string(v3.kind) == "PLUGIN" && v3.major == 1, "plugin is an IPluginV3 1.x");
-    CHECK(std::string(p.core->getInterfaceInfo().kind) == "PLUGIN_V3ONE_CORE", "kCORE is IPluginV3OneCore");
-    CHECK(std::string(p.build->getInterfaceInfo().kind) == "PLUGIN_V3ONE_BUILD", "kBUILD is IPluginV3OneBuild");
-    CHECK(p.build->getInterfaceInfo().major == 1, "build capability is the v1 interface");
-    CHECK(std::string(p.runtime->getInterfaceInfo().kind) == "PLUGIN_V3ONE_RUNTIME",
-          "kRUNTIME is IPluginV3OneRuntime");
-    CHECK(sameIdentity(*p.core), "plugin reports PSLA / 1 / vidtrt");
-    CHECK(p.build->getNbOutputs() == 1, "one output");
+    checkInterfaces(p, "PSLA", kName);
     CHECK(p.build->getWorkspaceSize(nullptr, 0, nullptr, 0) == 0, "no workspace");
-    CHECK(p.runtime->setTactic(0) == 0, "setTactic(0) succeeds");
     const char* meta = p.build->getMetadataString();
     CHECK(meta != nullptr && contains(meta, "max_disp=4"), "metadata names max_disp");
 }
 
-void testOutputTypes(IPluginV3OneBuild& build) {
-    for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
-        const DataType in[3] = {t, t, t};
-        DataType out[1] = {DataType::kINT8};
-        CHECK(build.getOutputDataTypes(out, 1, in, 3) == 0 && out[0] == t,
-              std::string("output type follows the inputs: ") + (t == DataType::kFLOAT ? "FP32" : "FP16"));
-    }
-    const size_t mark = gLogger.size();
-    const DataType bf16[3] = {DataType::kBF16, DataType::kBF16, DataType::kBF16};
-    DataType out[1];
-    CHECK(build.getOutputDataTypes(out, 1, bf16, 3) != 0, "BF16 value is refused by getOutputDataTypes");
-    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"kBF16"}), "the refused type is logged");
-    const DataType two[2] = {DataType::kFLOAT, DataType::kFLOAT};
-    CHECK(build.getOutputDataTypes(out, 1, two, 2) != 0, "two inputs are refused by getOutputDataTypes");
-}
+void testOutputTypes(IPluginV3OneBuild& build) { checkOutputTypes(build, "PSLA", 3, 2, {"value", "kBF16"}); }
 
 void testFormats(IPluginV3OneBuild& build) {
+    checkCommonFormats(build, "PSLA", {dims({2, 16, 8, 12})}, 3, 2);
     using P = std::pair<DataType, TensorFormat>;
     const auto F32 = P{DataType::kFLOAT, TensorFormat::kLINEAR};
     const auto F16 = P{DataType::kHALF, TensorFormat::kLINEAR};
-    CHECK(acceptsCombination(build, {F32, F32, F32, F32}), "all FP32 linear is accepted");
-    CHECK(acceptsCombination(build, {F16, F16, F16, F16}), "all FP16 linear is accepted");
     CHECK(!acceptsCombination(build, {F32, F16, F32, F32}), "FP32 query with FP16 key is refused");
     CHECK(!acceptsCombination(build, {F16, F16, F32, F16}), "FP32 value among FP16 is refused");
-    CHECK(!acceptsCombination(build, {F32, F32, F32, F16}), "FP16 output from FP32 inputs is refused");
-    const auto I8 = P{DataType::kINT8, TensorFormat::kLINEAR};
-    CHECK(!acceptsCombination(build, {I8, I8, I8, I8}), "INT8 is refused");
-    const auto BF = P{DataType::kBF16, TensorFormat::kLINEAR};
-    CHECK(!acceptsCombination(build, {BF, BF, BF, BF}), "BF16 is refused");
     const auto F16x32 = P{DataType::kHALF, TensorFormat::kCHW32};
     CHECK(!acceptsCombination(build, {F16x32, F16x32, F16x32, F16x32}), "FP16 kCHW32 is refused");
     const auto F32x32 = P{DataType::kFLOAT, TensorFormat::kCHW32};
@@ -486,12 +644,6 @@ void testFormats(IPluginV3OneBuild& build) {
     CHECK(!acceptsCombination(build, {F16hwc8, F16hwc8, F16hwc8, F16hwc8}), "FP16 kHWC8 is refused");
     const auto F32hwc = P{DataType::kFLOAT, TensorFormat::kHWC};
     CHECK(!acceptsCombination(build, {F32, F32, F32hwc, F32}), "one kHWC value among linear tensors is refused");
-
-    DynamicPluginTensorDesc io[4] = {dynDesc(dims({1, 2, 3, 4})), dynDesc(dims({1, 2, 3, 4})),
-                                     dynDesc(dims({1, 5, 3, 4})), dynDesc(dims({1, 5, 3, 4}))};
-    CHECK(!build.supportsFormatCombination(4, io, 3, 1), "position past the last output is refused");
-    CHECK(!build.supportsFormatCombination(-1, io, 3, 1), "negative position is refused");
-    CHECK(!build.supportsFormatCombination(0, io, 2, 1), "a two-input layer is refused");
 }
 
 void testOutputShapes(IPluginV3OneBuild& build) {
@@ -614,51 +766,20 @@ void testRuntime(IPluginV3OneRuntime& runtime) {
 
 void testSerializationAndClone(IPluginCreatorV3One& creator, Plugin& original) {
     CHECK(serializedMaxDisp(*original.runtime) == 4, "getFieldsToSerialize holds max_disp = 4 as one kINT32");
-
-    // What TensorRT does when it deserializes an engine: the serialized fields
-    // go back to the creator with phase kRUNTIME.
-    const PluginFieldCollection* serialized = original.runtime->getFieldsToSerialize();
-    Plugin restored = wrap(creator.createPlugin("restored", serialized, TensorRTPhase::kRUNTIME));
-    CHECK(static_cast<bool>(restored), "the creator rebuilds the plugin from its serialized fields");
-    if (restored) {
-        CHECK(sameIdentity(*restored.core), "the rebuilt plugin has the same identity");
-        CHECK(serializedMaxDisp(*restored.runtime) == 4, "max_disp survives serialization");
-    }
-
     for (int32_t md : {0, 1, 8}) {
         Fields f{{PluginField(kField, &md, PluginFieldType::kINT32, 1)}};
         Plugin p = create(creator, f);
         CHECK(p && serializedMaxDisp(*p.runtime) == md, "max_disp round trip for " + std::to_string(md));
     }
-
-    Plugin clone = wrap(original.owner->clone());
-    CHECK(static_cast<bool>(clone), "clone returns a plugin with all three capabilities");
-    CHECK(clone.owner.get() != original.owner.get(), "clone is a new object");
-    Plugin attached = wrap(original.runtime->attachToContext(nullptr));
-    CHECK(static_cast<bool>(attached) && attached.owner.get() != original.owner.get(),
-          "attachToContext returns a new plugin");
-    // Destroy the original first: the copies must not point into it.
-    original.owner.reset();
-    if (clone) {
-        CHECK(sameIdentity(*clone.core), "clone keeps name, version and namespace");
-        CHECK(serializedMaxDisp(*clone.runtime) == 4, "clone keeps max_disp after the original is gone");
-        const PluginFieldCollection* fc = clone.runtime->getFieldsToSerialize();
-        CHECK(fc != nullptr && fc->nbFields == 1 && std::string(fc->fields[0].name) == kField,
-              "clone serializes exactly {max_disp}");
-    }
-    if (attached) {
-        CHECK(sameIdentity(*attached.core), "attached copy keeps its identity");
-        CHECK(serializedMaxDisp(*attached.runtime) == 4, "attached copy keeps max_disp");
-    }
+    // serializedMaxDisp also checks that exactly {max_disp} is serialized.
+    checkRestoreAndCopies(creator, original, "PSLA", kName,
+                          [](Plugin& copy) { return serializedMaxDisp(*copy.runtime) == 4; });
 }
 
 void testCreationErrors(IPluginCreatorV3One& creator) {
     auto refusedAndLogged = [&](const Fields& f, std::initializer_list<const char*> parts, const std::string& what,
                                 TensorRTPhase phase = TensorRTPhase::kBUILD) {
-        const size_t mark = gLogger.size();
-        Plugin p = create(creator, f, phase);
-        CHECK(!p.owner, what + ": createPlugin returns nullptr");
-        CHECK(gLogger.loggedSince(mark, Severity::kERROR, parts), what + ": an error is logged");
+        checkRefused(creator, "psla_test", f, parts, what, phase);
     };
     int32_t minusOne = -1;
     refusedAndLogged(Fields{{PluginField(kField, &minusOne, PluginFieldType::kINT32, 1)}}, {"max_disp", "-1", "range"},
@@ -748,8 +869,7 @@ struct ParamFields {
 const Params kRfcn{7, 0.0625F, 2};  // R-FCN: 7x7 bins on a stride-16 map, 2x2 samples per bin
 
 Plugin makePlugin(IPluginCreatorV3One& creator, const Fields& f, TensorRTPhase phase = TensorRTPhase::kBUILD) {
-    const PluginFieldCollection fc = f.collection();
-    return wrap(creator.createPlugin("psroi_test", &fc, phase));
+    return createLayer(creator, f, phase, "psroi_test");
 }
 
 Plugin makePlugin(IPluginCreatorV3One& creator, Params p, TensorRTPhase phase = TensorRTPhase::kBUILD) {
@@ -784,67 +904,23 @@ bool serializedEquals(IPluginV3OneRuntime& runtime, Params want) {
            got.samplingRatio == want.samplingRatio;
 }
 
-bool sameIdentity(const IPluginV3OneCore& core) {
-    return std::string(core.getPluginName()) == kName && std::string(core.getPluginVersion()) == kVersion &&
-           std::string(core.getPluginNamespace()) == kNamespace;
-}
+const std::vector<Dims> kFormatShapes = {dims({1, 392, 38, 63}), dims({300, 5}), dims({300, 8, 7, 7})};
 
 bool acceptsCombination(IPluginV3OneBuild& build, std::initializer_list<std::pair<DataType, TensorFormat>> io) {
-    const Dims shapes[3] = {dims({1, 392, 38, 63}), dims({300, 5}), dims({300, 8, 7, 7})};
-    std::vector<DynamicPluginTensorDesc> inOut;
-    int32_t i = 0;
-    for (const auto& t : io) inOut.push_back(dynDesc(shapes[i++ % 3], t.first, t.second));
-    for (int32_t pos = 0; pos < int32_t(inOut.size()); ++pos) {
-        if (!build.supportsFormatCombination(pos, inOut.data(), 2, 1)) return false;
-    }
-    return true;
+    return acceptsCombinationOf(build, kFormatShapes, 2, io);
 }
 
-bool constantDims(const DimsExprs& d, std::initializer_list<int64_t> want) {
-    if (d.nbDims != int32_t(want.size())) return false;
-    int32_t i = 0;
-    for (int64_t w : want) {
-        const IDimensionExpr* e = d.d[i++];
-        if (e == nullptr || !e->isConstant() || e->getConstantValue() != w) return false;
-    }
-    return true;
-}
 
 void testCreatorIdentity(IPluginCreatorV3One& creator) {
-    const nvinfer1::InterfaceInfo info = creator.getInterfaceInfo();
-    CHECK(std::string(info.kind) == "PLUGIN CREATOR_V3ONE", "PSRoIAlign creator interface kind is PLUGIN CREATOR_V3ONE");
-    CHECK(info.major == 1 && info.minor == 0, "PSRoIAlign creator interface version is 1.0");
-    CHECK(std::string(creator.getPluginName()) == kName, "creator name is PSRoIAlign");
-    CHECK(std::string(creator.getPluginVersion()) == kVersion, "PSRoIAlign creator version is 1");
-    CHECK(std::string(creator.getPluginNamespace()) == kNamespace, "PSRoIAlign creator namespace is vidtrt");
-
-    const PluginFieldCollection* fc = creator.getFieldNames();
-    CHECK(fc != nullptr && fc->nbFields == 3 && fc->fields != nullptr, "three fields are advertised");
-    if (fc == nullptr || fc->nbFields != 3 || fc->fields == nullptr) return;
-    // The ONNX parser forwards exactly these attributes, INT as kINT32 and FLOAT as kFLOAT32.
-    const std::pair<const char*, PluginFieldType> want[3] = {{kOutputSize, PluginFieldType::kINT32},
-                                                             {kSpatialScale, PluginFieldType::kFLOAT32},
-                                                             {kSamplingRatio, PluginFieldType::kINT32}};
-    for (int32_t i = 0; i < 3; ++i) {
-        const PluginField& f = fc->fields[i];
-        CHECK(f.name != nullptr && std::string(f.name) == want[i].first,
-              std::string("advertised field ") + std::to_string(i) + " is " + want[i].first);
-        CHECK(f.type == want[i].second && f.length == 1,
-              std::string(want[i].first) + " is advertised as a scalar of the type the ONNX parser sends");
-    }
+    checkCreatorIdentity(creator, "PSRoIAlign", kName,
+                         {{kOutputSize, PluginFieldType::kINT32},
+                          {kSpatialScale, PluginFieldType::kFLOAT32},
+                          {kSamplingRatio, PluginFieldType::kINT32}});
 }
 
 void testInterfaces(const Plugin& p) {
-    CHECK(std::string(p.owner->getInterfaceInfo().kind) == "PLUGIN", "PSRoIAlign is an IPluginV3");
-    CHECK(std::string(p.core->getInterfaceInfo().kind) == "PLUGIN_V3ONE_CORE", "PSRoIAlign kCORE is IPluginV3OneCore");
-    CHECK(std::string(p.build->getInterfaceInfo().kind) == "PLUGIN_V3ONE_BUILD",
-          "PSRoIAlign kBUILD is IPluginV3OneBuild");
-    CHECK(std::string(p.runtime->getInterfaceInfo().kind) == "PLUGIN_V3ONE_RUNTIME",
-          "PSRoIAlign kRUNTIME is IPluginV3OneRuntime");
-    CHECK(sameIdentity(*p.core), "plugin reports PSRoIAlign / 1 / vidtrt");
-    CHECK(p.build->getNbOutputs() == 1, "PSRoIAlign has one output");
+    checkInterfaces(p, "PSRoIAlign", kName);
     CHECK(p.build->getWorkspaceSize(nullptr, 0, nullptr, 0) == 0, "PSRoIAlign needs no workspace");
-    CHECK(p.runtime->setTactic(0) == 0, "PSRoIAlign setTactic(0) succeeds");
     const char* meta = p.build->getMetadataString();
     CHECK(meta != nullptr && contains(meta, "output_size=7") && contains(meta, "spatial_scale=0.0625") &&
               contains(meta, "sampling_ratio=2"),
@@ -852,34 +928,16 @@ void testInterfaces(const Plugin& p) {
 }
 
 void testOutputTypes(IPluginV3OneBuild& build) {
-    for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
-        const DataType in[2] = {t, t};
-        DataType out[1] = {DataType::kINT8};
-        CHECK(build.getOutputDataTypes(out, 1, in, 2) == 0 && out[0] == t,
-              std::string("PSRoIAlign output type follows the features: ") + (t == DataType::kFLOAT ? "FP32" : "FP16"));
-    }
-    const size_t mark = gLogger.size();
-    const DataType bf16[2] = {DataType::kBF16, DataType::kBF16};
-    DataType out[1];
-    CHECK(build.getOutputDataTypes(out, 1, bf16, 2) != 0, "BF16 features are refused by getOutputDataTypes");
-    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"PSRoIAlign", "kBF16"}), "the refused type is logged");
-    const DataType three[3] = {DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT};
-    CHECK(build.getOutputDataTypes(out, 1, three, 3) != 0, "three inputs are refused by getOutputDataTypes");
+    checkOutputTypes(build, "PSRoIAlign", 2, 3, {"PSRoIAlign", "features", "kBF16"});
 }
 
 void testFormats(IPluginV3OneBuild& build) {
+    checkCommonFormats(build, "PSRoIAlign", kFormatShapes, 2, 3);
     using P = std::pair<DataType, TensorFormat>;
     const auto F32 = P{DataType::kFLOAT, TensorFormat::kLINEAR};
     const auto F16 = P{DataType::kHALF, TensorFormat::kLINEAR};
-    CHECK(acceptsCombination(build, {F32, F32, F32}), "PSRoIAlign: all FP32 linear is accepted");
-    CHECK(acceptsCombination(build, {F16, F16, F16}), "PSRoIAlign: all FP16 linear is accepted");
     CHECK(!acceptsCombination(build, {F16, F32, F16}), "PSRoIAlign: FP32 rois with FP16 features are refused");
     CHECK(!acceptsCombination(build, {F32, F16, F32}), "PSRoIAlign: FP16 rois with FP32 features are refused");
-    CHECK(!acceptsCombination(build, {F32, F32, F16}), "PSRoIAlign: FP16 output from FP32 inputs is refused");
-    const auto I8 = P{DataType::kINT8, TensorFormat::kLINEAR};
-    CHECK(!acceptsCombination(build, {I8, I8, I8}), "PSRoIAlign: INT8 is refused");
-    const auto BF = P{DataType::kBF16, TensorFormat::kLINEAR};
-    CHECK(!acceptsCombination(build, {BF, BF, BF}), "PSRoIAlign: BF16 is refused");
     const auto I32 = P{DataType::kINT32, TensorFormat::kLINEAR};
     CHECK(!acceptsCombination(build, {F32, I32, F32}), "PSRoIAlign: INT32 rois are refused");
     const auto F16x32 = P{DataType::kHALF, TensorFormat::kCHW32};
@@ -888,12 +946,6 @@ void testFormats(IPluginV3OneBuild& build) {
     CHECK(!acceptsCombination(build, {F16hwc8, F16, F16}), "PSRoIAlign: FP16 kHWC8 features are refused");
     const auto F32hwc = P{DataType::kFLOAT, TensorFormat::kHWC};
     CHECK(!acceptsCombination(build, {F32, F32, F32hwc}), "PSRoIAlign: a kHWC output is refused");
-
-    DynamicPluginTensorDesc io[3] = {dynDesc(dims({1, 392, 38, 63})), dynDesc(dims({300, 5})),
-                                     dynDesc(dims({300, 8, 7, 7}))};
-    CHECK(!build.supportsFormatCombination(3, io, 2, 1), "PSRoIAlign: position past the last output is refused");
-    CHECK(!build.supportsFormatCombination(-1, io, 2, 1), "PSRoIAlign: negative position is refused");
-    CHECK(!build.supportsFormatCombination(0, io, 3, 1), "PSRoIAlign: a three-input layer is refused");
 }
 
 void testOutputShapes(IPluginV3OneBuild& build) {
@@ -1027,42 +1079,19 @@ void testRuntime(IPluginV3OneRuntime& runtime) {
 void testSerializationAndClone(IPluginCreatorV3One& creator, Plugin& original) {
     CHECK(serializedEquals(*original.runtime, kRfcn),
           "getFieldsToSerialize holds output_size 7 (kINT32), spatial_scale 0.0625 (kFLOAT32), sampling_ratio 2");
-
-    const PluginFieldCollection* fields = original.runtime->getFieldsToSerialize();
-    Plugin restored = wrap(creator.createPlugin("restored", fields, TensorRTPhase::kRUNTIME));
-    CHECK(static_cast<bool>(restored), "the PSRoIAlign creator rebuilds the plugin from its serialized fields");
-    if (restored) {
-        CHECK(sameIdentity(*restored.core), "the rebuilt PSRoIAlign plugin has the same identity");
-        CHECK(serializedEquals(*restored.runtime, kRfcn), "all three attributes survive serialization");
-    }
-
     for (Params p : {Params{1, 1.0F, 1}, Params{3, 0.125F, 3}, Params{14, 0.03125F, 4}}) {
         Plugin q = makePlugin(creator, p);
         CHECK(q && serializedEquals(*q.runtime, p),
               "attribute round trip for output_size " + std::to_string(p.outputSize));
     }
-
-    Plugin clone = wrap(original.owner->clone());
-    CHECK(static_cast<bool>(clone) && clone.owner.get() != original.owner.get(), "PSRoIAlign clone is a new plugin");
-    Plugin attached = wrap(original.runtime->attachToContext(nullptr));
-    CHECK(static_cast<bool>(attached) && attached.owner.get() != original.owner.get(),
-          "PSRoIAlign attachToContext returns a new plugin");
-    // Destroy the original first: the copies must not point into it.
-    original.owner.reset();
-    if (clone) {
-        CHECK(sameIdentity(*clone.core), "PSRoIAlign clone keeps name, version and namespace");
-        CHECK(serializedEquals(*clone.runtime, kRfcn), "PSRoIAlign clone keeps its attributes after the original is gone");
-    }
-    if (attached) CHECK(serializedEquals(*attached.runtime, kRfcn), "attached PSRoIAlign copy keeps its attributes");
+    checkRestoreAndCopies(creator, original, "PSRoIAlign", kName,
+                          [](Plugin& copy) { return serializedEquals(*copy.runtime, kRfcn); });
 }
 
 void testCreationErrors(IPluginCreatorV3One& creator) {
     auto refusedAndLogged = [&](const Fields& f, std::initializer_list<const char*> parts, const std::string& what,
                                 TensorRTPhase phase = TensorRTPhase::kBUILD) {
-        const size_t mark = gLogger.size();
-        Plugin p = makePlugin(creator, f, phase);
-        CHECK(!p.owner, "PSRoIAlign " + what + ": createPlugin returns nullptr");
-        CHECK(gLogger.loggedSince(mark, Severity::kERROR, parts), "PSRoIAlign " + what + ": an error is logged");
+        checkRefused(creator, "psroi_test", f, parts, "PSRoIAlign " + what, phase);
     };
     auto withField = [](const ParamFields& base, size_t index, PluginField replacement) {
         Fields f = base.fields();
@@ -1192,53 +1221,19 @@ const Dims kSupport = dims({14, 512, 38, 63});
 const Dims kOut = dims({14, 300, 512, 7, 7});
 
 Plugin makePlugin(IPluginCreatorV3One& creator, const Fields& f, TensorRTPhase phase = TensorRTPhase::kBUILD) {
-    const PluginFieldCollection fc = f.collection();
-    return wrap(creator.createPlugin("msra_test", &fc, phase));
+    return createLayer(creator, f, phase, "msra_test");
 }
 
 Plugin makePlugin(IPluginCreatorV3One& creator, int32_t& topK, TensorRTPhase phase = TensorRTPhase::kBUILD) {
     return makePlugin(creator, Fields{{PluginField(kField, &topK, PluginFieldType::kINT32, 1)}}, phase);
 }
 
-// top_k as the plugin serialized it, or -1000 if it is not a single INT32.
-int32_t serializedTopK(IPluginV3OneRuntime& runtime) {
-    const PluginFieldCollection* fc = runtime.getFieldsToSerialize();
-    if (fc == nullptr || fc->nbFields != 1 || fc->fields == nullptr) return -1000;
-    const PluginField& f = fc->fields[0];
-    if (f.name == nullptr || std::strcmp(f.name, kField) != 0 || f.type != PluginFieldType::kINT32 || f.length != 1 ||
-        f.data == nullptr) {
-        return -1000;
-    }
-    int32_t v;
-    std::memcpy(&v, f.data, sizeof(v));
-    return v;
-}
-
-bool sameIdentity(const IPluginV3OneCore& core) {
-    return std::string(core.getPluginName()) == kName && std::string(core.getPluginVersion()) == kVersion &&
-           std::string(core.getPluginNamespace()) == kNamespace;
-}
+int32_t serializedTopK(IPluginV3OneRuntime& runtime) { return serializedInt32(runtime, kField); }
 
 bool acceptsCombination(IPluginV3OneBuild& build, std::initializer_list<std::pair<DataType, TensorFormat>> io) {
-    const Dims shapes[3] = {kRoi, kSupport, kOut};
-    std::vector<DynamicPluginTensorDesc> inOut;
-    int32_t i = 0;
-    for (const auto& t : io) inOut.push_back(dynDesc(shapes[i++ % 3], t.first, t.second));
-    for (int32_t pos = 0; pos < int32_t(inOut.size()); ++pos) {
-        if (!build.supportsFormatCombination(pos, inOut.data(), 2, 1)) return false;
-    }
-    return true;
+    return acceptsCombinationOf(build, {kRoi, kSupport, kOut}, 2, io);
 }
 
-bool constantDims(const DimsExprs& d, std::initializer_list<int64_t> want) {
-    if (d.nbDims != int32_t(want.size())) return false;
-    int32_t i = 0;
-    for (int64_t w : want) {
-        const IDimensionExpr* e = d.d[i++];
-        if (e == nullptr || !e->isConstant() || e->getConstantValue() != w) return false;
-    }
-    return true;
-}
 
 // What the kernel library's workspace_bytes promises, written out from the
 // layout in most_similar_roi_align_kernel.h: FP32 support panels of 16 cells
@@ -1249,30 +1244,11 @@ size_t expectedWorkspace(int64_t r, int64_t c, int64_t h, int64_t w, int64_t t, 
 }
 
 void testCreatorIdentity(IPluginCreatorV3One& creator) {
-    const nvinfer1::InterfaceInfo info = creator.getInterfaceInfo();
-    CHECK(std::string(info.kind) == "PLUGIN CREATOR_V3ONE", "MSRA creator interface kind is PLUGIN CREATOR_V3ONE");
-    CHECK(info.major == 1 && info.minor == 0, "MSRA creator interface version is 1.0");
-    CHECK(std::string(creator.getPluginName()) == kName, "creator name is MostSimilarRoIAlign");
-    CHECK(std::string(creator.getPluginVersion()) == kVersion, "MSRA creator version is 1");
-    CHECK(std::string(creator.getPluginNamespace()) == kNamespace, "MSRA creator namespace is vidtrt");
-    const PluginFieldCollection* fc = creator.getFieldNames();
-    CHECK(fc != nullptr && fc->nbFields == 1 && fc->fields != nullptr, "MSRA advertises one field");
-    if (fc == nullptr || fc->nbFields != 1 || fc->fields == nullptr) return;
-    // The ONNX parser forwards exactly the advertised attributes, INT as kINT32.
-    CHECK(fc->fields[0].name != nullptr && std::string(fc->fields[0].name) == kField, "the field is top_k");
-    CHECK(fc->fields[0].type == PluginFieldType::kINT32 && fc->fields[0].length == 1,
-          "top_k is advertised as a kINT32 scalar");
+    checkCreatorIdentity(creator, "MSRA", kName, {{kField, PluginFieldType::kINT32}});
 }
 
 void testInterfaces(const Plugin& p) {
-    CHECK(std::string(p.owner->getInterfaceInfo().kind) == "PLUGIN", "MSRA is an IPluginV3");
-    CHECK(std::string(p.core->getInterfaceInfo().kind) == "PLUGIN_V3ONE_CORE", "MSRA kCORE is IPluginV3OneCore");
-    CHECK(std::string(p.build->getInterfaceInfo().kind) == "PLUGIN_V3ONE_BUILD", "MSRA kBUILD is IPluginV3OneBuild");
-    CHECK(std::string(p.runtime->getInterfaceInfo().kind) == "PLUGIN_V3ONE_RUNTIME",
-          "MSRA kRUNTIME is IPluginV3OneRuntime");
-    CHECK(sameIdentity(*p.core), "plugin reports MostSimilarRoIAlign / 1 / vidtrt");
-    CHECK(p.build->getNbOutputs() == 1, "MSRA has one output");
-    CHECK(p.runtime->setTactic(0) == 0, "MSRA setTactic(0) succeeds");
+    checkInterfaces(p, "MSRA", kName);
     const char* meta = p.build->getMetadataString();
     CHECK(meta != nullptr && contains(meta, "top_k=2"), "MSRA metadata names top_k");
 }
@@ -1304,42 +1280,20 @@ void testWorkspace(IPluginV3OneBuild& build) {
 }
 
 void testOutputTypes(IPluginV3OneBuild& build) {
-    for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
-        const DataType in[2] = {t, t};
-        DataType out[1] = {DataType::kINT8};
-        CHECK(build.getOutputDataTypes(out, 1, in, 2) == 0 && out[0] == t,
-              std::string("MSRA output type follows the inputs: ") + (t == DataType::kFLOAT ? "FP32" : "FP16"));
-    }
-    const size_t mark = gLogger.size();
-    const DataType bf16[2] = {DataType::kBF16, DataType::kBF16};
-    DataType out[1];
-    CHECK(build.getOutputDataTypes(out, 1, bf16, 2) != 0, "BF16 inputs are refused by MSRA getOutputDataTypes");
-    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"MostSimilarRoIAlign", "kBF16"}), "the refused type is logged");
-    const DataType three[3] = {DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT};
-    CHECK(build.getOutputDataTypes(out, 1, three, 3) != 0, "three inputs are refused by MSRA getOutputDataTypes");
+    checkOutputTypes(build, "MSRA", 2, 3, {"MostSimilarRoIAlign", "support_feats", "kBF16"});
 }
 
 void testFormats(IPluginV3OneBuild& build) {
+    checkCommonFormats(build, "MSRA", {kRoi, kSupport, kOut}, 2, 3);
     using P = std::pair<DataType, TensorFormat>;
     const auto F32 = P{DataType::kFLOAT, TensorFormat::kLINEAR};
     const auto F16 = P{DataType::kHALF, TensorFormat::kLINEAR};
-    CHECK(acceptsCombination(build, {F32, F32, F32}), "MSRA: all FP32 linear is accepted");
-    CHECK(acceptsCombination(build, {F16, F16, F16}), "MSRA: all FP16 linear is accepted");
     CHECK(!acceptsCombination(build, {F16, F32, F16}), "MSRA: FP32 support with FP16 RoIs is refused");
     CHECK(!acceptsCombination(build, {F32, F16, F32}), "MSRA: FP16 support with FP32 RoIs is refused");
-    CHECK(!acceptsCombination(build, {F32, F32, F16}), "MSRA: FP16 output from FP32 inputs is refused");
-    const auto I8 = P{DataType::kINT8, TensorFormat::kLINEAR};
-    CHECK(!acceptsCombination(build, {I8, I8, I8}), "MSRA: INT8 is refused");
-    const auto BF = P{DataType::kBF16, TensorFormat::kLINEAR};
-    CHECK(!acceptsCombination(build, {BF, BF, BF}), "MSRA: BF16 is refused");
     const auto F16x32 = P{DataType::kHALF, TensorFormat::kCHW32};
     CHECK(!acceptsCombination(build, {F16, F16x32, F16}), "MSRA: FP16 kCHW32 support is refused");
     const auto F16hwc8 = P{DataType::kHALF, TensorFormat::kHWC8};
     CHECK(!acceptsCombination(build, {F16hwc8, F16, F16}), "MSRA: FP16 kHWC8 RoIs are refused");
-    DynamicPluginTensorDesc io[3] = {dynDesc(kRoi), dynDesc(kSupport), dynDesc(kOut)};
-    CHECK(!build.supportsFormatCombination(3, io, 2, 1), "MSRA: position past the last output is refused");
-    CHECK(!build.supportsFormatCombination(-1, io, 2, 1), "MSRA: negative position is refused");
-    CHECK(!build.supportsFormatCombination(0, io, 3, 1), "MSRA: a three-input layer is refused");
 }
 
 void testOutputShapes(IPluginV3OneBuild& build) {
@@ -1472,40 +1426,20 @@ void testRuntime(IPluginV3OneRuntime& runtime) {
 
 void testSerializationAndClone(IPluginCreatorV3One& creator, Plugin& original) {
     CHECK(serializedTopK(*original.runtime) == kTopK, "MSRA getFieldsToSerialize holds top_k = 2 as kINT32");
-    const PluginFieldCollection* fields = original.runtime->getFieldsToSerialize();
-    Plugin restored = wrap(creator.createPlugin("restored", fields, TensorRTPhase::kRUNTIME));
-    CHECK(static_cast<bool>(restored), "the MSRA creator rebuilds the plugin from its serialized fields");
-    if (restored) {
-        CHECK(sameIdentity(*restored.core), "the rebuilt MSRA plugin has the same identity");
-        CHECK(serializedTopK(*restored.runtime) == kTopK, "top_k survives serialization");
-    }
     for (int32_t k = 1; k <= kMaxTopK; ++k) {
         int32_t value = k;
         Plugin q = makePlugin(creator, value);
         CHECK(q && serializedTopK(*q.runtime) == k, "MSRA top_k round trip for " + std::to_string(k));
     }
-    Plugin clone = wrap(original.owner->clone());
-    CHECK(static_cast<bool>(clone) && clone.owner.get() != original.owner.get(), "MSRA clone is a new plugin");
-    Plugin attached = wrap(original.runtime->attachToContext(nullptr));
-    CHECK(static_cast<bool>(attached) && attached.owner.get() != original.owner.get(),
-          "MSRA attachToContext returns a new plugin");
-    // Destroy the original first: the copies must not point into it.
-    original.owner.reset();
-    if (clone) {
-        CHECK(sameIdentity(*clone.core), "MSRA clone keeps name, version and namespace");
-        CHECK(serializedTopK(*clone.runtime) == kTopK, "MSRA clone keeps top_k after the original is gone");
-        CHECK(contains(clone.build->getMetadataString(), "top_k=2"), "MSRA clone keeps its metadata");
-    }
-    if (attached) CHECK(serializedTopK(*attached.runtime) == kTopK, "attached MSRA copy keeps top_k");
+    checkRestoreAndCopies(creator, original, "MSRA", kName, [](Plugin& copy) {
+        return serializedTopK(*copy.runtime) == kTopK && contains(copy.build->getMetadataString(), "top_k=2");
+    });
 }
 
 void testCreationErrors(IPluginCreatorV3One& creator) {
     auto refusedAndLogged = [&](const Fields& f, std::initializer_list<const char*> parts, const std::string& what,
                                 TensorRTPhase phase = TensorRTPhase::kBUILD) {
-        const size_t mark = gLogger.size();
-        Plugin p = makePlugin(creator, f, phase);
-        CHECK(!p.owner, "MSRA " + what + ": createPlugin returns nullptr");
-        CHECK(gLogger.loggedSince(mark, Severity::kERROR, parts), "MSRA " + what + ": an error is logged");
+        checkRefused(creator, "msra_test", f, parts, "MSRA " + what, phase);
     };
     for (int32_t bad : {0, -1, kMaxTopK + 1, 1000}) {
         int32_t value = bad;
@@ -1566,20 +1500,7 @@ void testWithoutLogger(IPluginCreatorV3One& creator, void (*setLoggerFinder)(nvi
 void run(IPluginCreatorInterface* const* creators, int32_t nbCreators,
          void (*setLoggerFinder)(nvinfer1::ILoggerFinder*), nvinfer1::ILoggerFinder* finder) {
     setLoggerFinder(finder);
-    IPluginCreatorV3One* creator = nullptr;
-    int32_t count = 0;
-    for (int32_t i = 0; creators != nullptr && i < nbCreators; ++i) {
-        if (creators[i] == nullptr || std::string(creators[i]->getInterfaceInfo().kind) != "PLUGIN CREATOR_V3ONE") {
-            continue;
-        }
-        auto* c = static_cast<IPluginCreatorV3One*>(creators[i]);
-        if (std::string(c->getPluginName()) == kName && std::string(c->getPluginNamespace()) == kNamespace) {
-            creator = c;
-            ++count;
-        }
-    }
-    CHECK(count == 1, "exactly one MostSimilarRoIAlign creator in namespace vidtrt");
-    if (creator == nullptr) fatal("no MostSimilarRoIAlign creator");
+    IPluginCreatorV3One* creator = &findCreator(creators, nbCreators, kName);
     msra::testCreatorIdentity(*creator);
     int32_t topK = kTopK;
     Plugin plugin = makePlugin(*creator, topK);
@@ -1615,14 +1536,10 @@ const Dims kRegions = dims({6300, 1024});
 const Dims kValid = dims({6300});
 
 Plugin makePlugin(IPluginCreatorV3One& creator, const Fields& f, TensorRTPhase phase = TensorRTPhase::kBUILD) {
-    const PluginFieldCollection fc = f.collection();
-    return wrap(creator.createPlugin("relprop_test", &fc, phase));
+    return createLayer(creator, f, phase, "relprop_test");
 }
 
-bool sameIdentity(const IPluginV3OneCore& core) {
-    return std::string(core.getPluginName()) == kName && std::string(core.getPluginVersion()) == kVersion &&
-           std::string(core.getPluginNamespace()) == kNamespace;
-}
+bool sameIdentity(const IPluginV3OneCore& core) { return hasIdentity(core, kName); }
 
 // The serialized collection is present and empty.
 bool serializesNothing(IPluginV3OneRuntime& runtime) {
@@ -1630,16 +1547,10 @@ bool serializesNothing(IPluginV3OneRuntime& runtime) {
     return fc != nullptr && fc->nbFields == 0;
 }
 
-// Asks supportsFormatCombination position by position, as TensorRT does.
+const std::vector<Dims> kFormatShapes = {dims({40, 8}), dims({40, 8}), dims({40, 16}), dims({40}), dims({40, 16})};
+
 bool acceptsCombination(IPluginV3OneBuild& build, std::initializer_list<std::pair<DataType, TensorFormat>> io) {
-    const Dims shapes[5] = {dims({40, 8}), dims({40, 8}), dims({40, 16}), dims({40}), dims({40, 16})};
-    std::vector<DynamicPluginTensorDesc> inOut;
-    int32_t i = 0;
-    for (const auto& t : io) inOut.push_back(dynDesc(shapes[i++], t.first, t.second));
-    for (int32_t pos = 0; pos < int32_t(inOut.size()); ++pos) {
-        if (!build.supportsFormatCombination(pos, inOut.data(), 4, 1)) return false;
-    }
-    return true;
+    return acceptsCombinationOf(build, kFormatShapes, 4, io);
 }
 
 // Floats of the device workspace, written out independently of the plugin:
@@ -1651,24 +1562,11 @@ size_t expectedWorkspace(int64_t n, int64_t d) {
 }
 
 void testCreatorIdentity(IPluginCreatorV3One& creator) {
-    const nvinfer1::InterfaceInfo info = creator.getInterfaceInfo();
-    CHECK(std::string(info.kind) == "PLUGIN CREATOR_V3ONE" && info.major == 1 && info.minor == 0,
-          "RelationPropagation creator is an IPluginCreatorV3One 1.0");
-    CHECK(std::string(creator.getPluginName()) == kName, "creator name is RelationPropagation");
-    CHECK(std::string(creator.getPluginVersion()) == kVersion, "RelationPropagation creator version is 1");
-    CHECK(std::string(creator.getPluginNamespace()) == kNamespace, "RelationPropagation creator namespace is vidtrt");
-    const PluginFieldCollection* fc = creator.getFieldNames();
-    CHECK(fc != nullptr && fc->nbFields == 0, "RelationPropagation advertises no fields");
+    checkCreatorIdentity(creator, "RelationPropagation", kName, {});
 }
 
 void testInterfaces(const Plugin& p) {
-    CHECK(std::string(p.owner->getInterfaceInfo().kind) == "PLUGIN", "RelationPropagation is an IPluginV3");
-    CHECK(std::string(p.core->getInterfaceInfo().kind) == "PLUGIN_V3ONE_CORE", "RelationPropagation kCORE");
-    CHECK(std::string(p.build->getInterfaceInfo().kind) == "PLUGIN_V3ONE_BUILD", "RelationPropagation kBUILD");
-    CHECK(std::string(p.runtime->getInterfaceInfo().kind) == "PLUGIN_V3ONE_RUNTIME", "RelationPropagation kRUNTIME");
-    CHECK(sameIdentity(*p.core), "plugin reports RelationPropagation / 1 / vidtrt");
-    CHECK(p.build->getNbOutputs() == 1, "RelationPropagation has one output");
-    CHECK(p.runtime->setTactic(0) == 0, "RelationPropagation setTactic(0) succeeds");
+    checkInterfaces(p, "RelationPropagation", kName);
     CHECK(p.build->getMetadataString() != nullptr, "RelationPropagation metadata is a string");
 }
 
@@ -1695,45 +1593,21 @@ void testWorkspace(IPluginV3OneBuild& build) {
 }
 
 void testOutputTypes(IPluginV3OneBuild& build) {
-    for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
-        const DataType in[4] = {t, t, t, t};
-        DataType out[1] = {DataType::kINT8};
-        CHECK(build.getOutputDataTypes(out, 1, in, 4) == 0 && out[0] == t,
-              std::string("RelationPropagation output type follows regions: ") + (t == DataType::kFLOAT ? "FP32" : "FP16"));
-    }
-    const size_t mark = gLogger.size();
-    const DataType bf16[4] = {DataType::kBF16, DataType::kBF16, DataType::kBF16, DataType::kBF16};
-    DataType out[1];
-    CHECK(build.getOutputDataTypes(out, 1, bf16, 4) != 0, "RelationPropagation refuses BF16 regions");
-    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"regions", "kBF16"}), "the refused type is logged");
-    const DataType three[3] = {DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT};
-    CHECK(build.getOutputDataTypes(out, 1, three, 3) != 0, "RelationPropagation refuses three inputs");
+    checkOutputTypes(build, "RelationPropagation", 4, 3, {"RelationPropagation", "regions", "kBF16"});
 }
 
 void testFormats(IPluginV3OneBuild& build) {
+    checkCommonFormats(build, "RelationPropagation", kFormatShapes, 4, 3);
     using P = std::pair<DataType, TensorFormat>;
     const auto F32 = P{DataType::kFLOAT, TensorFormat::kLINEAR};
     const auto F16 = P{DataType::kHALF, TensorFormat::kLINEAR};
-    CHECK(acceptsCombination(build, {F32, F32, F32, F32, F32}), "RelationPropagation: all FP32 linear is accepted");
-    CHECK(acceptsCombination(build, {F16, F16, F16, F16, F16}), "RelationPropagation: all FP16 linear is accepted");
     CHECK(!acceptsCombination(build, {F32, F16, F32, F32, F32}), "RelationPropagation: FP16 phi among FP32 is refused");
     CHECK(!acceptsCombination(build, {F16, F16, F32, F16, F16}), "RelationPropagation: FP32 regions among FP16 is refused");
     CHECK(!acceptsCombination(build, {F32, F32, F32, F16, F32}), "RelationPropagation: FP16 valid with FP32 data is refused");
-    CHECK(!acceptsCombination(build, {F32, F32, F32, F32, F16}), "RelationPropagation: FP16 output from FP32 is refused");
     const auto B = P{DataType::kBOOL, TensorFormat::kLINEAR};
     CHECK(!acceptsCombination(build, {F32, F32, F32, B, F32}), "RelationPropagation: a kBOOL valid is refused");
-    const auto I32 = P{DataType::kINT32, TensorFormat::kLINEAR};
-    CHECK(!acceptsCombination(build, {I32, I32, I32, I32, I32}), "RelationPropagation: INT32 is refused");
-    const auto BF = P{DataType::kBF16, TensorFormat::kLINEAR};
-    CHECK(!acceptsCombination(build, {BF, BF, BF, BF, BF}), "RelationPropagation: BF16 is refused");
     const auto F16x32 = P{DataType::kHALF, TensorFormat::kCHW32};
     CHECK(!acceptsCombination(build, {F16, F16, F16x32, F16, F16}), "RelationPropagation: a kCHW32 tensor is refused");
-
-    DynamicPluginTensorDesc io[5] = {dynDesc(dims({4, 2})), dynDesc(dims({4, 2})), dynDesc(dims({4, 3})),
-                                     dynDesc(dims({4})), dynDesc(dims({4, 3}))};
-    CHECK(!build.supportsFormatCombination(5, io, 4, 1), "RelationPropagation: position past the output is refused");
-    CHECK(!build.supportsFormatCombination(-1, io, 4, 1), "RelationPropagation: negative position is refused");
-    CHECK(!build.supportsFormatCombination(0, io, 3, 1), "RelationPropagation: a three-input layer is refused");
 }
 
 void testOutputShapes(IPluginV3OneBuild& build) {
@@ -1856,29 +1730,12 @@ void testRuntime(IPluginV3OneRuntime& runtime) {
 
 void testSerializationAndClone(IPluginCreatorV3One& creator, Plugin& original) {
     CHECK(serializesNothing(*original.runtime), "RelationPropagation serializes an empty field collection");
-    Plugin restored =
-        wrap(creator.createPlugin("restored", original.runtime->getFieldsToSerialize(), TensorRTPhase::kRUNTIME));
-    CHECK(static_cast<bool>(restored) && sameIdentity(*restored.core),
-          "the RelationPropagation creator rebuilds the plugin from its serialized fields");
-
-    Plugin clone = wrap(original.owner->clone());
-    CHECK(static_cast<bool>(clone) && clone.owner.get() != original.owner.get(), "RelationPropagation clone is a new plugin");
-    Plugin attached = wrap(original.runtime->attachToContext(nullptr));
-    CHECK(static_cast<bool>(attached) && attached.owner.get() != original.owner.get(),
-          "RelationPropagation attachToContext returns a new plugin");
-    // Destroy the original first: the copies must not point into it.
-    original.owner.reset();
-    if (clone) {
-        CHECK(sameIdentity(*clone.core) && serializesNothing(*clone.runtime),
-              "RelationPropagation clone works after the original is gone");
-        CHECK(acceptsCombination(*clone.build, {{DataType::kHALF, TensorFormat::kLINEAR},
-                                                {DataType::kHALF, TensorFormat::kLINEAR},
-                                                {DataType::kHALF, TensorFormat::kLINEAR},
-                                                {DataType::kHALF, TensorFormat::kLINEAR},
-                                                {DataType::kHALF, TensorFormat::kLINEAR}}),
-              "the clone still answers format queries");
-    }
-    if (attached) CHECK(sameIdentity(*attached.core), "attached RelationPropagation copy keeps its identity");
+    checkRestoreAndCopies(creator, original, "RelationPropagation", kName, [](Plugin& copy) {
+        using P = std::pair<DataType, TensorFormat>;
+        const P f16{DataType::kHALF, TensorFormat::kLINEAR};
+        // The copy still answers format queries, not only identity ones.
+        return serializesNothing(*copy.runtime) && acceptsCombination(*copy.build, {f16, f16, f16, f16, f16});
+    });
 }
 
 void testCreation(IPluginCreatorV3One& creator) {
@@ -1919,20 +1776,7 @@ void testWithoutLogger(IPluginV3OneBuild& build, void (*setLoggerFinder)(nvinfer
 void run(IPluginCreatorInterface* const* creators, int32_t nbCreators,
          void (*setLoggerFinder)(nvinfer1::ILoggerFinder*), nvinfer1::ILoggerFinder* finder) {
     setLoggerFinder(finder);
-    IPluginCreatorV3One* creator = nullptr;
-    int32_t count = 0;
-    for (int32_t i = 0; creators != nullptr && i < nbCreators; ++i) {
-        if (creators[i] == nullptr || std::string(creators[i]->getInterfaceInfo().kind) != "PLUGIN CREATOR_V3ONE") {
-            continue;
-        }
-        auto* c = static_cast<IPluginCreatorV3One*>(creators[i]);
-        if (std::string(c->getPluginName()) == kName && std::string(c->getPluginNamespace()) == kNamespace) {
-            creator = c;
-            ++count;
-        }
-    }
-    CHECK(count == 1, "exactly one RelationPropagation creator in namespace vidtrt");
-    if (creator == nullptr) fatal("no RelationPropagation creator");
+    IPluginCreatorV3One* creator = &findCreator(creators, nbCreators, kName);
     relprop::testCreatorIdentity(*creator);
     Plugin plugin = makePlugin(*creator, Fields{});
     if (!plugin) fatal("RelationPropagation createPlugin(kBUILD) did not return a plugin with all capabilities");
