@@ -57,7 +57,7 @@ import torch.nn.functional as F
 
 from .. import _native
 from .function_builder import FunctionBuilder
-from .registry import DOMAIN, CustomOp, register
+from .registry import CustomOp, DOMAIN, register, untraced
 
 OP_TYPE = "MostSimilarRoIAlign"
 PLUGIN_VERSION = "1"
@@ -184,14 +184,8 @@ class _MostSimilarRoIAlignExport(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, roi_feats, support_feats, top_k):
-        # The exporter records only the symbolic node; tracing the reference's
-        # ops into the Function's sub-block breaks the exporter's passes.
-        state = torch._C._get_tracing_state()
-        torch._C._set_tracing_state(None)
-        try:
+        with untraced():
             return most_similar_roi_align_reference(roi_feats, support_feats, top_k)
-        finally:
-            torch._C._set_tracing_state(state)
 
     @staticmethod
     def symbolic(g, roi_feats, support_feats, top_k):

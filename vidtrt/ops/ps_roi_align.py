@@ -45,7 +45,7 @@ import torch
 
 from .. import _native
 from .function_builder import FunctionBuilder
-from .registry import DOMAIN, CustomOp, register
+from .registry import CustomOp, DOMAIN, register, untraced
 
 OP_TYPE = "PSRoIAlign"
 PLUGIN_VERSION = "1"
@@ -220,14 +220,8 @@ class _PSRoIAlignExport(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, features, rois, output_size, spatial_scale, sampling_ratio):
-        # The exporter records only the symbolic node; tracing the reference's
-        # ops into the Function's sub-block breaks the exporter's passes.
-        state = torch._C._get_tracing_state()
-        torch._C._set_tracing_state(None)
-        try:
+        with untraced():
             return ps_roi_align_reference(features, rois, output_size, spatial_scale, sampling_ratio)
-        finally:
-            torch._C._set_tracing_state(state)
 
     @staticmethod
     def symbolic(g, features, rois, output_size, spatial_scale, sampling_ratio):

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .. import _native
 from .function_builder import FunctionBuilder
-from .registry import DOMAIN, CustomOp, register
+from .registry import CustomOp, DOMAIN, register, untraced
 
 OP_TYPE = "PSLA"
 PLUGIN_VERSION = "1"
@@ -142,14 +142,8 @@ class _PSLAExport(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, max_disp):
-        # The exporter records only the symbolic node; tracing the reference's
-        # ops into the Function's sub-block breaks the exporter's passes.
-        state = torch._C._get_tracing_state()
-        torch._C._set_tracing_state(None)
-        try:
+        with untraced():
             return psla_reference(query, key, value, max_disp)
-        finally:
-            torch._C._set_tracing_state(state)
 
     @staticmethod
     def symbolic(g, query, key, value, max_disp):

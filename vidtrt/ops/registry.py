@@ -9,10 +9,12 @@ the plugin when the plugin library is loaded and the function otherwise.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
 import onnx
+import torch
 
 DOMAIN = "vidtrt"
 DOMAIN_VERSION = 1
@@ -75,3 +77,18 @@ def attach_local_functions(model: onnx.ModelProto) -> list[str]:
     if not any(imp.domain == DOMAIN for imp in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
     return used
+
+
+@contextlib.contextmanager
+def untraced():
+    """Switches the TorchScript tracer off inside an export Function's forward.
+
+    The exporter must record only the op's symbolic node; tracing the
+    reference's ops into the Function's sub-block breaks the exporter's passes.
+    """
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        yield
+    finally:
+        torch._C._set_tracing_state(state)

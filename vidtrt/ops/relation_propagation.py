@@ -38,7 +38,7 @@ import torch
 
 from .. import _native
 from .function_builder import FunctionBuilder
-from .registry import DOMAIN, CustomOp, register
+from .registry import CustomOp, DOMAIN, register, untraced
 
 OP_TYPE = "RelationPropagation"
 PLUGIN_VERSION = "1"
@@ -161,14 +161,8 @@ class _RelationPropagationExport(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, sigma, phi, regions, valid):
-        # The exporter records only the symbolic node; tracing the reference's
-        # ops into the Function's sub-block breaks the exporter's passes.
-        state = torch._C._get_tracing_state()
-        torch._C._set_tracing_state(None)
-        try:
+        with untraced():
             return relation_propagation_reference(sigma, phi, regions, valid)
-        finally:
-            torch._C._set_tracing_state(state)
 
     @staticmethod
     def symbolic(g, sigma, phi, regions, valid):

@@ -23,6 +23,20 @@ from ..backends.base import Backend
 DETECTION_OUTPUTS = ("boxes", "scores", "labels", "valid")
 
 
+def checked_image_size(image: np.ndarray, previous: tuple[int, int] | None) -> tuple[int, int]:
+    """(H, W) of a preprocessed [1, 3, H, W] frame; a stream's frames must keep
+    one size, because what it carries or caches has that size."""
+    if image.ndim != 4 or image.shape[:2] != (1, 3):
+        raise ValueError(f"expected a preprocessed image [1, 3, H, W], got shape {tuple(image.shape)}")
+    hw = (int(image.shape[2]), int(image.shape[3]))
+    if previous is not None and hw != previous:
+        raise ValueError(
+            f"frame size changed within a video ({previous} → {hw}); the stream's state has the old size. "
+            "Call reset() before a new video."
+        )
+    return hw
+
+
 @dataclass
 class FrameResult:
     index: int
@@ -152,13 +166,4 @@ class PslaStream:
         return state
 
     def _check_size(self, image: np.ndarray) -> None:
-        if image.ndim != 4 or image.shape[:2] != (1, 3):
-            raise ValueError(f"expected a preprocessed image [1, 3, H, W], got shape {tuple(image.shape)}")
-        hw = (int(image.shape[2]), int(image.shape[3]))
-        if self._image_hw is None:
-            self._image_hw = hw
-        elif hw != self._image_hw:
-            raise ValueError(
-                f"frame size changed within a video ({self._image_hw} → {hw}); the carried state has the old "
-                "size. Call reset() before a new video."
-            )
+        self._image_hw = checked_image_size(image, self._image_hw)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ...models.troi import MODES, adaptive_stride_support, online_support
 from ..backends.base import Backend
-from .psla import FrameResult
+from .psla import FrameResult, checked_image_size
 
 DETECTION_OUTPUTS = ("boxes", "scores", "labels", "valid")
 FRAME_OUTPUTS = ("feature", "proposals", "proposal_valid", "roi_feats")
@@ -61,11 +61,7 @@ class TroiStream:
     def push(self, index: int, image: np.ndarray) -> list[FrameResult]:
         if index != self._count:
             raise ValueError(f"frames must arrive in order 0, 1, 2, ...: expected {self._count}, got {index}")
-        hw = (int(image.shape[2]), int(image.shape[3]))
-        if self._image_hw is None:
-            self._image_hw = hw
-        elif hw != self._image_hw:
-            raise ValueError(f"frame size changed within a video ({self._image_hw} → {hw}); call reset() first")
+        self._image_hw = checked_image_size(image, self._image_hw)
         self._count += 1
         if self.pipeline.mode == "offline":
             self._images.append(image)
