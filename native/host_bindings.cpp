@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common/vidtrt_kernel_common.h"
+#include "fixed_size_nms/fixed_size_nms_launch.h"
 #include "most_similar_roi_align/most_similar_roi_align_launch.h"
 #include "ps_roi_align/ps_roi_align_launch.h"
 #include "psla/psla_launch.h"
@@ -138,6 +139,25 @@ void relation_propagation_forward(const std::string& dtype, uintptr_t sigma, uin
     check_status(status, "relation_propagation");
 }
 
+// boxes [K, 4] and scores [K] FP32, keep [max_output] int32 (written whole:
+// kept indices, then -1). iou_threshold is the FP32 threshold; the Python
+// layer rounds torchvision's double down to it. The launcher allocates its own
+// scratch (a K x K bit mask).
+void fixed_size_nms_forward(uintptr_t boxes, uintptr_t scores, uintptr_t keep, int64_t count, int64_t max_output,
+                            float iou_threshold, const std::array<int64_t, 2>& boxes_strides, int64_t scores_stride,
+                            int64_t keep_stride, int num_threads) {
+    namespace nms = vidtrt::fixed_size_nms;
+    const nms::Problem p{{count, max_output, iou_threshold}, {boxes_strides[0], boxes_strides[1]}, scores_stride,
+                         keep_stride};
+    int status;
+    {
+        py::gil_scoped_release release;
+        status = nms::forward_host(reinterpret_cast<const float*>(boxes), reinterpret_cast<const float*>(scores),
+                                   reinterpret_cast<int32_t*>(keep), p, num_threads);
+    }
+    check_status(status, "fixed_size_nms");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_kernels, m) {
@@ -160,6 +180,11 @@ PYBIND11_MODULE(_kernels, m) {
           py::arg("phi"), py::arg("regions"), py::arg("valid"), py::arg("out"), py::arg("shape"),
           py::arg("sigma_strides"), py::arg("phi_strides"), py::arg("regions_strides"), py::arg("valid_stride"),
           py::arg("out_strides"), py::arg("num_threads") = 0, py::arg("isa") = "auto");
+
+    m.def("fixed_size_nms_forward", &fixed_size_nms_forward, py::arg("boxes"), py::arg("scores"), py::arg("keep"),
+          py::arg("count"), py::arg("max_output"), py::arg("iou_threshold"), py::arg("boxes_strides"),
+          py::arg("scores_stride"), py::arg("keep_stride"), py::arg("num_threads") = 0);
+    m.attr("FIXED_SIZE_NMS_MAX_BOXES") = vidtrt::fixed_size_nms::kMaxBoxes;
 
     py::dict build;
     build["cuda_kernels"] = static_cast<bool>(VIDTRT_BUILT_CUDA);

@@ -18,6 +18,8 @@
 #include <string>
 #include <utility>
 
+#include "tensorrt_version.h"
+
 namespace vidtrt {
 namespace plugin {
 
@@ -118,7 +120,10 @@ inline const char* dataTypeName(nvinfer1::DataType type) noexcept {
         case nvinfer1::DataType::kINT64: return "kINT64";
         case nvinfer1::DataType::kINT4: return "kINT4";
         case nvinfer1::DataType::kFP4: return "kFP4";
+#if VIDTRT_TENSORRT_AT_LEAST(10, 12)
+        // The MXFP8 scale type arrived with MXFP8 in 10.12 (absent from the 10.8 headers).
         case nvinfer1::DataType::kE8M0: return "kE8M0";
+#endif
     }
     return "unknown DataType";
 }

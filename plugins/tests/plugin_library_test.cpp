@@ -292,22 +292,24 @@ void testLibraryFile(const char* path) {
     if (!info.ok) fatal(std::string("cannot read the dynamic symbols of ") + path + ": " + info.error);
     CHECK(info.exported.count("getCreators") == 1, "getCreators is exported");
     CHECK(info.exported.count("setLoggerFinder") == 1, "setLoggerFinder is exported");
+    CHECK(info.exported.count("vidtrtPluginLibraryInfo") == 1, "vidtrtPluginLibraryInfo is exported");
     std::string ours;  // exported vidtrt symbols besides the entry points
     for (const std::string& name : info.exported) {
-        if (name == "getCreators" || name == "setLoggerFinder") continue;
+        if (name == "getCreators" || name == "setLoggerFinder" || name == "vidtrtPluginLibraryInfo") continue;
         // Itanium mangling spells namespace vidtrt as "6vidtrt".
         if (contains(name, "vidtrt") || contains(name, "psla") || contains(name, "Psla") || contains(name, "PSLA")) {
             ours += " " + name;
         }
     }
-    CHECK(ours.empty(), "no vidtrt symbol besides getCreators and setLoggerFinder is exported:" + ours);
+    CHECK(ours.empty(),
+          "no vidtrt symbol besides getCreators, setLoggerFinder and vidtrtPluginLibraryInfo is exported:" + ours);
     std::string forbidden;  // libraries that must not be needed at load time
     for (const std::string& lib : info.needed) {
         if (contains(lib, "nvinfer") || contains(lib, "libcuda.so") || contains(lib, "libcudart.so")) {
             forbidden += " " + lib;
         }
     }
-    // No libnvinfer: the library must load in any TensorRT 11 process. No
+    // No libnvinfer: the library must load in any process of its TensorRT major. No
     // libcuda / libcudart: cudart is static and opens the driver lazily.
     CHECK(forbidden.empty(), "needs neither TensorRT nor the CUDA driver or shared cudart:" + forbidden);
 }
@@ -1794,7 +1796,472 @@ void run(IPluginCreatorInterface* const* creators, int32_t nbCreators,
 
 }  // namespace relprop
 
+// ---------------------------------------------------------------- FixedSizeNMS
+//
+// The same walk through the TensorRT interfaces for the NMS creator. Unlike
+// the others it mixes types (kFLOAT boxes and scores, a kINT32 output), offers
+// no FP16, has a constant output shape ([max_output], whatever K) and a
+// workspace that grows with K² (the suppression mask).
+
+namespace nms {
+
+constexpr const char* kName = "FixedSizeNMS";
+constexpr const char* kIouThreshold = "iou_threshold";
+constexpr const char* kMaxOutput = "max_output";
+constexpr int64_t kMaxBoxes = 65536;  // fixed_size_nms_kernel.h
+
+struct Params {
+    float iouThreshold;
+    int32_t maxOutput;
+};
+
+// Owns the values its fields point to, so a Params temporary cannot dangle.
+struct ParamFields {
+    explicit ParamFields(Params p) : values(p) {}
+    Params values;
+    Fields fields() const {
+        return Fields{{PluginField(kIouThreshold, &values.iouThreshold, PluginFieldType::kFLOAT32, 1),
+                       PluginField(kMaxOutput, &values.maxOutput, PluginFieldType::kINT32, 1)}};
+    }
+};
+
+const Params kRpn{0.7F, 300};  // an RPN's proposal NMS: IoU 0.7, 300 survivors
+const Dims kBoxes = dims({3840, 4});
+const Dims kScores = dims({3840});
+const Dims kKeep = dims({300});
+
+Plugin makePlugin(IPluginCreatorV3One& creator, const Fields& f, TensorRTPhase phase = TensorRTPhase::kBUILD) {
+    return createLayer(creator, f, phase, "nms_test");
+}
+
+Plugin makePlugin(IPluginCreatorV3One& creator, Params p, TensorRTPhase phase = TensorRTPhase::kBUILD) {
+    const ParamFields pf(p);
+    return makePlugin(creator, pf.fields(), phase);
+}
+
+// The serialized fields, exactly {iou_threshold: kFLOAT32, max_output: kINT32}
+// in that order, equal to `want`.
+bool serializedEquals(IPluginV3OneRuntime& runtime, Params want) {
+    const PluginFieldCollection* fc = runtime.getFieldsToSerialize();
+    if (fc == nullptr || fc->nbFields != 2 || fc->fields == nullptr) return false;
+    const std::pair<const char*, PluginFieldType> expected[2] = {{kIouThreshold, PluginFieldType::kFLOAT32},
+                                                                 {kMaxOutput, PluginFieldType::kINT32}};
+    for (int32_t i = 0; i < 2; ++i) {
+        const PluginField& f = fc->fields[i];
+        if (f.name == nullptr || std::strcmp(f.name, expected[i].first) != 0 || f.type != expected[i].second ||
+            f.length != 1 || f.data == nullptr) {
+            return false;
+        }
+    }
+    Params got{};
+    std::memcpy(&got.iouThreshold, fc->fields[0].data, sizeof(float));
+    std::memcpy(&got.maxOutput, fc->fields[1].data, sizeof(int32_t));
+    return got.iouThreshold == want.iouThreshold && got.maxOutput == want.maxOutput;
+}
+
+const std::vector<Dims> kFormatShapes = {dims({40, 4}), dims({40}), dims({10})};
+
+bool acceptsCombination(IPluginV3OneBuild& build, std::initializer_list<std::pair<DataType, TensorFormat>> io) {
+    return acceptsCombinationOf(build, kFormatShapes, 2, io);
+}
+
+// Bytes of the device workspace, written out independently of the plugin:
+// sorted boxes (16 B per box), areas and indices (4 B each) and the mask
+// (K rows of ceil(K / 64) 8-byte words), each rounded up to 256 bytes.
+size_t expectedWorkspace(int64_t k) {
+    auto up = [](int64_t bytes) { return static_cast<size_t>((bytes + 255) / 256 * 256); };
+    const int64_t words = (k + 63) / 64;
+    return up(16 * k) + up(4 * k) + up(4 * k) + up(8 * k * words);
+}
+
+void testCreatorIdentity(IPluginCreatorV3One& creator) {
+    checkCreatorIdentity(creator, "FixedSizeNMS", kName,
+                         {{kIouThreshold, PluginFieldType::kFLOAT32}, {kMaxOutput, PluginFieldType::kINT32}});
+}
+
+void testInterfaces(const Plugin& p) {
+    checkInterfaces(p, "FixedSizeNMS", kName);
+    const char* meta = p.build->getMetadataString();
+    CHECK(meta != nullptr && contains(meta, "iou_threshold=0.7") && contains(meta, "max_output=300"),
+          "FixedSizeNMS metadata names both attributes");
+}
+
+void testWorkspace(IPluginV3OneBuild& build) {
+    auto workspace = [&](int64_t maxK) {
+        // min and opt are small on purpose: only the profile's maximum counts.
+        DynamicPluginTensorDesc in[2] = {dynDesc(dims({-1, 4})), dynDesc(dims({-1}))};
+        in[0].max = dims({maxK, 4});
+        in[1].max = dims({maxK});
+        DynamicPluginTensorDesc out[1] = {dynDesc(kKeep)};
+        return build.getWorkspaceSize(in, 2, out, 1);
+    };
+    const size_t rpn = workspace(3840);
+    CHECK(rpn == expectedWorkspace(3840), "FixedSizeNMS workspace at K = 3840 holds the sorted boxes and the mask");
+    CHECK(rpn >= size_t(3840) * 3840 / 8, "the workspace covers K² bits of mask");
+    CHECK(workspace(1) == expectedWorkspace(1), "FixedSizeNMS workspace at K = 1");
+    CHECK(workspace(65) == expectedWorkspace(65) && workspace(65) > workspace(64),
+          "a 65th box adds a mask word to every row");
+    CHECK(workspace(0) == 0, "FixedSizeNMS: an empty profile needs no workspace");
+    CHECK(workspace(kMaxBoxes + 1000) == expectedWorkspace(kMaxBoxes),
+          "FixedSizeNMS: the workspace stops growing at the largest K it accepts");
+    CHECK(build.getWorkspaceSize(nullptr, 0, nullptr, 0) == 0, "FixedSizeNMS: no descriptors, no workspace");
+}
+
+void testOutputTypes(IPluginV3OneBuild& build) {
+    const DataType f32[2] = {DataType::kFLOAT, DataType::kFLOAT};
+    DataType out[1] = {DataType::kFLOAT};
+    CHECK(build.getOutputDataTypes(out, 1, f32, 2) == 0 && out[0] == DataType::kINT32,
+          "FixedSizeNMS: kFLOAT boxes and scores give a kINT32 keep");
+    auto refused = [&](DataType boxes, DataType scores, const char* logged, const std::string& what) {
+        const size_t mark = gLogger.size();
+        const DataType in[2] = {boxes, scores};
+        DataType o[1];
+        CHECK(build.getOutputDataTypes(o, 1, in, 2) != 0, "FixedSizeNMS getOutputDataTypes refuses " + what);
+        CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"FixedSizeNMS", logged, "kFLOAT"}),
+              "FixedSizeNMS: the refused " + what + " is logged");
+    };
+    refused(DataType::kHALF, DataType::kHALF, "kHALF", "FP16 (coordinates stay FP32)");
+    refused(DataType::kFLOAT, DataType::kHALF, "kHALF", "FP16 scores");
+    refused(DataType::kBF16, DataType::kBF16, "kBF16", "BF16");
+    refused(DataType::kINT32, DataType::kFLOAT, "kINT32", "INT32 boxes");
+    const DataType three[3] = {DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT};
+    DataType o[1];
+    CHECK(build.getOutputDataTypes(o, 1, three, 3) != 0, "FixedSizeNMS getOutputDataTypes refuses 3 inputs");
+    CHECK(build.getOutputDataTypes(o, 2, f32, 2) != 0, "FixedSizeNMS getOutputDataTypes refuses 2 outputs");
+}
+
+void testFormats(IPluginV3OneBuild& build) {
+    using P = std::pair<DataType, TensorFormat>;
+    const auto F32 = P{DataType::kFLOAT, TensorFormat::kLINEAR};
+    const auto F16 = P{DataType::kHALF, TensorFormat::kLINEAR};
+    const auto I32 = P{DataType::kINT32, TensorFormat::kLINEAR};
+    const auto I64 = P{DataType::kINT64, TensorFormat::kLINEAR};
+    CHECK(acceptsCombination(build, {F32, F32, I32}), "FixedSizeNMS: FP32 boxes and scores with an INT32 keep");
+    CHECK(!acceptsCombination(build, {F32, F32, F32}), "FixedSizeNMS: an FP32 keep is refused");
+    CHECK(!acceptsCombination(build, {F32, F32, I64}), "FixedSizeNMS: an INT64 keep is refused");
+    CHECK(!acceptsCombination(build, {F16, F16, I32}), "FixedSizeNMS: FP16 boxes and scores are refused");
+    CHECK(!acceptsCombination(build, {F32, F16, I32}), "FixedSizeNMS: FP16 scores are refused");
+    CHECK(!acceptsCombination(build, {I32, F32, I32}), "FixedSizeNMS: INT32 boxes are refused");
+    const auto F32hwc = P{DataType::kFLOAT, TensorFormat::kHWC};
+    CHECK(!acceptsCombination(build, {F32hwc, F32, I32}), "FixedSizeNMS: kHWC boxes are refused");
+    const auto I32chw4 = P{DataType::kINT32, TensorFormat::kCHW4};
+    CHECK(!acceptsCombination(build, {F32, F32, I32chw4}), "FixedSizeNMS: a vectorized keep is refused");
+
+    std::vector<DynamicPluginTensorDesc> io = {dynDesc(dims({40, 4})), dynDesc(dims({40})),
+                                               dynDesc(dims({10}), DataType::kINT32)};
+    CHECK(!build.supportsFormatCombination(3, io.data(), 2, 1),
+          "FixedSizeNMS: position past the last output is refused");
+    CHECK(!build.supportsFormatCombination(-1, io.data(), 2, 1), "FixedSizeNMS: negative position is refused");
+    CHECK(!build.supportsFormatCombination(0, io.data(), 1, 2), "FixedSizeNMS: a 1-input 2-output layer is refused");
+    CHECK(!build.supportsFormatCombination(0, nullptr, 2, 1), "FixedSizeNMS: null descriptors are refused");
+}
+
+void testOutputShapes(IPluginV3OneBuild& build) {
+    FakeExprBuilder eb;
+    DimsExprs out[1]{};
+    DimsExprs in[2] = {eb.dims({3840, 4}), eb.dims({3840})};
+    CHECK(build.getOutputShapes(in, 2, nullptr, 0, out, 1, eb) == 0, "FixedSizeNMS getOutputShapes on constants");
+    CHECK(constantDims(out[0], {300}), "keep is [max_output] = [300]");
+
+    DimsExprs sym[2] = {eb.dims({-1, 4}), eb.dims({-1})};
+    CHECK(build.getOutputShapes(sym, 2, nullptr, 0, out, 1, eb) == 0, "FixedSizeNMS getOutputShapes on symbols");
+    CHECK(constantDims(out[0], {300}), "keep stays [300] when K is dynamic (no data-dependent shape)");
+
+    DimsExprs small[2] = {eb.dims({5, 4}), eb.dims({5})};
+    CHECK(build.getOutputShapes(small, 2, nullptr, 0, out, 1, eb) == 0 && constantDims(out[0], {300}),
+          "keep stays [300] when K < max_output");
+
+    size_t mark = gLogger.size();
+    DimsExprs badColumns[2] = {eb.dims({3840, 5}), eb.dims({3840})};
+    CHECK(build.getOutputShapes(badColumns, 2, nullptr, 0, out, 1, eb) != 0, "boxes [K, 5] are refused early");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"5 columns", "[K, 4]"}), "the boxes width is logged");
+
+    mark = gLogger.size();
+    DimsExprs badK[2] = {eb.dims({3840, 4}), eb.dims({3839})};
+    CHECK(build.getOutputShapes(badK, 2, nullptr, 0, out, 1, eb) != 0, "a constant K mismatch is refused early");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"3840", "3839"}), "both K are logged");
+
+    mark = gLogger.size();
+    DimsExprs tooMany[2] = {eb.dims({kMaxBoxes + 1, 4}), eb.dims({kMaxBoxes + 1})};
+    CHECK(build.getOutputShapes(tooMany, 2, nullptr, 0, out, 1, eb) != 0, "more than 65536 boxes are refused early");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"65537", "at most 65536"}), "the box count is logged");
+
+    mark = gLogger.size();
+    DimsExprs flat[2] = {eb.dims({3840}), eb.dims({3840})};
+    CHECK(build.getOutputShapes(flat, 2, nullptr, 0, out, 1, eb) != 0, "rank-1 boxes are refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"boxes", "rank 1"}), "the boxes rank is logged");
+
+    mark = gLogger.size();
+    DimsExprs scores2[2] = {eb.dims({3840, 4}), eb.dims({3840, 1})};
+    CHECK(build.getOutputShapes(scores2, 2, nullptr, 0, out, 1, eb) != 0, "rank-2 scores are refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"scores", "rank 2"}), "the scores rank is logged");
+}
+
+void testConfigure(IPluginV3OneBuild& build) {
+    auto configure = [&](Dims b, Dims s, Dims k) {
+        DynamicPluginTensorDesc in[2] = {dynDesc(b), dynDesc(s)};
+        DynamicPluginTensorDesc out[1] = {dynDesc(k, DataType::kINT32)};
+        return build.configurePlugin(in, 2, out, 1);
+    };
+    CHECK(configure(kBoxes, kScores, kKeep) == 0, "FixedSizeNMS: consistent dims configure");
+    CHECK(configure(dims({-1, 4}), dims({-1}), kKeep) == 0, "FixedSizeNMS: build-time wildcards configure");
+    CHECK(configure(dims({0, 4}), dims({0}), kKeep) == 0, "FixedSizeNMS: an empty box set configures");
+    CHECK(configure(dims({kMaxBoxes, 4}), dims({kMaxBoxes}), kKeep) == 0, "FixedSizeNMS: 65536 boxes configure");
+
+    size_t mark = gLogger.size();
+    CHECK(configure(dims({3840, 5}), kScores, kKeep) != 0, "FixedSizeNMS: boxes [3840, 5] are refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"configurePlugin", "[3840, 5]", "[K, 4]"}),
+          "the boxes shape is logged");
+
+    mark = gLogger.size();
+    CHECK(configure(kBoxes, dims({3000}), kKeep) != 0, "FixedSizeNMS: a K mismatch is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"disagree on K", "[3840, 4]", "[3000]"}),
+          "the K mismatch is logged with both shapes");
+
+    mark = gLogger.size();
+    CHECK(configure(kBoxes, kScores, dims({299})) != 0, "FixedSizeNMS: a keep of the wrong length is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"keep", "[299]", "[300]"}), "the keep mismatch is logged");
+
+    mark = gLogger.size();
+    CHECK(configure(dims({kMaxBoxes + 1, 4}), dims({kMaxBoxes + 1}), kKeep) != 0,
+          "FixedSizeNMS: 65537 boxes are refused by configurePlugin");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"65537", "more than 65536"}), "the box count is logged");
+
+    mark = gLogger.size();
+    CHECK(configure(kBoxes, kScores, dims({1, 300})) != 0, "FixedSizeNMS: a rank-2 keep is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"keep", "rank 2"}), "the keep rank is logged");
+
+    DynamicPluginTensorDesc in[3] = {dynDesc(kBoxes), dynDesc(kScores), dynDesc(kScores)};
+    DynamicPluginTensorDesc out[1] = {dynDesc(kKeep, DataType::kINT32)};
+    CHECK(build.configurePlugin(in, 3, out, 1) != 0, "FixedSizeNMS: three inputs are refused by configurePlugin");
+}
+
+void testRuntime(IPluginV3OneRuntime& runtime) {
+    auto shapeChange = [&](Dims b, Dims s, Dims k) {
+        PluginTensorDesc in[2] = {desc(b), desc(s)};
+        PluginTensorDesc out[1] = {desc(k, DataType::kINT32)};
+        return runtime.onShapeChange(in, 2, out, 1);
+    };
+    CHECK(shapeChange(kBoxes, kScores, kKeep) == 0, "FixedSizeNMS onShapeChange accepts consistent dims");
+    size_t mark = gLogger.size();
+    CHECK(shapeChange(kBoxes, dims({12}), kKeep) != 0, "FixedSizeNMS onShapeChange refuses a K mismatch");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"onShapeChange", "disagree on K"}), "the K mismatch is logged");
+    CHECK(shapeChange(dims({-1, 4}), dims({-1}), kKeep) != 0, "FixedSizeNMS onShapeChange refuses unresolved extents");
+
+    // Every K, even 0, launches a kernel (keep is filled with -1), so no
+    // enqueue here may pass validation: these are the refusals that come
+    // before any CUDA call.
+    auto enqueue = [&](Dims b, Dims s, Dims k, DataType boxesType, DataType keepType, void* workspace) {
+        PluginTensorDesc in[2] = {desc(b, boxesType), desc(s, boxesType)};
+        PluginTensorDesc out[1] = {desc(k, keepType)};
+        const void* inputs[2] = {nullptr, nullptr};
+        void* outputs[1] = {nullptr};
+        return runtime.enqueue(in, out, inputs, outputs, workspace, nullptr);
+    };
+    mark = gLogger.size();
+    CHECK(enqueue(kBoxes, kScores, kKeep, DataType::kFLOAT, DataType::kINT32, nullptr) != 0,
+          "FixedSizeNMS enqueue without a workspace is refused");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"enqueue", "invalid argument", "no workspace"}),
+          "the missing workspace is logged");
+    mark = gLogger.size();
+    CHECK(enqueue(kBoxes, kScores, kKeep, DataType::kHALF, DataType::kINT32, nullptr) != 0,
+          "FixedSizeNMS enqueue refuses FP16 boxes");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"enqueue", "kHALF", "kFLOAT"}), "the FP16 boxes are logged");
+    mark = gLogger.size();
+    CHECK(enqueue(kBoxes, kScores, kKeep, DataType::kFLOAT, DataType::kFLOAT, nullptr) != 0,
+          "FixedSizeNMS enqueue refuses an FP32 keep");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"enqueue", "keep kFLOAT", "kINT32"}), "the keep type is logged");
+    mark = gLogger.size();
+    CHECK(enqueue(kBoxes, kScores, dims({301}), DataType::kFLOAT, DataType::kINT32, nullptr) != 0,
+          "FixedSizeNMS enqueue refuses a keep of the wrong length");
+    CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"enqueue", "[301]"}), "the enqueue refusal is logged");
+}
+
+void testSerializationAndClone(IPluginCreatorV3One& creator, Plugin& original) {
+    CHECK(serializedEquals(*original.runtime, kRpn),
+          "getFieldsToSerialize holds iou_threshold 0.7 (kFLOAT32) and max_output 300 (kINT32)");
+    for (Params p : {Params{0.3F, 100}, Params{0.5F, 1}, Params{-0.25F, 7}, Params{1.5F, 65536}}) {
+        Plugin q = makePlugin(creator, p);
+        CHECK(q && serializedEquals(*q.runtime, p), "FixedSizeNMS attribute round trip for max_output " +
+                                                        std::to_string(p.maxOutput));
+    }
+    checkRestoreAndCopies(creator, original, "FixedSizeNMS", kName, [](Plugin& copy) {
+        using P = std::pair<DataType, TensorFormat>;
+        const P f32{DataType::kFLOAT, TensorFormat::kLINEAR};
+        const P i32{DataType::kINT32, TensorFormat::kLINEAR};
+        // The copy still answers format queries, not only identity ones.
+        return serializedEquals(*copy.runtime, kRpn) && acceptsCombination(*copy.build, {f32, f32, i32});
+    });
+}
+
+void testCreationErrors(IPluginCreatorV3One& creator) {
+    auto refusedAndLogged = [&](const Fields& f, std::initializer_list<const char*> parts, const std::string& what,
+                                TensorRTPhase phase = TensorRTPhase::kBUILD) {
+        checkRefused(creator, "nms_test", f, parts, "FixedSizeNMS " + what, phase);
+    };
+    auto withField = [](const ParamFields& base, size_t index, PluginField replacement) {
+        Fields f = base.fields();
+        f.fields[index] = replacement;
+        return f;
+    };
+    auto without = [](const ParamFields& base, size_t index) {
+        Fields f = base.fields();
+        f.fields.erase(f.fields.begin() + static_cast<std::ptrdiff_t>(index));
+        return f;
+    };
+    const ParamFields good(kRpn);
+
+    // Out of range.
+    refusedAndLogged(ParamFields({0.7F, 0}).fields(), {"max_output", "0", "range"}, "max_output = 0");
+    refusedAndLogged(ParamFields({0.7F, -5}).fields(), {"max_output", "-5", "range"}, "max_output = -5");
+    refusedAndLogged(ParamFields({NAN, 300}).fields(), {"iou_threshold", "nan", "range"}, "iou_threshold = nan");
+    refusedAndLogged(ParamFields({INFINITY, 300}).fields(), {"iou_threshold", "inf", "range"}, "iou_threshold = inf");
+
+    // Wrong types, lengths, data.
+    double asDouble = 0.7;
+    refusedAndLogged(withField(good, 0, PluginField(kIouThreshold, &asDouble, PluginFieldType::kFLOAT64, 1)),
+                     {"iou_threshold", "kFLOAT32", "kFLOAT64"}, "iou_threshold as kFLOAT64");
+    int64_t asInt64 = 300;
+    refusedAndLogged(withField(good, 1, PluginField(kMaxOutput, &asInt64, PluginFieldType::kINT64, 1)),
+                     {"max_output", "kINT32", "kINT64"}, "max_output as kINT64");
+    float asFloat = 300.0F;
+    refusedAndLogged(withField(good, 1, PluginField(kMaxOutput, &asFloat, PluginFieldType::kFLOAT32, 1)),
+                     {"max_output", "kINT32", "kFLOAT32"}, "max_output as kFLOAT32");
+    float pair[2] = {0.7F, 0.5F};
+    refusedAndLogged(withField(good, 0, PluginField(kIouThreshold, pair, PluginFieldType::kFLOAT32, 2)),
+                     {"iou_threshold", "length 2"}, "iou_threshold with two values");
+    refusedAndLogged(withField(good, 1, PluginField(kMaxOutput, nullptr, PluginFieldType::kINT32, 1)),
+                     {"max_output", "no data"}, "max_output without data");
+
+    // Missing: no default in either phase.
+    const char* names[2] = {kIouThreshold, kMaxOutput};
+    for (size_t i = 0; i < 2; ++i) {
+        for (TensorRTPhase phase : {TensorRTPhase::kBUILD, TensorRTPhase::kRUNTIME}) {
+            refusedAndLogged(without(good, i), {names[i], "missing"},
+                             std::string("missing ") + names[i] +
+                                 (phase == TensorRTPhase::kBUILD ? " at build time" : " at run time"),
+                             phase);
+        }
+    }
+    {
+        const size_t mark = gLogger.size();
+        Plugin p = wrap(creator.createPlugin("no_fields", nullptr, TensorRTPhase::kBUILD));
+        CHECK(!p.owner, "FixedSizeNMS: a null field collection is refused");
+        CHECK(gLogger.loggedSince(mark, Severity::kERROR, {"no_fields", "missing"}),
+              "FixedSizeNMS: the refusal names the layer and the missing field");
+    }
+
+    // What the ONNX parser may forward besides the two attributes, in any order.
+    {
+        const ParamFields p({0.5F, 100});
+        const char version[] = "1";
+        const char ns[] = "vidtrt";
+        int32_t other = 3;
+        Fields f = p.fields();
+        f.fields.insert(f.fields.begin(), PluginField("plugin_version", version, PluginFieldType::kCHAR, 1));
+        f.fields.push_back(PluginField("plugin_namespace", ns, PluginFieldType::kCHAR, 6));
+        f.fields.push_back(PluginField("something_newer", &other, PluginFieldType::kINT32, 1));
+        std::swap(f.fields[1], f.fields[2]);
+        const size_t mark = gLogger.size();
+        Plugin q = makePlugin(creator, f);
+        CHECK(q && serializedEquals(*q.runtime, p.values), "FixedSizeNMS: unknown fields are ignored, order is free");
+        CHECK(!gLogger.anySince(mark, Severity::kERROR), "FixedSizeNMS: unknown fields are not reported as errors");
+        CHECK(gLogger.loggedSince(mark, Severity::kVERBOSE, {"nms_test", "ignoring field 'something_newer'"}),
+              "FixedSizeNMS: ignored fields are logged at verbose level with the layer name");
+    }
+}
+
+void testWithoutLogger(IPluginCreatorV3One& creator, void (*setLoggerFinder)(nvinfer1::ILoggerFinder*),
+                       nvinfer1::ILoggerFinder* finder) {
+    setLoggerFinder(nullptr);
+    const size_t mark = gLogger.size();
+    Plugin p = makePlugin(creator, Params{0.7F, 0});
+    CHECK(!p.owner, "FixedSizeNMS: invalid max_output is refused without a logger too");
+    CHECK(gLogger.size() == mark, "nothing from FixedSizeNMS reaches a detached logger");
+    setLoggerFinder(finder);
+}
+
+// Finds the creator among getCreators' table itself, so main() needs one line.
+void run(IPluginCreatorInterface* const* creators, int32_t nbCreators,
+         void (*setLoggerFinder)(nvinfer1::ILoggerFinder*), nvinfer1::ILoggerFinder* finder) {
+    setLoggerFinder(finder);
+    IPluginCreatorV3One* creator = &findCreator(creators, nbCreators, kName);
+    nms::testCreatorIdentity(*creator);
+    Plugin plugin = makePlugin(*creator, kRpn);
+    if (!plugin) fatal("FixedSizeNMS createPlugin(iou_threshold=0.7, max_output=300, kBUILD) failed");
+    nms::testInterfaces(plugin);
+    nms::testWorkspace(*plugin.build);
+    nms::testOutputTypes(*plugin.build);
+    nms::testFormats(*plugin.build);
+    nms::testOutputShapes(*plugin.build);
+    nms::testConfigure(*plugin.build);
+    nms::testRuntime(*plugin.runtime);
+    nms::testWithoutLogger(*creator, setLoggerFinder, finder);
+    nms::testSerializationAndClone(*creator, plugin);
+    nms::testCreationErrors(*creator);
+}
+
+}  // namespace nms
+
 }  // namespace
+
+// ---------------------------------------------------------------- library info
+//
+// vidtrtPluginLibraryInfo() is what Python reads (with ctypes, no TensorRT) to
+// learn which TensorRT the library was built for and which creators it has:
+// "tensorrt=<major>.<minor>;creators=<name>:<version>:<namespace>,...".
+
+std::vector<std::string> split(const std::string& s, char sep) {
+    std::vector<std::string> parts;
+    size_t start = 0;
+    for (size_t at = s.find(sep); at != std::string::npos; at = s.find(sep, start)) {
+        parts.push_back(s.substr(start, at - start));
+        start = at + 1;
+    }
+    parts.push_back(s.substr(start));
+    return parts;
+}
+
+// The info string must name the TensorRT of the headers this test (built in
+// the same CMake build as the library) was compiled with, and list exactly
+// getCreators()' creators, in order, as name:version:namespace.
+void testLibraryInfo(const char* (*libraryInfo)(), IPluginCreatorInterface* const* creators, int32_t nbCreators) {
+    const char* raw = libraryInfo();
+    CHECK(raw != nullptr, "vidtrtPluginLibraryInfo returns a string");
+    if (raw == nullptr) return;
+    CHECK(libraryInfo() == raw, "vidtrtPluginLibraryInfo returns the same string every call");
+    const std::string info(raw);
+    const std::vector<std::string> sections = split(info, ';');
+    CHECK(sections.size() == 2, "info has two sections: " + info);
+    if (sections.size() != 2) return;
+
+    const std::string wantVersion =
+        "tensorrt=" + std::to_string(NV_TENSORRT_MAJOR) + "." + std::to_string(NV_TENSORRT_MINOR);
+    CHECK(sections[0] == wantVersion, "info records the headers' TensorRT (" + wantVersion + "): " + sections[0]);
+
+    const std::string creatorsKey = "creators=";
+    CHECK(sections[1].compare(0, creatorsKey.size(), creatorsKey) == 0, "second section is creators=: " + sections[1]);
+    const std::vector<std::string> listed = split(sections[1].substr(creatorsKey.size()), ',');
+
+    std::vector<std::string> registered;  // what getCreators() hands TensorRT
+    for (int32_t i = 0; creators != nullptr && i < nbCreators; ++i) {
+        if (creators[i] == nullptr || std::string(creators[i]->getInterfaceInfo().kind) != "PLUGIN CREATOR_V3ONE") {
+            registered.push_back("(not an IPluginCreatorV3One)");
+            continue;
+        }
+        auto* c = static_cast<IPluginCreatorV3One*>(creators[i]);
+        const std::string name = c->getPluginName();
+        const std::string version = c->getPluginVersion();
+        const std::string ns = c->getPluginNamespace();
+        // The separators cannot be escaped, so a name holding one would be misread.
+        for (const std::string& part : {name, version, ns}) {
+            CHECK(part.find_first_of(":,;=") == std::string::npos && !part.empty(),
+                  "creator identity part '" + part + "' is non-empty and free of ':,;='");
+        }
+        registered.push_back(name + ":" + version + ":" + ns);
+    }
+    CHECK(listed == registered, "info lists exactly getCreators()' creators, in order: " + info);
+}
 
 int main(int argc, char** argv) {
     if (argc < 2) {
@@ -1810,10 +2277,13 @@ int main(int argc, char** argv) {
     // The signatures TensorRT's loader expects (see trtexec --dynamicPlugins).
     using GetCreatorsFn = IPluginCreatorInterface* const* (*)(int32_t&);
     using SetLoggerFinderFn = void (*)(nvinfer1::ILoggerFinder*);
+    using LibraryInfoFn = const char* (*)();
     auto getCreators = reinterpret_cast<GetCreatorsFn>(dlsym(handle, "getCreators"));
     auto setLoggerFinder = reinterpret_cast<SetLoggerFinderFn>(dlsym(handle, "setLoggerFinder"));
+    auto libraryInfo = reinterpret_cast<LibraryInfoFn>(dlsym(handle, "vidtrtPluginLibraryInfo"));
     CHECK(getCreators != nullptr, "dlsym finds getCreators");
     CHECK(setLoggerFinder != nullptr, "dlsym finds setLoggerFinder");
+    CHECK(libraryInfo != nullptr, "dlsym finds vidtrtPluginLibraryInfo");
     if (getCreators == nullptr || setLoggerFinder == nullptr) fatal("entry points missing");
 
     TestLoggerFinder finder(&gLogger);
@@ -1824,6 +2294,7 @@ int main(int argc, char** argv) {
     CHECK(creators != nullptr && nbCreators >= 1, "getCreators returns at least one creator");
     int32_t again = -1;
     CHECK(getCreators(again) == creators && again == nbCreators, "getCreators is stable across calls");
+    if (libraryInfo != nullptr) testLibraryInfo(libraryInfo, creators, nbCreators);
 
     IPluginCreatorV3One* psla = nullptr;
     int32_t pslaCount = 0;
@@ -1870,6 +2341,7 @@ int main(int argc, char** argv) {
     psroi::run(*psRoiAlign, setLoggerFinder, &finder);
     msra::run(creators, nbCreators, setLoggerFinder, &finder);
     relprop::run(creators, nbCreators, setLoggerFinder, &finder);
+    nms::run(creators, nbCreators, setLoggerFinder, &finder);
 
     // TensorRT's deregisterLibrary unloads the library; make sure that works
     // once every plugin object is gone.

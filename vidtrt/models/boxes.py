@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torchvision
+
+from ..ops.fixed_size_nms import fixed_size_nms as nms_op
 
 TENSORRT_MAX_TOPK = 3840
 BBOX_CLAMP = math.log(1000.0 / 16)
@@ -76,9 +77,11 @@ def fixed_size_nms(boxes, scores, iou_threshold: float, pre_nms: int, post_nms: 
 
     boxes [K, 4], scores [K] (−inf marks an entry that must not be kept),
     groups [K] optional class ids (NMS within each group only).
-    Takes the ``pre_nms`` best entries (a constant TopK), runs NMS, keeps the
-    ``post_nms`` best survivors, and returns (indices [post_nms] into the
-    input, valid [post_nms] bool). Invalid slots repeat index 0.
+    Takes the ``pre_nms`` best entries (a constant TopK), runs NMS (the
+    vidtrt FixedSizeNMS op: torchvision.ops.nms's result, exported as one
+    node whose output size is ``post_nms`` whatever the data), and returns
+    (indices [post_nms] into the input, valid [post_nms] bool). Invalid slots
+    repeat index 0.
     """
     if pre_nms > TENSORRT_MAX_TOPK:
         raise ValueError(f"pre_nms={pre_nms} exceeds TensorRT's TopK limit of {TENSORRT_MAX_TOPK}")
@@ -89,15 +92,9 @@ def fixed_size_nms(boxes, scores, iou_threshold: float, pre_nms: int, post_nms: 
     if groups is not None:
         # Offsetting each group by a distinct amount keeps groups apart in one NMS.
         cand_groups = pad_to(groups.to(cand.dtype), pre_nms, 0.0)[top_idx]
-        offset = cand_groups.view(-1, 1) * (cand.max() + 1.0)
-        keep = torchvision.ops.nms(cand + offset, top_scores, iou_threshold)
-    else:
-        keep = torchvision.ops.nms(cand, top_scores, iou_threshold)
-    # torchvision returns survivors by descending score, so −inf ones come last.
-    # Padding with flagged slots (rather than comparing with keep's length)
-    # keeps the traced graph free of baked-in sizes.
-    kept = torch.ones_like(keep, dtype=torch.bool)
-    keep = torch.cat([keep, keep.new_zeros(post_nms)])[:post_nms]
-    kept = torch.cat([kept, kept.new_zeros(post_nms)])[:post_nms]
-    valid = kept & torch.isfinite(top_scores[keep])
-    return torch.where(valid, top_idx[keep], torch.zeros_like(keep)), valid
+        cand = cand + cand_groups.view(-1, 1) * (cand.max() + 1.0)
+    # Survivors by descending score, then −1; −inf candidates are never kept.
+    keep = nms_op(cand, top_scores, iou_threshold, post_nms)
+    valid = keep >= 0
+    slot = torch.where(valid, keep, torch.zeros_like(keep)).long()
+    return torch.where(valid, top_idx[slot], torch.zeros_like(top_idx[slot])), valid

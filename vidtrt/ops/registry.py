@@ -35,6 +35,9 @@ class CustomOp:
     # Whether FP16 graphs feed this op FP16 tensors (its plugin and function take
     # them); False keeps the op in FP32, e.g. when an input holds coordinates.
     fp16: bool = True
+    # The dtypes its public function and fused kernel accept; the self-check
+    # runs the op's example in these only.
+    storage_types: tuple[torch.dtype, ...] = (torch.float32, torch.float16)
 
 
 _OPS: dict[str, CustomOp] = {}

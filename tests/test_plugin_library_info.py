@@ -1,0 +1,263 @@
+"""What libvidtrt_plugins.so records about itself (vidtrtPluginLibraryInfo:
+the TensorRT it was built for, its creators), the version check that keeps a
+library of the wrong TensorRT major out of TensorRT's registry, and that every
+registered custom op has a plugin creator. None of this needs TensorRT: the
+info is read with ctypes, and TensorRT is stood in for by fake modules."""
+
+from __future__ import annotations
+
+import ctypes.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from vidtrt import _native
+from vidtrt import tensorrt as vtrt
+from vidtrt.ops import registry
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def test_parse_reads_version_and_creators_in_order():
+    info = _native.parse_plugin_library_info("tensorrt=10.16;creators=PSLA:1:vidtrt,Other:2:ns")
+    assert info.tensorrt == (10, 16)
+    assert info.tensorrt_version == "10.16"
+    assert info.creators == (("PSLA", "1", "vidtrt"), ("Other", "2", "ns"))
+    tensorrt, creators = info  # unpacks as (major.minor, creators)
+    assert (tensorrt, creators) == ((10, 16), info.creators)
+
+
+def test_parse_ignores_keys_it_does_not_know():
+    info = _native.parse_plugin_library_info("abi=3;tensorrt=11.1;creators=A:1:vidtrt;built_by=gcc")
+    assert info == ((11, 1), (("A", "1", "vidtrt"),))
+
+
+def test_parse_accepts_a_library_without_creators():
+    assert _native.parse_plugin_library_info("tensorrt=11.1;creators=").creators == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "tensorrt=11.1",  # no creators
+        "creators=A:1:vidtrt",  # no version
+        "tensorrt=11;creators=A:1:vidtrt",  # major only
+        "tensorrt=11.1.0;creators=A:1:vidtrt",  # not major.minor
+        "tensorrt=eleven.1;creators=A:1:vidtrt",
+        "tensorrt=11.1;creators=A:1",  # namespace missing
+        "tensorrt=11.1;creators=A:1:vidtrt:extra",
+        "tensorrt=11.1;creators=A::vidtrt",  # empty version
+        "tensorrt=11.1;creators=A:1:vidtrt,",  # trailing empty entry
+        "tensorrt=11.1;tensorrt=10.8;creators=A:1:vidtrt",
+        "tensorrt=11.1;junk;creators=A:1:vidtrt",
+    ],
+)
+def test_parse_refuses_malformed_info(text):
+    with pytest.raises(_native.PluginLibraryError):
+        _native.parse_plugin_library_info(text)
+
+
+def test_reading_a_library_without_the_info_symbol_says_to_rebuild():
+    libm = ctypes.util.find_library("m")
+    if libm is None:
+        pytest.skip("no libm to stand in for an old plugin library")
+    with pytest.raises(_native.PluginLibraryError, match="vidtrtPluginLibraryInfo.*rebuild"):
+        _native.read_plugin_library_info(libm)
+
+
+def test_reading_a_missing_file_is_a_plugin_library_error(tmp_path):
+    with pytest.raises(_native.PluginLibraryError, match="cannot load"):
+        _native.read_plugin_library_info(tmp_path / "libvidtrt_plugins.so")
+
+
+# ---------------------------------------------------------------- version check (fake tensorrt modules)
+
+
+def fake_tensorrt(version):
+    return SimpleNamespace(__version__=version)
+
+
+@pytest.mark.parametrize(
+    ("built", "running"),
+    [
+        ((11, 1), "11.1.0"),
+        ((11, 1), "11.0.2.5"),  # older minor of the same major
+        ((11, 1), "11.4.0"),  # newer minor
+        ((10, 16), "10.8.0.43"),
+        ((10, 8), "10.16.0.72"),
+    ],
+)
+def test_same_major_is_accepted_whatever_the_minor(built, running):
+    vtrt.check_plugin_library_tensorrt(built, fake_tensorrt(running), "/x/libvidtrt_plugins.so")
+
+
+@pytest.mark.parametrize(
+    ("built", "running", "rebuild_for"),
+    [
+        ((11, 1), "10.16.0", "10.16"),
+        ((10, 16), "11.1.0.106", "11.1"),
+        ((10, 8), "11.0", "11.0"),
+        ((11, 1), "12.0.1", "12.0"),
+    ],
+)
+def test_other_major_is_refused_with_what_to_build(built, running, rebuild_for):
+    path = Path("/somewhere/vidtrt/lib/libvidtrt_plugins.so")
+    with pytest.raises(vtrt.PluginLibraryMismatch) as err:
+        vtrt.check_plugin_library_tensorrt(built, fake_tensorrt(running), path)
+    message = str(err.value)
+    assert f"libvidtrt_plugins.so was built for TensorRT {built[0]}.{built[1]}" in message
+    assert f"this process has TensorRT {running}" in message
+    assert f"TENSORRT_ROOT=<TensorRT {rebuild_for}> pip install -e ." in message
+    assert str(path) in message
+
+
+@pytest.mark.parametrize("module", [SimpleNamespace(), fake_tensorrt(""), fake_tensorrt("unknown")])
+def test_a_tensorrt_without_a_readable_version_is_refused(module):
+    with pytest.raises(vtrt.PluginLibraryMismatch, match="unknown version|this process has TensorRT unknown"):
+        vtrt.check_plugin_library_tensorrt((11, 1), module)
+
+
+# ---------------------------------------------------------------- the built library
+
+
+def built_library_or_skip() -> Path:
+    info = _native.build_info()
+    if not info["plugins"]:
+        why = "no nvcc" if not info["cuda_kernels"] else "TensorRT headers not found (set TENSORRT_ROOT and reinstall)"
+        pytest.skip(f"the plugin library was not built: {why}")
+    path = _native.plugin_library_path()
+    assert path is not None, "the build says it has the plugin library, but libvidtrt_plugins.so is not installed"
+    return path
+
+
+def test_library_records_the_tensorrt_it_was_built_against():
+    built_library_or_skip()
+    info = _native.plugin_library_info()
+    headers = tuple(int(part) for part in _native.build_info()["tensorrt_headers_version"].split(".")[:2])
+    assert info.tensorrt == headers
+
+
+def test_library_lists_each_creator_once():
+    built_library_or_skip()
+    creators = _native.plugin_library_info().creators
+    assert creators, "the plugin library lists no creators"
+    assert len(set(creators)) == len(creators), creators
+    assert len({(name, namespace) for name, _, namespace in creators}) == len(creators), creators
+
+
+def test_every_registered_op_has_a_creator_in_the_library():
+    built_library_or_skip()
+    creators = set(_native.plugin_library_info().creators)
+    ops = registry.registered_ops()
+    assert ops, "no custom op is registered"
+    missing = [
+        f"{op.op_type} v{op.plugin_version}"
+        for op in ops.values()
+        if (op.op_type, op.plugin_version, registry.DOMAIN) not in creators
+    ]
+    assert not missing, f"registered ops without a creator in libvidtrt_plugins.so: {missing}; creators: {sorted(creators)}"
+
+
+def test_every_vidtrt_creator_is_a_registered_op():
+    # A creator no exporter emits a node for is dead code inside TensorRT.
+    built_library_or_skip()
+    ops = {(op.op_type, op.plugin_version) for op in registry.registered_ops().values()}
+    orphans = [
+        f"{name} v{version}"
+        for name, version, namespace in _native.plugin_library_info().creators
+        if namespace == registry.DOMAIN and (name, version) not in ops
+    ]
+    assert not orphans, f"creators in libvidtrt_plugins.so without a registered op: {orphans}"
+
+
+# ---------------------------------------------------------------- load_plugin_library with a fake TensorRT
+
+
+class FakeRegistry:
+    """Stands in for trt.IPluginRegistry: load_library registers what the
+    library says it has, minus `drop`."""
+
+    def __init__(self, creators, drop=()):
+        self.creators = set(creators) - set(drop)
+        self.loaded: list[str] = []
+        self.asked: list[tuple[str, str, str]] = []
+
+    def load_library(self, path):
+        self.loaded.append(path)
+        return object()
+
+    def get_creator(self, name, version, namespace=""):
+        self.asked.append((name, version, namespace))
+        return object() if (name, version, namespace) in self.creators else None
+
+
+@pytest.fixture
+def fresh_loader(monkeypatch):
+    """load_plugin_library with an empty once-per-process cache and a fake
+    `tensorrt` module whose version the test sets."""
+    monkeypatch.setattr(vtrt, "_loaded_plugin_library", [])
+    module = SimpleNamespace(__version__=None, get_plugin_registry=lambda: pytest.fail("the test passes its registry"))
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
+    return module
+
+
+def test_load_refuses_a_library_of_another_major_before_tensorrt_sees_it(fresh_loader):
+    built_library_or_skip()
+    info = _native.plugin_library_info()
+    other_major = 10 if info.tensorrt[0] != 10 else 11
+    fresh_loader.__version__ = f"{other_major}.3.0"
+    registry_ = FakeRegistry(info.creators)
+    with pytest.raises(vtrt.PluginLibraryMismatch, match=f"built for TensorRT {info.tensorrt_version} but this process has TensorRT {other_major}.3.0"):
+        vtrt.load_plugin_library(registry_)
+    assert registry_.loaded == [], "a mismatched library must not reach TensorRT"
+    assert vtrt._loaded_plugin_library == []
+
+
+def test_load_registers_the_library_and_checks_every_creator(fresh_loader):
+    path = built_library_or_skip()
+    info = _native.plugin_library_info()
+    fresh_loader.__version__ = f"{info.tensorrt[0]}.{info.tensorrt[1] + 1}.0"  # another minor is fine
+    registry_ = FakeRegistry(info.creators)
+    assert vtrt.load_plugin_library(registry_) == path
+    assert registry_.loaded == [str(path)]
+    assert registry_.asked == list(info.creators)
+    assert vtrt.load_plugin_library(registry_) == path  # once per process
+    assert registry_.loaded == [str(path)]
+
+
+def test_load_fails_when_a_creator_is_missing_after_loading(fresh_loader):
+    built_library_or_skip()
+    info = _native.plugin_library_info()
+    fresh_loader.__version__ = f"{info.tensorrt[0]}.{info.tensorrt[1]}.0"
+    dropped = info.creators[-1]
+    with pytest.raises(RuntimeError, match=f"no creator for {':'.join(dropped)}"):
+        vtrt.load_plugin_library(FakeRegistry(info.creators, drop=[dropped]))
+    assert vtrt._loaded_plugin_library == []
+
+
+def test_doctor_shows_the_library_tensorrt_and_creators():
+    built_library_or_skip()
+    from vidtrt import doctor
+
+    info = _native.plugin_library_info()
+    (row,) = [c for c in doctor.components() if c.name == "plugin library"]
+    assert f"built for TensorRT {info.tensorrt_version}" in row.detail
+    for name, version, namespace in info.creators:
+        assert f"{namespace}::{name} v{version}" in row.detail
+
+
+def test_doctor_flags_a_library_of_another_major_than_the_installed_tensorrt(monkeypatch):
+    built_library_or_skip()
+    from vidtrt import doctor
+
+    info = _native.plugin_library_info()
+    other = "10.16.0" if info.tensorrt[0] != 10 else "11.1.0"
+    real_version = doctor._module_version
+    monkeypatch.setattr(doctor, "_module_version", lambda name: other if name == "tensorrt" else real_version(name))
+    found, detail = doctor._plugin_library()
+    assert not found
+    assert f"built for TensorRT {info.tensorrt_version} but this process has TensorRT {other}" in detail
