@@ -32,7 +32,7 @@ $(DEPS_STAMP): pyproject.toml
 	touch $@
 
 build: $(DEPS_STAMP)
-	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]" $(CMAKE_DEFINES)
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[test,rtx]" $(CMAKE_DEFINES)
 
 clean:
 	rm -rf build $(VENV) vidtrt-selfcheck vidtrt-demo

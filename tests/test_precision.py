@@ -77,7 +77,7 @@ def test_fp16_stage_graphs_keep_the_documented_ops_in_fp32(bundle):
     model = onnx.load(str(bundle.stage_file("key", "fp16")))
     report = bundle.manifest.variants["fp16"]["conversion"]["key"]
     assert report["fp16_op_types"]["Conv"] >= 20 and "PSLA" in report["fp16_op_types"]
-    for op in ("Softmax", "TopK", "NonMaxSuppression", "PSRoIAlign", "Exp"):
+    for op in ("Softmax", "TopK", "FixedSizeNMS", "PSRoIAlign", "Exp"):
         assert op not in report["fp16_op_types"], op
     assert all(i.type.tensor_type.elem_type != TensorProto.FLOAT16 for i in model.graph.input)
     assert all(o.type.tensor_type.elem_type != TensorProto.FLOAT16 for o in model.graph.output)

@@ -21,6 +21,7 @@ import onnxruntime as ort
 import pytest
 
 import vidtrt.tensorrt as vtrt
+from vidtrt.tensorrt import flavours
 from vidtrt import cli
 from vidtrt.export.bundle import Manifest, StageSpec, StateSpec, TensorSpec, load_bundle
 from vidtrt.export.exporter import export_bundle
@@ -397,16 +398,16 @@ def test_create_backend_without_tensorrt_says_what_is_missing(bundle):
     with pytest.raises(vtrt.TensorRTUnavailable) as err:
         create_backend("tensorrt", bundle)
     text = str(err.value)
-    assert "the tensorrt backend needs the TensorRT 11 Python package" in text
+    assert "the tensorrt backend needs the TensorRT Python package (10.8 or newer)" in text
     assert "import tensorrt" in text and "vidtrt doctor" in text
     assert isinstance(err.value, RuntimeError)
 
 
 @needs_no_tensorrt
 def test_build_command_without_tensorrt_fails_in_one_line(bundle, capsys):
-    assert cli.main(["build", str(bundle.directory), "--precision", "fp32"]) == 1
+    assert cli.main(["build", str(bundle.directory), "--runtime", "tensorrt", "--precision", "fp32"]) == 1
     err = capsys.readouterr().err
-    assert "vidtrt build: error: vidtrt build needs the TensorRT 11 Python package" in err
+    assert "vidtrt build: error: vidtrt build needs the TensorRT Python package (10.8 or newer)" in err
     assert "vidtrt doctor" in err and "Traceback" not in err
 
 
@@ -781,6 +782,8 @@ def fakes(bundle, monkeypatch):
     for stage, spec in bundle.stages.items():
         trt.graphs_by_path[str(bundle.stage_file(stage))] = (stage, spec, bundle.manifest.feature_stride)
     monkeypatch.setattr(vtrt, "tensorrt_available", lambda: (True, trt.__version__))
+    real_available = flavours.available
+    monkeypatch.setattr(flavours, "available", lambda name: (True, trt.__version__) if name == "tensorrt" else real_available(name))
     monkeypatch.setattr(vtrt, "cuda_available", lambda device=0: (True, "Simulated GPU"))
     for module in (tensorrt_backend, build):
         monkeypatch.setattr(module, "_trt", lambda: trt)
@@ -788,8 +791,8 @@ def fakes(bundle, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "tensorrt", trt)  # numpy_dtype() and logger() import it
     vtrt.logger.cache_clear()
     env = Environment(trt.__version__, "Simulated GPU", "8.6", None)
-    monkeypatch.setattr(tensorrt_backend, "_environment", lambda device: env)
-    monkeypatch.setattr(compat, "current_environment", lambda device=0: env)
+    monkeypatch.setattr(tensorrt_backend, "_environment", lambda device, runtime="tensorrt": env)
+    monkeypatch.setattr(compat, "current_environment", lambda device=0, runtime="tensorrt": env)
     yield cuda, trt, env
     bundle.manifest.engines.clear()
     bundle.save()
@@ -885,7 +888,8 @@ def test_build_records_the_engine_set(bundle, simulated, tmp_path):
     assert EngineRecord.from_entry(entry) == make_record(env, "fp32", built_at=entry["built_at"])
     assert entry["plugins"] == bundle.manifest.versions["plugins"] and entry["plugins"]["PSLA"] == "1"
     assert entry["workspace_mb"] == 2048
-    assert entry["profile"]["image"] == {"min": [16, 16], "opt": [144, 256], "max": [256, 256]}
+    # The minimum is 4 feature cells a side (minimum_image_side), not one padding block.
+    assert entry["profile"]["image"] == {"min": [64, 64], "opt": [144, 256], "max": [256, 256]}
     assert entry["profile"]["inputs"]["key"]["temporal_in"]["max"] == [1, 64, 16, 16]
     from vidtrt import _native
 
@@ -924,7 +928,7 @@ def test_build_refuses_missing_variants_and_mixed_sets(bundle, simulated, monkey
     with pytest.raises(ValueError, match="precision must be one of"):
         build_engines(bundle, "bf16", log=lambda _: None)
     # Rebuilding one stage elsewhere would mix two machines under one record.
-    monkeypatch.setattr(compat, "current_environment", lambda device=0: Environment("11.1.0.fake", "NVIDIA L4", "8.9", None))
+    monkeypatch.setattr(compat, "current_environment", lambda device=0, runtime="tensorrt": Environment("11.1.0.fake", "NVIDIA L4", "8.9", None))
     with pytest.raises(BundleError, match="built elsewhere"):
         build_engines(bundle, "fp32", stages=["key"], log=lambda _: None)
 
@@ -954,7 +958,7 @@ def test_simulated_backend_refuses_foreign_engines_before_loading(bundle, simula
 
     _, trt, env = simulated
     other = Environment(env.tensorrt_version, "NVIDIA L4", "8.9", None)
-    monkeypatch.setattr(tensorrt_backend, "_environment", lambda device: other)
+    monkeypatch.setattr(tensorrt_backend, "_environment", lambda device, runtime="tensorrt": other)
     with pytest.raises(EngineMismatchError) as err:
         create_backend("tensorrt", bundle)
     assert "GPU: built on 'Simulated GPU', this machine has 'NVIDIA L4'" in str(err.value)

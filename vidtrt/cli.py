@@ -83,19 +83,47 @@ def _parse_frame_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _default_runtime() -> str:
+    """Standard TensorRT when importable, else TensorRT-RTX when importable."""
+    from .tensorrt.flavours import available
+
+    return "tensorrt" if available("tensorrt")[0] or not available("tensorrt-rtx")[0] else "tensorrt-rtx"
+
+
 def _cmd_build(args) -> int:
     from .export.bundle import load_bundle
-    from .tensorrt import require_tensorrt
-    from .tensorrt.build import build_engines, image_profile
+    from .tensorrt.build import build_engines, image_profile, minimum_image_side
+    from .tensorrt.flavours import parse_compute_capabilities, require
 
-    require_tensorrt("vidtrt build")  # before loading anything: say what is missing first
+    runtime = args.runtime or _default_runtime()
+    sms = parse_compute_capabilities(args.sm) if args.sm else None
+    if runtime == "tensorrt-rtx" and not sms:
+        raise ValueError("TensorRT-RTX builds ahead of time for chosen GPUs: give --sm, e.g. --sm 75,86,89")
+    if runtime == "tensorrt" and sms:
+        raise ValueError("--sm is for --runtime tensorrt-rtx; standard TensorRT builds for the GPU it runs on")
+    require(runtime, "vidtrt build")  # before loading anything: say what is missing first
     bundle = load_bundle(args.bundle)
-    profile = image_profile(bundle.manifest.preprocess, opt_frame=args.frame_size)
-    print(
-        f"vidtrt build: {args.bundle}, {args.precision}, image profile min {profile.min} opt {profile.opt} "
-        f"max {profile.max}, workspace {args.workspace} MB"
+    stages = [s for s in args.stages.split(",") if s] if args.stages else None
+    unknown = sorted(set(stages or []) - set(bundle.stages))
+    if unknown:
+        raise ValueError(f"bundle {args.bundle} has no stage {', '.join(unknown)}; it has {', '.join(bundle.stages)}")
+    profile = image_profile(
+        bundle.manifest.preprocess, opt_frame=args.frame_size, min_side=minimum_image_side(bundle.manifest)
     )
-    build_engines(bundle, args.precision, timing_cache=args.timing_cache, workspace_mb=args.workspace, profile=profile)
+    target = f"SM {', '.join(sms)}" if sms else "this GPU"
+    print(
+        f"vidtrt build: {args.bundle}, {runtime} for {target}, {args.precision}, image profile min {profile.min} "
+        f"opt {profile.opt} max {profile.max}, workspace {args.workspace} MB"
+    )
+    result = build_engines(
+        bundle, args.precision, timing_cache=args.timing_cache, workspace_mb=args.workspace, profile=profile,
+        runtime=runtime, compute_capabilities=sms, stages=stages,
+    )  # fmt: skip
+    if runtime == "tensorrt-rtx":
+        for key, entry in result.items():
+            total = sum(s["bytes"] for s in entry["stages"].values())
+            seconds = sum(s["build_seconds"] for s in entry["stages"].values())
+            print(f"{key}: {len(entry['files'])} engines, {total / 2**20:.1f} MB, built in {seconds:.1f} s")
     return 0
 
 
@@ -171,9 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_calibrate)
 
-    p = sub.add_parser("build", help="build TensorRT engines for every stage of a bundle (needs TensorRT 11 and a GPU)")
+    p = sub.add_parser(
+        "build",
+        help="build TensorRT engines for every stage of a bundle (TensorRT 10.8+/11 on a GPU, or TensorRT-RTX without one)",
+    )
     p.add_argument("bundle")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="which graphs to build from (default: %(default)s)")
+    p.add_argument(
+        "--runtime", choices=["tensorrt", "tensorrt-rtx"],
+        help="TensorRT flavour (default: tensorrt when importable, else tensorrt-rtx)",
+    )
+    p.add_argument(
+        "--sm", metavar="CC[,CC...]",
+        help="tensorrt-rtx: compute capabilities to build for, e.g. 75,86,89 (one engine set each; no GPU needed)",
+    )
+    p.add_argument("--stages", metavar="STAGE[,STAGE...]", help="build only these stages (default: all)")
     p.add_argument("--timing-cache", help="TensorRT timing cache file, read if present and written back")
     p.add_argument("--workspace", type=int, default=2048, help="builder workspace limit in MB (default: %(default)s)")
     p.add_argument(
@@ -186,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle")
     p.add_argument("video", help="video file (or camera index) to measure on")
     p.add_argument("--precision", default="fp32,fp16,int8", help="comma-separated (default: %(default)s)")
-    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt"])
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt", "tensorrt-rtx"])
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per stage (default: %(default)s)")
     p.add_argument("--json", help="also write the report as JSON")
     p.set_defaults(func=_cmd_bench)
@@ -194,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a video through a bundle")
     p.add_argument("bundle")
     p.add_argument("video", help="video file, or a camera index")
-    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt"])
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt", "tensorrt-rtx"])
     p.add_argument("--out", default="vidtrt-out", help="output directory (default: %(default)s)")
     p.add_argument("--outputs", default="jsonl,video,vid", help="any of jsonl,video,vid (default: %(default)s)")
     p.add_argument("--key-interval", type=int, help="override the bundle's key frame interval")

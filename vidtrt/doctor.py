@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from . import __version__, _native
 
@@ -63,6 +64,28 @@ def _gpus() -> tuple[bool, str]:
     return False, "no CUDA device visible"
 
 
+def _plugin_library() -> tuple[bool, str]:
+    """Where libvidtrt_plugins.so is, the TensorRT it was built for and its creators, as the library records them."""
+    path = _native.plugin_library_path()
+    if path is None:
+        return False, "not built"
+    try:
+        info = _native.read_plugin_library_info(path)
+    except _native.PluginLibraryError as err:
+        return False, str(err)
+    creators = ", ".join(f"{namespace}::{name} v{version}" for name, version, namespace in info.creators)
+    detail = f"{path}, built for TensorRT {info.tensorrt_version} (loads into TensorRT {info.tensorrt[0]}.x only); creators: {creators}"
+    running = _module_version("tensorrt")
+    if running is not None and running != "unknown version":
+        from .tensorrt import PluginLibraryMismatch, check_plugin_library_tensorrt
+
+        try:
+            check_plugin_library_tensorrt(info.tensorrt, SimpleNamespace(__version__=running), path)
+        except PluginLibraryMismatch as err:
+            return False, f"{detail}. {err}"
+    return True, detail
+
+
 def components() -> list[Component]:
     found: list[Component] = []
     for name, disables in (
@@ -87,17 +110,33 @@ def components() -> list[Component]:
                 "the TensorRT plugin library",
             )
         )
-        plugin = _native.plugin_library_path()
+        plugin_ok, plugin_detail = _plugin_library()
         found.append(
-            Component("plugin library", plugin is not None, str(plugin) if plugin else "not built", "TensorRT engines with vidtrt plugins (graphs fall back to the ops' ONNX functions)")
+            Component("plugin library", plugin_ok, plugin_detail, "TensorRT engines with vidtrt plugins (graphs fall back to the ops' ONNX functions)")
         )
     else:
         found.append(Component("host kernel library", False, "vidtrt._kernels not importable; run `pip install -e .`", "impl='native' ops", required=True))
 
     ok, detail = _nvcc()
     found.append(Component("nvcc", ok, detail, "compiling the CUDA kernels and the plugin library"))
-    version = _module_version("tensorrt")
-    found.append(Component("tensorrt (Python)", version is not None, version or "not importable", "building engines and the tensorrt backend"))
+    from .tensorrt.flavours import FLAVOURS, available
+
+    for flavour in FLAVOURS.values():
+        ok, detail = available(flavour.name)
+        if flavour.builds_without_gpu:
+            role = "building engines without a GPU (--sm) and"
+            path = "custom ops as ONNX functions"
+        else:
+            role = "building engines on a GPU and"
+            path = "custom ops as vidtrt plugins when the plugin library is built for it"
+        found.append(
+            Component(
+                f"{flavour.name} (Python)",
+                ok,
+                f"{detail}; {path}" if ok else f"{detail}; {flavour.install_hint}",
+                f"{role} the {flavour.name} backend",
+            )
+        )
     ok, detail = _gpus()
     found.append(Component("GPU", ok, detail, "running TensorRT engines and GPU benchmarks"))
     return found

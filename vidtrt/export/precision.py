@@ -11,13 +11,25 @@ non-constant float tensor it reads or writes has rank ≥ 3 — feature maps and
 pooled RoI features. That keeps FP32 for everything of rank ≤ 2: boxes,
 anchors and their decoding, scores, class logits, NMS and TopK inputs — and
 for ops never in the list: Softmax (its logits), Exp, TopK,
-NonMaxSuppression, Range, Resize and shape arithmetic. Casts are inserted at
+FixedSizeNMS, Range, Resize and shape arithmetic. Casts are inserted at
 every FP32↔FP16 boundary; stage inputs and outputs stay FP32.
+
+GEMMs are the exception to the rank rule: MatMul and Gemm run in FP16 in FP16
+graphs whatever the rank of their operands (fully connected layers on [N, D]
+included), and so do the MatMuls inside the custom ops' model-local ONNX
+functions (``half_function_gemms``). TensorRT-RTX has no FP32 GEMM on Turing
+(SM75), so an FP16 graph with one FP32 GEMM would not build there.
 
 INT8 (``quantize_int8``): explicit QuantizeLinear/DequantizeLinear pairs from
 onnxruntime.quantization (QDQ format, symmetric INT8 activations per tensor
-and weights per output channel, as TensorRT expects), on Conv/MatMul/Gemm
-only, calibrated on recorded stage inputs; custom-op nodes stay in float.
+and weights per output channel, as TensorRT expects), on convolutions only,
+calibrated on recorded stage inputs; custom-op nodes stay in float.
+Biases stay float: TensorRT rejects the INT32 DequantizeLinear that
+onnxruntime writes for a quantised bias, and folds a float bias into the INT8
+convolution itself. MatMul/Gemm (fully connected layers, relation modules,
+the GEMMs inside the custom ops' functions) run in FP16: TensorRT-RTX has no
+INT8 GEMM on Turing and no FP32 GEMM there either, and one INT8 graph serves
+every target. The convolutions hold almost all of the detectors' FLOPs.
 """
 
 from __future__ import annotations
@@ -40,6 +52,11 @@ FP16_OPS = frozenset(
         "Transpose", "Squeeze", "Unsqueeze", "Split", "Pad", "Identity", "Where", "ReduceMean", "Flatten",
     }
 )  # fmt: skip
+# Compute in FP16 in FP16 graphs whatever their operands' rank, and in INT8
+# graphs (see above).
+GEMM_OPS = frozenset({"MatMul", "Gemm"})
+# What INT8 graphs quantise.
+INT8_OPS = ("Conv",)
 FLOAT = TensorProto.FLOAT
 HALF = TensorProto.FLOAT16
 
@@ -81,6 +98,8 @@ def convert_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
         floats = [n for n in list(node.input) + list(node.output) if is_float(n)]
         if not floats:
             return False
+        if node.domain in ("", "ai.onnx") and node.op_type in GEMM_OPS:
+            return True
         for name in floats:
             if name in constants:
                 continue
@@ -146,6 +165,7 @@ def convert_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
     graph.node.extend(new_nodes)
     graph.initializer.extend(new_initializers)
     _prune_unused(graph)
+    function_gemms = half_function_gemms(model)
     del graph.value_info[:]
     model = onnx.shape_inference.infer_shapes(model)
     onnx.checker.check_model(model, full_check=True)
@@ -156,8 +176,106 @@ def convert_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
         "casts_inserted": len(casts) + len(renamed),
         "fp16_op_types": counts["fp16"],
         "fp32_op_types": {k: v for k, v in counts["fp32"].items() if k != "Constant"},
+        "function_gemms_in_fp16": function_gemms,
     }
     return model, report
+
+
+def half_function_gemms(model: onnx.ModelProto) -> dict[str, int]:
+    """Makes every MatMul/Gemm inside the model's local functions — including
+    those in the functions' subgraphs (a Loop body) — compute in FP16, in
+    place: operands are cast to FP16 and the product cast back to the type of
+    the first operand (CastLike, since function bodies are not typed).
+    Returns the count per function.
+
+    The functions are what TensorRT runs when our plugins are not loaded
+    (always, on TensorRT-RTX); one function per op serves every call site in
+    the graph, so this is a property of the whole (FP16 or INT8) graph."""
+    counts: dict[str, int] = {}
+    for function in model.functions:
+        count = _half_gemms_in(function.node, f"{function.name}__gemm")
+        if count:
+            counts[function.name] = count
+    return counts
+
+
+def _half_gemms_in(container, prefix: str) -> int:
+    """Rewrites the GEMMs of a repeated NodeProto field (a function's or a
+    subgraph's nodes) and recurses into subgraph attributes; returns how many."""
+    count = 0
+    rewritten: list[onnx.NodeProto] = []
+    for node in list(container):
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                count += _half_gemms_in(attr.g.node, f"{prefix}{count}_")
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    count += _half_gemms_in(g.node, f"{prefix}{count}_")
+        if node.op_type not in GEMM_OPS or node.domain not in ("", "ai.onnx"):
+            rewritten.append(node)
+            continue
+        tag = f"{prefix}{count}"
+        halves = []
+        for i, name in enumerate(node.input):
+            if not name:
+                halves.append(name)
+                continue
+            rewritten.append(helper.make_node("Cast", [name], [f"{tag}_in{i}_fp16"], to=HALF))
+            halves.append(f"{tag}_in{i}_fp16")
+        gemm = onnx.NodeProto()
+        gemm.CopyFrom(node)
+        del gemm.input[:]
+        gemm.input.extend(halves)
+        gemm.output[0] = f"{tag}_out_fp16"
+        rewritten.append(gemm)
+        rewritten.append(helper.make_node("CastLike", [gemm.output[0], node.input[0]], [node.output[0]]))
+        count += 1
+    del container[:]
+    container.extend(rewritten)
+    return count
+
+
+def half_unquantized_gemms(model: onnx.ModelProto) -> int:
+    """In a QDQ graph, makes every main-graph MatMul/Gemm that reads no
+    DequantizeLinear output compute in FP16 (casts around it); returns how
+    many. Quantised GEMMs are INT8 in TensorRT and stay as they are."""
+    graph = model.graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    constants = {init.name: init for init in graph.initializer}
+    nodes = list(graph.node)
+    rewritten: list[onnx.NodeProto] = []
+    count = 0
+    for node in nodes:
+        if node.op_type not in GEMM_OPS or node.domain not in ("", "ai.onnx") or any(i in dequantized for i in node.input):
+            rewritten.append(node)
+            continue
+        halves = []
+        for i, name in enumerate(node.input):
+            if not name:
+                halves.append(name)
+            elif name in constants and constants[name].data_type == FLOAT:
+                half = numpy_helper.from_array(numpy_helper.to_array(constants[name]).astype(np.float16), f"{name}__fp16")
+                if half.name not in constants:
+                    constants[half.name] = half
+                    graph.initializer.append(half)
+                halves.append(half.name)
+            else:
+                out = f"{name}__{node.name or count}_fp16_{i}"
+                rewritten.append(helper.make_node("Cast", [name], [out], to=HALF))
+                halves.append(out)
+        product = f"{node.output[0]}__fp16"
+        gemm = onnx.NodeProto()
+        gemm.CopyFrom(node)
+        del gemm.input[:]
+        gemm.input.extend(halves)
+        gemm.output[0] = product
+        rewritten.append(gemm)
+        rewritten.append(helper.make_node("Cast", [product], [node.output[0]], to=FLOAT))
+        count += 1
+    del graph.node[:]
+    graph.node.extend(rewritten)
+    _prune_unused(graph)
+    return count
 
 
 def renamed_inverse(name: str, renamed: dict[str, str]) -> str:
@@ -207,7 +325,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, samples: list[dict[str, np.nd
         str(tmp),
         Reader(),
         quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+        op_types_to_quantize=list(INT8_OPS),
         per_channel=True,
         activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8,
@@ -219,11 +337,18 @@ def quantize_int8(fp32_path: Path, out_path: Path, samples: list[dict[str, np.nd
             "ActivationSymmetric": True,
             "WeightSymmetric": True,
             "DedicatedQDQPair": True,
-            "OpTypesToExcludeOutputQuantization": ["Conv", "MatMul", "Gemm"],
+            "OpTypesToExcludeOutputQuantization": list(INT8_OPS),
+            # TensorRT rejects DequantizeLinear of INT32 (a quantised bias).
+            "QuantizeBias": False,
         },
     )
     model = onnx.load(str(tmp))
+    half_unquantized_gemms(model)
+    half_function_gemms(model)
+    del model.graph.value_info[:]
+    model = onnx.shape_inference.infer_shapes(model)
     onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(tmp))
     os.replace(tmp, out_path)
     return activation_scales(model)
 

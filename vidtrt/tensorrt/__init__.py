@@ -14,9 +14,10 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-# TensorRT 11 dropped weak typing; a 10.x parser/builder would build the same
-# graphs with other precision semantics, so older versions are refused.
-MIN_TENSORRT = (11, 0)
+# Standard TensorRT from 10.8 (the plugin library's floor; 10.x networks are
+# created STRONGLY_TYPED so precision is the graph's, as in 11). The flavours,
+# TensorRT-RTX included, are described in flavours.py.
+MIN_TENSORRT = (10, 8)
 DOCTOR_HINT = "`vidtrt doctor` lists what this installation has and what each missing part disables"
 
 
@@ -34,20 +35,12 @@ def _parse_version(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-@functools.cache
 def tensorrt_available() -> tuple[bool, str]:
-    """(True, version) when ``import tensorrt`` works and is TensorRT ≥ 11,
+    """(True, version) when ``import tensorrt`` works and is TensorRT ≥ 10.8,
     else (False, why not)."""
-    try:
-        import tensorrt as trt
-    except Exception as err:  # the PyPI stub raises at import or install time, not only ImportError
-        return False, f"`import tensorrt` failed ({type(err).__name__}: {err})"
-    version = getattr(trt, "__version__", None)
-    if version is None or not hasattr(trt, "Builder"):
-        return False, f"the imported `tensorrt` module ({getattr(trt, '__file__', '?')}) is not the TensorRT Python API"
-    if _parse_version(version)[:2] < MIN_TENSORRT:
-        return False, f"TensorRT {version} is installed; vidtrt needs TensorRT {'.'.join(map(str, MIN_TENSORRT))} or newer"
-    return True, version
+    from .flavours import available
+
+    return available("tensorrt")
 
 
 def cuda_available(device: int = 0) -> tuple[bool, str]:
@@ -72,9 +65,12 @@ def require_tensorrt(what: str) -> None:
     """Raises TensorRTUnavailable naming ``what`` needed TensorRT and why it is missing."""
     ok, reason = tensorrt_available()
     if not ok:
+        from .flavours import TENSORRT
+
+        wanted = ".".join(map(str, MIN_TENSORRT))
         raise TensorRTUnavailable(
-            f"{what} needs the TensorRT {MIN_TENSORRT[0]} Python package, which is not usable here: {reason}. "
-            f"Install TensorRT {MIN_TENSORRT[0]} for this Python (NVIDIA's wheels or tarball); {DOCTOR_HINT}."
+            f"{what} needs the TensorRT Python package ({wanted} or newer), which is not usable here: {reason}. "
+            f"To get it: {TENSORRT.install_hint}; {DOCTOR_HINT}."
         )
 
 
@@ -121,8 +117,38 @@ def logger():
     return trt.Logger(trt.Logger.WARNING)
 
 
-_PLUGIN_CREATORS = (("PSLA", "1", "vidtrt"), ("PSRoIAlign", "1", "vidtrt"))
 _loaded_plugin_library: list = []  # [(path, handle)] once loaded in this process
+
+
+class PluginLibraryMismatch(RuntimeError):
+    """libvidtrt_plugins.so was built for another TensorRT major than the one in this process."""
+
+
+def check_plugin_library_tensorrt(library_tensorrt: tuple[int, int], trt, path: Path | str = "libvidtrt_plugins.so") -> None:
+    """Raises PluginLibraryMismatch unless the plugin library, built against
+    TensorRT ``library_tensorrt`` (major, minor), can be loaded by the
+    ``tensorrt`` module ``trt`` (only its ``__version__`` is read).
+
+    The majors must match: TensorRT 11 made ILogger and ILoggerFinder
+    versioned interfaces, so a library built for one major calls the other's
+    logger through the wrong vtable slots (plugins/common/tensorrt_version.h).
+    Minors may differ either way: everything the library implements or calls
+    (IPluginV3One*, IPluginCreatorV3One, the logger interfaces, the expression
+    builder, the tensor descriptors) is declared identically by the 10.8 and
+    10.16 headers, and TensorRT keeps its ABI stable within a major.
+    """
+    path = Path(path)
+    running_text = str(getattr(trt, "__version__", ""))
+    running = _parse_version(running_text)
+    built = f"{library_tensorrt[0]}.{library_tensorrt[1]}"
+    if len(running) >= 1 and running[0] == library_tensorrt[0]:
+        return
+    wanted = ".".join(map(str, running[:2])) if len(running) >= 2 else "this process's version"
+    raise PluginLibraryMismatch(
+        f"{path.name} was built for TensorRT {built} but this process has TensorRT {running_text or '(unknown version)'}; "
+        f"rebuild with TENSORRT_ROOT=<TensorRT {wanted}> pip install -e . "
+        f"(one plugin library build serves one TensorRT major; this one is {path})"
+    )
 
 
 def load_plugin_library(registry=None) -> Path | None:
@@ -130,9 +156,13 @@ def load_plugin_library(registry=None) -> Path | None:
     process; returns its path, or None when this build has no plugin library
     (the graphs then run the ops' ONNX functions).
 
+    Before TensorRT sees the library, the TensorRT version the library records
+    is checked against this process's (check_plugin_library_tensorrt): a
+    library of the other major would load, then crash on its first log line.
     ``IPluginRegistry.load_library`` returns no handle when the library's
-    creators are already registered (a second load in one process), so a
-    failed load counts as success only when the PSLA creator is then present.
+    creators are already registered (a second load in one process), so the
+    load counts as successful when every creator the library lists is then
+    in the registry.
     """
     import tensorrt as trt
 
@@ -143,12 +173,16 @@ def load_plugin_library(registry=None) -> Path | None:
         return None
     if _loaded_plugin_library:
         return _loaded_plugin_library[0][0]
+    info = _native.read_plugin_library_info(path)
+    check_plugin_library_tensorrt(info.tensorrt, trt, path)
     registry = registry or trt.get_plugin_registry()
     handle = registry.load_library(str(path))
-    if handle is None and registry.get_creator(*_PLUGIN_CREATORS[0]) is None:
+    missing = [":".join(creator) for creator in info.creators if registry.get_creator(*creator) is None]
+    if missing:
         raise RuntimeError(
-            f"TensorRT could not load the vidtrt plugin library {path} (see the TensorRT log above); "
-            "rebuild it against this TensorRT with `TENSORRT_ROOT=... pip install -e .`"
+            f"TensorRT could not load the vidtrt plugin library {path} (see the TensorRT log above): "
+            f"no creator for {', '.join(missing)} after loading it; "
+            f"rebuild it against this TensorRT with `TENSORRT_ROOT=... pip install -e .`"
         )
     _loaded_plugin_library.append((path, handle))
     return path
@@ -165,7 +199,9 @@ def numpy_dtype(trt_dtype):
 __all__ = [
     "DOCTOR_HINT",
     "MIN_TENSORRT",
+    "PluginLibraryMismatch",
     "TensorRTUnavailable",
+    "check_plugin_library_tensorrt",
     "cuda_available",
     "cuda_check",
     "decode_name",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -32,6 +33,11 @@ DEFAULT_WORKSPACE_MB = 2048
 # common case (ImageNet VID snippets are mostly 1280×720 or smaller).
 DEFAULT_OPT_FRAME = (720, 1280)
 ENGINE_DIR = "engines"
+# The smallest feature map side every stage is valid for: MS RoI Align's
+# top-k (≤ 8) must fit in the map, and TensorRT checks that at build time for
+# the profile's minimum. Preprocessing reaches smaller sides only for extreme
+# aspect ratios (a 1000×30 strip), which detection has no use for.
+MIN_FEATURE_SIDE = 4
 
 
 class EngineBuildError(RuntimeError):
@@ -54,8 +60,19 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+def minimum_image_side(manifest: Manifest) -> int:
+    """The smallest padded image side the bundle's engines accept."""
+    from ..runtime.preprocess import Preprocessor
+
+    pad = Preprocessor.from_dict(manifest.preprocess).pad_to_multiple
+    return _round_up(MIN_FEATURE_SIDE * manifest.feature_stride, pad)
+
+
 def image_profile(
-    preprocess: Mapping, opt_frame: tuple[int, int] = DEFAULT_OPT_FRAME, max_aspect: float | None = None
+    preprocess: Mapping,
+    opt_frame: tuple[int, int] = DEFAULT_OPT_FRAME,
+    max_aspect: float | None = None,
+    min_side: int = 1,
 ) -> ImageProfile:
     """The padded image sizes the bundle's preprocessing can produce.
 
@@ -68,6 +85,8 @@ def image_profile(
     cap, the long side below ``short_side · max_aspect``. Either dimension can
     be the short one (portrait video), so the range is the same for H and W.
     ``opt`` is the padded size of an ``opt_frame`` (H, W) source frame.
+    ``min_side`` raises the minimum to what the stages accept
+    (``minimum_image_side``); smaller frames are refused at run time.
     """
     from ..runtime.preprocess import Preprocessor
 
@@ -96,6 +115,7 @@ def image_profile(
         largest = pre.max_long_side
     else:
         largest = min(pre.max_long_side, rounded(pre.short_side * max_aspect, +1))
+    smallest = max(smallest, min_side)
     lo, hi = _round_up(smallest, pad), _round_up(max(largest, smallest), pad)
     _, _, padded = pre.plan(*opt_frame)
     opt = tuple(min(max(d, lo), hi) for d in padded)  # a frame outside max_aspect still gets a valid opt
@@ -124,15 +144,31 @@ def stage_profiles(manifest: Manifest, image: ImageProfile) -> dict[str, dict[st
     return out
 
 
-def engine_path(precision: str, stage: str) -> str:
-    """Where ``vidtrt build`` writes a stage's engine, relative to the bundle."""
-    return f"{ENGINE_DIR}/{precision}/{stage}.engine"
+def engine_path(precision: str, stage: str, runtime: str = "tensorrt", sm: str | None = None) -> str:
+    """Where ``vidtrt build`` writes a stage's engine, relative to the bundle:
+    ``engines/<precision>/<stage>.engine`` for standard TensorRT,
+    ``engines/tensorrt-rtx/sm<CC>/<precision>/<stage>.engine`` for TensorRT-RTX."""
+    if runtime == "tensorrt":
+        return f"{ENGINE_DIR}/{precision}/{stage}.engine"
+    return f"{ENGINE_DIR}/{runtime}/sm{sm}/{precision}/{stage}.engine"
 
 
-def _parse_stage(trt, builder, onnx_path: Path, plugins_loaded: bool):
-    # TensorRT 11: strongly typed always; the old STRONGLY_TYPED flag is ignored, so no flags.
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, _logger())
+def _network_flags(trt) -> int:
+    """TensorRT 11 and TensorRT-RTX are strongly typed always (the flag is
+    deprecated or absent); TensorRT 10 must be asked, or it would pick layer
+    precisions itself instead of taking the graph's."""
+    from . import _parse_version
+
+    major = _parse_version(getattr(trt, "__version__", "11"))[:1]
+    flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
+    if flag is not None and major == (10,) and not getattr(trt, "__name__", "").startswith("tensorrt_rtx"):
+        return 1 << int(flag)
+    return 0
+
+
+def _parse_stage(trt, builder, onnx_path: Path, plugins_loaded: bool, logger=None):
+    network = builder.create_network(_network_flags(trt))
+    parser = trt.OnnxParser(network, logger if logger is not None else _logger())
     if plugins_loaded:
         # Without this flag the parser prefers the model-local ONNX function
         # over a registered plugin of the same name (plugins/psla/README.md).
@@ -163,6 +199,19 @@ def _cudart():
     return runtime
 
 
+def _checked_profile(manifest: Manifest, profile: ImageProfile | None) -> ImageProfile:
+    """The bundle's default profile, or ``profile`` if every stage accepts its minimum."""
+    smallest = minimum_image_side(manifest)
+    if profile is None:
+        return image_profile(manifest.preprocess, min_side=smallest)
+    if min(profile.min) < smallest:
+        raise ValueError(
+            f"the image profile's minimum {profile.min} is below {smallest} px, the smallest padded image side every "
+            f"stage of this bundle accepts ({MIN_FEATURE_SIDE} feature cells at stride {manifest.feature_stride})"
+        )
+    return profile
+
+
 def build_engines(
     bundle: Bundle,
     precision: str = "fp32",
@@ -172,37 +221,76 @@ def build_engines(
     log: Callable[[str], None] = print,
     stages: list[str] | None = None,
     device: int = 0,
+    runtime: str = "tensorrt",
+    compute_capabilities: list[str] | None = None,
 ) -> dict:
-    """Builds ``engines/<precision>/<stage>.engine`` for every stage of the
-    bundle (or ``stages``), records them in ``manifest.engines[precision]``
-    and saves the manifest. Returns that entry.
+    """Builds an engine for every stage of the bundle (or ``stages``) in one
+    precision, records the set in ``manifest.engines`` and saves the manifest.
+
+    ``runtime="tensorrt"`` (standard TensorRT 10.8+/11): one set for the GPU
+    at hand (``device``), under ``engines/<precision>/``; returns its entry.
+    ``runtime="tensorrt-rtx"``: one set per compute capability in
+    ``compute_capabilities`` (``["75", "86", "89"]``), built ahead of time
+    without a GPU; returns {key: entry}.
 
     Engines are written under temporary names and moved into place only when
-    every stage has built, so a failure leaves any previous engine set intact.
-    Needs TensorRT ≥ 11 and a GPU; not run where it was written.
+    every stage of a set has built, so a failure leaves any previous engine
+    set intact.
     """
-    from . import load_plugin_library, require_gpu, require_tensorrt
-    from .compat import current_environment, make_record
-
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if workspace_mb <= 0:
         raise ValueError(f"workspace must be a positive number of MB, got {workspace_mb}")
+    if runtime == "tensorrt-rtx":
+        return _build_rtx(bundle, precision, compute_capabilities, workspace_mb, profile, log, stages)
+    if runtime != "tensorrt":
+        from .flavours import flavour
+
+        flavour(runtime)  # raises, naming the runtimes there are
+    if compute_capabilities:
+        raise ValueError(
+            "standard TensorRT builds for the GPU it runs on; --sm (compute capabilities) is for --runtime tensorrt-rtx"
+        )
+    return _build_tensorrt(bundle, precision, timing_cache, workspace_mb, profile, log, stages, device)
+
+
+def _onnx_files(bundle: Bundle, precision: str, stages) -> dict[str, Path]:
+    files = {}
+    for stage in stages:  # before anything slow: a missing variant fails here, with the command that makes it
+        try:
+            files[stage] = bundle.stage_file(stage, precision)
+        except KeyError:
+            raise BundleError(f"the {precision} graphs of {bundle.directory} have no {stage!r} stage; recreate them") from None
+    return files
+
+
+def _write_partial(out_dir: Path, stage: str, serialized) -> Path:
+    tmp = out_dir / f".{stage}.engine.partial"
+    with open(tmp, "wb") as f:
+        f.write(memoryview(serialized))
+        f.flush()
+        os.fsync(f.fileno())
+    return tmp
+
+
+def _commit_set(bundle: Bundle, temporaries: dict[str, Path], paths: dict[str, str], entry: dict) -> None:
+    for stage, tmp in temporaries.items():
+        os.replace(tmp, bundle.path(paths[stage]))
+        entry["files"][stage] = paths[stage]
+
+
+def _build_tensorrt(bundle, precision, timing_cache, workspace_mb, profile, log, stages, device) -> dict:
+    from . import cuda_check, load_plugin_library, require_gpu, require_tensorrt
+    from .compat import current_environment, make_record
+
     require_tensorrt("building TensorRT engines")
     require_gpu("building TensorRT engines", device)
     trt, cudart = _trt(), _cudart()
 
-    from . import cuda_check
-
     manifest = bundle.manifest
     wanted = list(stages or manifest.stages)
-    onnx_files = {}
-    for stage in wanted:  # before anything slow: a missing variant fails here, with the command that makes it
-        try:
-            onnx_files[stage] = bundle.stage_file(stage, precision)
-        except KeyError:
-            raise BundleError(f"the {precision} graphs of {bundle.directory} have no {stage!r} stage; recreate them") from None
-    profile = profile or image_profile(manifest.preprocess)
+    onnx_files = _onnx_files(bundle, precision, wanted)
+    profile = _checked_profile(manifest, profile)
     shapes = stage_profiles(manifest, profile)
 
     cuda_check(cudart.cudaSetDevice(device))  # the builder targets the current device
@@ -215,6 +303,7 @@ def build_engines(
         "plugins": dict(manifest.versions.get("plugins", {})),
         "profile": {"image": profile.as_dict(), "inputs": _jsonable(shapes)},
         "workspace_mb": int(workspace_mb),
+        "stages": dict(previous.get("stages", {})) if stages else {},
     }
     if stages and previous and _set_differs(previous, entry):
         # A partial rebuild must not mix engines from two machines or profiles under one record.
@@ -226,8 +315,8 @@ def build_engines(
     plugin_path = load_plugin_library()
     if plugin_path is None:
         log(
-            "warning: this vidtrt has no plugin library (libvidtrt_plugins.so); building anyway — PSLA and "
-            "PS RoI Align run as their ONNX functions, slower and with more memory. Build the library with "
+            "warning: this vidtrt has no plugin library (libvidtrt_plugins.so); building anyway — the custom ops "
+            "run as their ONNX functions, slower and with more memory. Build the library with "
             "TENSORRT_ROOT=/path/to/tensorrt pip install -e ."
         )
     else:
@@ -245,14 +334,11 @@ def build_engines(
     try:
         for stage in wanted:
             log(f"building {precision} {stage} from {onnx_files[stage].name} ...")
+            started = time.perf_counter()
             network, parser = _parse_stage(trt, builder, onnx_files[stage], plugin_path is not None)
             config = builder.create_builder_config()
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-            if shapes[stage]:
-                opt_profile = builder.create_optimization_profile()
-                for name, (lo, opt, hi) in shapes[stage].items():
-                    opt_profile.set_shape(name, lo, opt, hi)
-                config.add_optimization_profile(opt_profile)
+            _add_profile(builder, config, shapes[stage])
             # One cache carried through every stage: the stages share most of
             # their layers (backbone, heads), so later stages reuse timings.
             cache = config.create_timing_cache(cache_bytes)
@@ -266,23 +352,18 @@ def build_engines(
                     f"TensorRT failed to build the {precision} {stage} engine (see the TensorRT log above); "
                     f"try a larger --workspace than {workspace_mb} MB"
                 )
-            tmp = out_dir / f".{stage}.engine.partial"
-            with open(tmp, "wb") as f:
-                f.write(memoryview(serialized))
-                f.flush()
-                os.fsync(f.fileno())
-            temporaries[stage] = tmp
+            temporaries[stage] = _write_partial(out_dir, stage, serialized)
             cache_bytes = bytes(memoryview(config.get_timing_cache().serialize()))
-            log(f"  {stage}: {tmp.stat().st_size / 2**20:.1f} MB")
+            size = temporaries[stage].stat().st_size
+            entry["stages"][stage] = {"bytes": size, "build_seconds": round(time.perf_counter() - started, 3)}
+            log(f"  {stage}: {size / 2**20:.1f} MB")
             del parser, network, config, serialized
     except BaseException:
         for tmp in temporaries.values():
             tmp.unlink(missing_ok=True)
         raise
 
-    for stage, tmp in temporaries.items():
-        os.replace(tmp, bundle.path(engine_path(precision, stage)))
-        entry["files"][stage] = engine_path(precision, stage)
+    _commit_set(bundle, temporaries, {s: engine_path(precision, s) for s in temporaries}, entry)
     if timing_cache is not None:
         tmp_cache = Path(f"{timing_cache}.partial")
         tmp_cache.write_bytes(cache_bytes)
@@ -294,12 +375,130 @@ def build_engines(
     return entry
 
 
+def _add_profile(builder, config, stage_shapes: Mapping) -> None:
+    if stage_shapes:
+        opt_profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in stage_shapes.items():
+            opt_profile.set_shape(name, lo, opt, hi)
+        config.add_optimization_profile(opt_profile)
+
+
+def aot_build(
+    onnx_path: str | os.PathLike,
+    sm: str,
+    input_shapes: Mapping[str, tuple],
+    workspace_mb: int = DEFAULT_WORKSPACE_MB,
+    what: str | None = None,
+    builder=None,
+):
+    """Parses one ONNX file and builds it with TensorRT-RTX, ahead of time and
+    without a GPU, for compute capability ``sm`` ("75", "86", ...), with one
+    optimisation profile {input: (min, opt, max)} for the dynamic inputs.
+    Returns the serialised engine; raises EngineBuildError carrying
+    TensorRT-RTX's errors (which name the layer)."""
+    from .flavours import capturing_logger, module, require
+
+    require("tensorrt-rtx", "building TensorRT-RTX engines")
+    trt = module("tensorrt-rtx")
+    logger = capturing_logger("tensorrt-rtx")
+    logger.echo = None  # the errors go into EngineBuildError instead
+    logger.take_errors()
+    builder = builder if builder is not None else trt.Builder(logger.trt_logger)
+    what = what or f"{Path(onnx_path).name} for SM{sm}"
+    try:
+        network, parser = _parse_stage(trt, builder, Path(onnx_path), False, logger.trt_logger)
+    except EngineBuildError as err:
+        raise EngineBuildError(f"TensorRT-RTX could not parse {what}: {err}") from None
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    config.num_compute_capabilities = 1
+    config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{sm}"), 0)
+    _add_profile(builder, config, input_shapes)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        errors = logger.take_errors()
+        detail = "\n".join(f"  {e}" for e in errors) or "  (TensorRT-RTX logged no error)"
+        hint = (
+            "\nTuring (SM75) has no FP32 GEMM in TensorRT-RTX: build the fp16 or int8 graphs for it."
+            if sm == "75" and any("FP32 GEMM" in e for e in errors)
+            else ""
+        )
+        raise EngineBuildError(f"TensorRT-RTX failed to build {what}:\n{detail}{hint}")
+    del parser, network, config
+    return serialized
+
+
+def _build_rtx(bundle, precision, compute_capabilities, workspace_mb, profile, log, stages) -> dict:
+    """TensorRT-RTX: ahead-of-time builds, no GPU, no plugin library (flavours.py)."""
+    from .compat import engine_set_key, make_aot_record
+    from .flavours import capturing_logger, module, parse_compute_capabilities, require
+
+    require("tensorrt-rtx", "building TensorRT-RTX engines")
+    if not compute_capabilities:
+        raise ValueError("TensorRT-RTX builds ahead of time for chosen GPUs: give compute capabilities, e.g. --sm 86,89")
+    sms = parse_compute_capabilities(",".join(compute_capabilities))
+    trt = module("tensorrt-rtx")
+    logger = capturing_logger("tensorrt-rtx")
+
+    manifest = bundle.manifest
+    wanted = list(stages or manifest.stages)
+    onnx_files = _onnx_files(bundle, precision, wanted)
+    profile = _checked_profile(manifest, profile)
+    shapes = stage_profiles(manifest, profile)
+    builder = trt.Builder(logger.trt_logger)
+    entries = {}
+    for sm in sms:
+        key = engine_set_key("tensorrt-rtx", precision, sm)
+        record = make_aot_record("tensorrt-rtx", trt.__version__, sm, precision)
+        previous = manifest.engines.get(key, {})
+        entry = {
+            "files": dict(previous.get("files", {})) if stages else {},
+            **record.to_dict(),
+            "plugins": {},  # never loaded into TensorRT-RTX: the custom ops are their ONNX functions
+            "profile": {"image": profile.as_dict(), "inputs": _jsonable(shapes)},
+            "workspace_mb": int(workspace_mb),
+            "stages": dict(previous.get("stages", {})) if stages else {},
+        }
+        if stages and previous and _set_differs(previous, entry):
+            raise BundleError(
+                f"the existing {key} engines of {bundle.directory} were built with another TensorRT-RTX or profile; "
+                "rebuild every stage (give no stage list)"
+            )
+        out_dir = bundle.path(str(Path(engine_path(precision, "x", "tensorrt-rtx", sm)).parent))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        temporaries: dict[str, Path] = {}
+        try:
+            for stage in wanted:
+                started = time.perf_counter()
+                serialized = aot_build(
+                    onnx_files[stage], sm, shapes[stage], workspace_mb,
+                    what=f"the {precision} {stage!r} engine for SM{sm} from {onnx_files[stage].relative_to(bundle.directory)}",
+                    builder=builder,
+                )  # fmt: skip
+                temporaries[stage] = _write_partial(out_dir, stage, serialized)
+                seconds = time.perf_counter() - started
+                size = temporaries[stage].stat().st_size
+                entry["stages"][stage] = {"bytes": size, "build_seconds": round(seconds, 3)}
+                log(f"  SM{sm} {precision} {stage}: {size / 2**20:.1f} MB in {seconds:.1f} s")
+                del serialized
+        except BaseException:
+            for tmp in temporaries.values():
+                tmp.unlink(missing_ok=True)
+            raise
+        _commit_set(bundle, temporaries, {s: engine_path(precision, s, "tensorrt-rtx", sm) for s in temporaries}, entry)
+        manifest.engines[key] = entry
+        bundle.save()  # each finished target is kept, whatever happens to the next
+        entries[key] = entry
+    log(f"engines recorded in {bundle.path('manifest.json')}: {', '.join(entries)}")
+    return entries
+
+
 # Keys that must agree across the stages of one engine set.
-_SET_KEYS = ("tensorrt_version", "gpu_name", "compute_capability", "plugin_library_sha256", "profile")
+_SET_KEYS = ("runtime", "tensorrt_version", "gpu_name", "compute_capability", "plugin_library_sha256", "profile")
 
 
 def _set_differs(a: Mapping, b: Mapping) -> bool:
-    return any(a.get(k) != b.get(k) for k in _SET_KEYS)
+    return any(a.get(k, "tensorrt" if k == "runtime" else None) != b.get(k) for k in _SET_KEYS)
 
 
 def _jsonable(shapes: dict) -> dict:

@@ -7,6 +7,11 @@ kernels. So ``vidtrt build`` records where each engine set was built
 and the tensorrt backend compares that record with this machine before
 deserialising anything, naming every difference and the command that fixes it.
 
+TensorRT-RTX engines are built ahead of time, without a GPU, for one
+compute capability each: their record has no GPU name (they run on any GPU of
+that compute capability) and the set is chosen by the GPU's compute
+capability (``select_engine_set``).
+
 Everything here except ``current_environment`` is pure logic.
 """
 
@@ -21,16 +26,28 @@ class EngineMismatchError(ValueError):
     """Engines built for another GPU, TensorRT version or plugin library."""
 
 
+def engine_set_key(runtime: str, precision: str, sm: str | None = None) -> str:
+    """The key of an engine set in ``manifest.engines``: the precision for
+    standard TensorRT (built on and for the GPU at hand), and
+    ``tensorrt-rtx/sm<CC>/<precision>`` for TensorRT-RTX (one set per target)."""
+    if runtime == "tensorrt":
+        return precision
+    if sm is None:
+        raise ValueError(f"{runtime} engine sets are per compute capability; give sm")
+    return f"{runtime}/sm{sm}/{precision}"
+
+
 @dataclass(frozen=True)
 class EngineRecord:
-    """Where one precision's engine set was built."""
+    """Where one precision's engine set was built, and for what."""
 
     tensorrt_version: str
-    gpu_name: str
+    gpu_name: str | None  # None: built ahead of time without a GPU (TensorRT-RTX), runs on any GPU of the capability
     compute_capability: str  # "8.6"
     plugin_library_sha256: str | None  # None: built without the plugin library (ONNX functions inlined)
     precision: str
     built_at: str  # ISO 8601, UTC
+    runtime: str = "tensorrt"  # the TensorRT flavour: "tensorrt" or "tensorrt-rtx"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,13 +56,14 @@ class EngineRecord:
     def from_entry(cls, entry: Mapping) -> "EngineRecord":
         """From a manifest ``engines[precision]`` entry (which has more keys: files, plugins, profiles)."""
         names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in entry]
+        # Entries written before TensorRT-RTX support have no runtime: standard TensorRT.
+        missing = [n for n in names if n not in entry and n != "runtime"]
         if missing:
             raise ValueError(
                 f"the manifest's engine entry lacks {', '.join(missing)}; it was not written by `vidtrt build`. "
                 "Rebuild the engines."
             )
-        return cls(**{n: entry[n] for n in names})
+        return cls(**{n: entry[n] for n in names if n in entry})
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,7 @@ class Environment:
     compute_capability: str | None
     plugin_library_sha256: str | None
     notes: tuple[str, ...] = ()  # why a field is None (no tensorrt, no GPU, ...)
+    runtime: str = "tensorrt"  # the flavour whose version tensorrt_version is
 
 
 def utc_now() -> str:
@@ -79,6 +98,26 @@ def make_record(current: Environment, precision: str, built_at: str | None = Non
     )
 
 
+def make_aot_record(runtime: str, version: str, sm: str, precision: str, built_at: str | None = None) -> EngineRecord:
+    """The record of engines built ahead of time for compute capability
+    ``sm`` ("89") without a GPU and without the plugin library."""
+    from .flavours import dotted
+
+    return EngineRecord(
+        tensorrt_version=version,
+        gpu_name=None,
+        compute_capability=dotted(sm),
+        plugin_library_sha256=None,
+        precision=precision,
+        built_at=built_at or utc_now(),
+        runtime=runtime,
+    )
+
+
+def _display(runtime: str) -> str:
+    return {"tensorrt": "TensorRT", "tensorrt-rtx": "TensorRT-RTX"}.get(runtime, runtime)
+
+
 def _short(digest: str | None) -> str:
     return f"sha256 {digest[:12]}…" if digest else "none"
 
@@ -86,9 +125,13 @@ def _short(digest: str | None) -> str:
 def differences(record: EngineRecord, current: Environment) -> list[str]:
     """One human-readable line per property that makes the engines unusable here."""
     out = []
+    if record.runtime != current.runtime:
+        out.append(f"runtime: built with {record.runtime}, checked against {current.runtime}")
+        return out
     if current.gpu_name is None:
-        out.append("GPU: none visible here (engines need the GPU they were built on, " f"{record.gpu_name!r})")
-    elif current.gpu_name != record.gpu_name:
+        wanted = repr(record.gpu_name) if record.gpu_name is not None else f"a GPU of compute capability {record.compute_capability}"
+        out.append(f"GPU: none visible here (the engines need {wanted})")
+    elif record.gpu_name is not None and current.gpu_name != record.gpu_name:
         # Same compute capability is not enough: TensorRT picks kernels for the
         # exact device (SM count, memory), and warns or fails on another model.
         out.append(f"GPU: built on {record.gpu_name!r}, this machine has {current.gpu_name!r}")
@@ -97,9 +140,10 @@ def differences(record: EngineRecord, current: Environment) -> list[str]:
             f"compute capability: built for {record.compute_capability}, this GPU is {current.compute_capability}"
         )
     if current.tensorrt_version is None:
-        out.append(f"TensorRT version: built with {record.tensorrt_version}, TensorRT is not importable here")
+        name = _display(record.runtime)
+        out.append(f"{name} version: built with {record.tensorrt_version}, {name} is not importable here")
     elif current.tensorrt_version != record.tensorrt_version:
-        out.append(f"TensorRT version: built with {record.tensorrt_version}, this installation has {current.tensorrt_version}")
+        out.append(f"{_display(record.runtime)} version: built with {record.tensorrt_version}, this installation has {current.tensorrt_version}")
     if record.plugin_library_sha256 is not None:
         # An engine built without the library inlined the ONNX functions and
         # runs anywhere; one built with it serialised plugin layers whose
@@ -124,24 +168,69 @@ def check_engine_compatible(record: EngineRecord, current: Environment, bundle: 
     if not diffs:
         return
     lines = "\n".join(f"  - {d}" for d in diffs)
+    if record.runtime == "tensorrt":
+        rule = "A TensorRT engine runs only on the GPU model, TensorRT version and plugin library it was built with. "
+        fix = f"Rebuild the engines on this machine: `vidtrt build {bundle} --precision {record.precision}`"
+    else:
+        sm = (current.compute_capability or record.compute_capability).replace(".", "")
+        rule = f"A {_display(record.runtime)} engine runs only on GPUs of the compute capability and with the {_display(record.runtime)} version it was built for. "
+        fix = f"Rebuild them: `vidtrt build {bundle} --runtime {record.runtime} --sm {sm} --precision {record.precision}`"
     raise EngineMismatchError(
-        f"the {record.precision} TensorRT engines in {bundle} (built {record.built_at}) cannot run here:\n{lines}\n"
-        "A TensorRT engine runs only on the GPU model, TensorRT version and plugin library it was built with. "
-        f"Rebuild the engines on this machine: `vidtrt build {bundle} --precision {record.precision}`"
+        f"the {record.precision} {_display(record.runtime)} engines in {bundle} (built {record.built_at}) cannot run here:\n{lines}\n{rule}{fix}"
     )
 
 
-def current_environment(device: int = 0) -> Environment:
+def select_engine_set(engines: Mapping[str, Mapping], runtime: str, precision: str, current: Environment, bundle: str = "BUNDLE"):
+    """The manifest entry of the engine set that fits ``current``, checked.
+
+    Standard TensorRT has one set per precision. TensorRT-RTX has one per
+    compute capability: the GPU's picks it, and with no GPU visible the
+    choice is refused naming the sets there are. Raises EngineMismatchError
+    (with the command that builds what is missing)."""
+    if runtime == "tensorrt":
+        entry = engines.get(engine_set_key(runtime, precision))
+        if entry is None:
+            built = ", ".join(engines) or "none"
+            raise EngineMismatchError(
+                f"bundle {bundle} has no {precision} TensorRT engines (built: {built}); "
+                f"build them with `vidtrt build {bundle} --precision {precision}`"
+            )
+    else:
+        prefix = f"{runtime}/sm"
+        sets = {k: v for k, v in engines.items() if k.startswith(prefix) and k.endswith(f"/{precision}")}
+        targets = ", ".join(sorted(v.get("compute_capability", "?") for v in sets.values())) or "none"
+        if current.compute_capability is None:
+            why = "; ".join(current.notes) or "no GPU visible"
+            raise EngineMismatchError(
+                f"cannot choose among the {precision} {runtime} engines of {bundle} (compute capabilities: {targets}): {why}"
+            )
+        sm = current.compute_capability.replace(".", "")
+        entry = sets.get(engine_set_key(runtime, precision, sm))
+        if entry is None:
+            raise EngineMismatchError(
+                f"bundle {bundle} has no {precision} {runtime} engines for this GPU's compute capability "
+                f"{current.compute_capability} (built for: {targets}); build them with "
+                f"`vidtrt build {bundle} --runtime {runtime} --sm {sm} --precision {precision}`"
+            )
+    record = EngineRecord.from_entry(entry)
+    if record.runtime != runtime:
+        raise EngineMismatchError(f"the engine set {precision!r} of {bundle} was built with {record.runtime}, not {runtime}")
+    check_engine_compatible(record, current, bundle=bundle)
+    return entry
+
+
+def current_environment(device: int = 0, runtime: str = "tensorrt") -> Environment:
     """TensorRT version, GPU name and compute capability of ``device`` and the
     plugin library's hash, each None (with a note) when it cannot be
     determined. Queries TensorRT and CUDA only if they are importable; on the
     machine this was written on both are absent, so only the None paths ran."""
     from .. import _native
     from ..export.bundle import sha256
-    from . import cuda_available, tensorrt_available
+    from . import cuda_available
+    from .flavours import available
 
     notes = []
-    trt_ok, trt_info = tensorrt_available()
+    trt_ok, trt_info = available(runtime)
     tensorrt_version = trt_info if trt_ok else None
     if not trt_ok:
         notes.append(trt_info)
@@ -156,11 +245,13 @@ def current_environment(device: int = 0) -> Environment:
         gpu_name, capability = decode_name(props.name), f"{props.major}.{props.minor}"
     else:
         notes.append(gpu_info)
-    plugin = _native.plugin_library_path()
+    # TensorRT-RTX never loads the plugin library (flavours.py), so its hash is irrelevant there.
+    plugin = _native.plugin_library_path() if runtime == "tensorrt" else None
     return Environment(
         tensorrt_version=tensorrt_version,
         gpu_name=gpu_name,
         compute_capability=capability,
         plugin_library_sha256=sha256(plugin) if plugin is not None else None,
         notes=tuple(notes),
+        runtime=runtime,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ...export.bundle import Bundle
 from .base import Backend
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "tensorrt-rtx")
 
 
 def create_backend(name: str, bundle: Bundle, **options) -> Backend:
@@ -23,15 +23,15 @@ def create_backend(name: str, bundle: Bundle, **options) -> Backend:
         from .onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(bundle, **options)
-    if name == "tensorrt":
-        from ...tensorrt import require_tensorrt
+    if name in ("tensorrt", "tensorrt-rtx"):
+        from ...tensorrt.flavours import require
 
         # Before importing the backend: the error then names what is missing
         # (TensorRTUnavailable, a RuntimeError) instead of an ImportError deep inside.
-        require_tensorrt("the tensorrt backend")
-        from .tensorrt_backend import TensorRTBackend
+        require(name, f"the {name} backend")
+        from .tensorrt_backend import TensorRTBackend, TensorRTRTXBackend
 
-        return TensorRTBackend(bundle, **options)
+        return (TensorRTBackend if name == "tensorrt" else TensorRTRTXBackend)(bundle, **options)
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 

@@ -71,10 +71,10 @@ def _check(result):
     return cuda_check(result)
 
 
-def _environment(device: int):
+def _environment(device: int, runtime: str = "tensorrt"):
     from ...tensorrt.compat import current_environment
 
-    return current_environment(device)
+    return current_environment(device, runtime)
 
 
 # ---------------------------------------------------------------- memory
@@ -191,18 +191,22 @@ class _Graph:
 
 
 class TensorRTBackend(Backend):
+    """Standard TensorRT (10.8+ / 11). ``TensorRTRTXBackend`` below is the same
+    code on TensorRT-RTX's module: their runtime APIs agree on everything used here."""
+
     name = "tensorrt"
+    runtime = "tensorrt"
 
     def __init__(
         self, bundle: Bundle, precision: str = "fp32", device: int = 0, cuda_graphs: bool = False, stages=None
     ):
-        from ...tensorrt import load_plugin_library, logger, require_gpu, require_tensorrt
-        from ...tensorrt.compat import EngineRecord, check_engine_compatible
+        from ...tensorrt import load_plugin_library, require_gpu
+        from ...tensorrt.compat import select_engine_set
+        from ...tensorrt.flavours import require
 
-        require_tensorrt("the tensorrt backend")
-        require_gpu("the tensorrt backend", device)
-        entry = bundle.manifest.engines.get(precision)
-        if entry is None:
+        require(self.runtime, f"the {self.name} backend")
+        require_gpu(f"the {self.name} backend", device)
+        if self.runtime == "tensorrt" and precision not in bundle.manifest.engines:
             built = ", ".join(bundle.manifest.engines) or "none"
             raise BundleError(
                 f"bundle {bundle.directory} has no {precision} TensorRT engines (built: {built}); "
@@ -210,18 +214,20 @@ class TensorRTBackend(Backend):
             )
         # Compatibility first: deserialising a foreign engine fails with an
         # opaque TensorRT error, or crashes inside a plugin.
-        check_engine_compatible(EngineRecord.from_entry(entry), _environment(device), bundle=str(bundle.directory))
+        entry = select_engine_set(
+            bundle.manifest.engines, self.runtime, precision, _environment(device, self.runtime), bundle=str(bundle.directory)
+        )
 
         self._pending: list[tuple[str, Any, Any]] = []  # (stage, start event, end event) not yet resolved
         super().__init__(bundle)
-        trt, cudart = _trt(), _cudart()
+        trt, cudart = self._trt_module(), _cudart()
         self.trt, self.cudart = trt, cudart
         self.precision, self.device, self.cuda_graphs = precision, device, cuda_graphs
         _check(cudart.cudaSetDevice(device))
         if entry.get("plugin_library_sha256"):
             load_plugin_library()
         self.plan = BindingPlan.from_manifest(bundle.manifest)
-        self._runtime = trt.Runtime(logger())
+        self._runtime = trt.Runtime(self._logger())
 
         wanted = list(stages or bundle.stages)
         self.engines = {}
@@ -229,8 +235,8 @@ class TensorRTBackend(Backend):
             rel = entry["files"].get(stage)
             if rel is None:
                 raise BundleError(
-                    f"the {precision} engine set of {bundle.directory} has no {stage!r} engine; "
-                    f"rebuild with `vidtrt build {bundle.directory} --precision {precision}`"
+                    f"the {precision} {self.runtime} engine set of {bundle.directory} has no {stage!r} engine; "
+                    f"rebuild it with `vidtrt build` (see --help)"
                 )
             engine = self._runtime.deserialize_cuda_engine(bundle.path(rel).read_bytes())
             if engine is None:
@@ -257,6 +263,18 @@ class TensorRTBackend(Backend):
         self._context_shapes: dict[str, dict[str, tuple]] = {stage: {} for stage in self.engines}
 
     # ------------------------------------------------------------ setup
+
+    def _trt_module(self):
+        return _trt()
+
+    def _logger(self):
+        from ...tensorrt import logger
+
+        return logger()
+
+    def _numpy_dtype(self, trt_dtype) -> np.dtype:
+        """INT64 (detection labels), BOOL, FP16 ... as numpy: buffers are sized from it."""
+        return np.dtype(self.trt.nptype(trt_dtype))
 
     def _check_io(self, stage: str, engine) -> None:
         trt = self.trt
@@ -374,11 +392,9 @@ class TensorRTBackend(Backend):
 
     def _device_inputs(self, stage: str, inputs: Mapping[str, Any]) -> dict[str, DeviceArray]:
         engine = self.engines[stage]
-        from ...tensorrt import numpy_dtype
-
         out = {}
         for t in self.bundle.stages[stage].inputs:
-            value, want = inputs[t.name], numpy_dtype(engine.get_tensor_dtype(t.name))
+            value, want = inputs[t.name], self._numpy_dtype(engine.get_tensor_dtype(t.name))
             if isinstance(value, DeviceArray):
                 if value.dtype != want:
                     raise ValueError(f"stage {stage!r} input {t.name!r} must be {want}, got a {value.dtype} device array")
@@ -416,15 +432,13 @@ class TensorRTBackend(Backend):
             known[name] = arr.shape
 
     def _output_shapes(self, stage: str, context) -> dict[str, tuple]:
-        from ...tensorrt import numpy_dtype
-
         engine = self.engines[stage]
         shapes = {}
         for t in self.bundle.stages[stage].outputs:
             shape = tuple(context.get_tensor_shape(t.name))
             if any(d < 0 for d in shape):
                 raise RuntimeError(f"stage {stage!r} output {t.name!r} has an undetermined shape {shape}")
-            shapes[t.name] = (shape, numpy_dtype(engine.get_tensor_dtype(t.name)))
+            shapes[t.name] = (shape, self._numpy_dtype(engine.get_tensor_dtype(t.name)))
         return shapes
 
     def _state_outputs(self, stage: str, arrays: Mapping[str, DeviceArray], out_shapes) -> dict[str, DeviceArray]:
@@ -585,3 +599,23 @@ class TensorRTBackend(Backend):
 
     def __exit__(self, *exc):
         self.close()
+
+
+class TensorRTRTXBackend(TensorRTBackend):
+    """TensorRT-RTX engines (``vidtrt build --runtime tensorrt-rtx --sm ...``):
+    the set built for this GPU's compute capability, custom ops as their ONNX
+    functions (no plugin library). Like the tensorrt backend, written against
+    the Python API and never run here (no GPU)."""
+
+    name = "tensorrt-rtx"
+    runtime = "tensorrt-rtx"
+
+    def _trt_module(self):
+        from ...tensorrt.flavours import module
+
+        return module("tensorrt-rtx")
+
+    def _logger(self):
+        from ...tensorrt.flavours import capturing_logger
+
+        return capturing_logger("tensorrt-rtx").trt_logger
