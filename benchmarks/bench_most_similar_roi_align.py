@@ -5,8 +5,8 @@ Times the PyTorch reference, the fused host kernel and the ONNX graph in ONNX
 Runtime side by side in one run, with the same thread count for all three.
 CPU timings are only meaningful as ratios within one run. The reference forms
 the similarity matrix one support frame at a time (~140 MB each at full
-scale) and the ONNX graph forms all of it at once (~2 GB); --scale shrinks R
-and T (both) when that is too much, and the report says what ran.
+scale), and so does the ONNX graph (a Loop over the frames); --scale shrinks
+R and T (both) when that is too much, and the report says what ran.
 
     .venv/bin/python benchmarks/bench_most_similar_roi_align.py [--scale 1.0] [--repeat 5]
         [--json benchmarks/results/most_similar_roi_align_cpu.json]

@@ -320,6 +320,15 @@ def test_reference_gradient_matches_naive_finite_difference():
     assert r.grad.abs().sum() > 0 and s.grad.abs().sum() > 0
 
 
+def all_nodes(nodes):
+    """The nodes and, recursively, those of their subgraphs (the Loop body)."""
+    for node in nodes:
+        yield node
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from all_nodes(attribute.g.node)
+
+
 def test_onnx_graph_structure(onnx_dir):
     onnx_session(2, torch.float32, str(onnx_dir))
     model = onnx.load(f"{onnx_dir}/msra_k2_float32.onnx")
@@ -335,14 +344,38 @@ def test_onnx_graph_structure(onnx_dir):
     functions = {(f.domain, f.name): f for f in model.functions}
     function = functions["vidtrt", "MostSimilarRoIAlign"]
     assert list(function.attribute) == ["top_k"]
-    assert all(n.domain == "" for n in function.node)  # standard ops only
-    assert "TopK" in {n.op_type for n in function.node}
+    nodes = list(all_nodes(function.node))
+    assert all(n.domain == "" for n in nodes)  # standard ops only, Loop body included
+    assert {"Loop", "MatMul", "TopK"} <= {n.op_type for n in nodes}
     references = {a.ref_attr_name for n in function.node if n.op_type == "Constant" for a in n.attribute if a.ref_attr_name}
     assert references == {"top_k"}
     assert {i.domain: i.version for i in model.opset_import} == {"": 17, "vidtrt": 1}
     out_dims = [d.dim_param or d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
     assert out_dims == ["T", "R", "C", "h", "w"]
     onnx.checker.check_model(model, full_check=True)
+
+
+def test_onnx_function_holds_one_frame_of_similarities(onnx_dir):
+    """The largest tensor the portable function creates, read off ONNX shape
+    inference at concrete shapes with the function inlined (what TensorRT-RTX
+    runs), is one support frame's similarity matrix [R·h·w, H·W] whatever T;
+    the whole [T, R·h·w, H·W] (2 GB at the paper's scale) never exists. H·W
+    is large against C so that the similarities dominate every other tensor."""
+    from vidtrt.export.memory import tensor_sizes
+
+    onnx_session(2, torch.float32, str(onnx_dir))
+    model = onnx.load(f"{onnx_dir}/msra_k2_float32.onnx")
+    rois, channels, h, w, height, width = 20, 4, 7, 7, 40, 50
+    one_frame = rois * h * w * height * width * 4
+    for frames in (1, 3, 14):
+        sizes = tensor_sizes(model, {"roi_feats": [rois, channels, h, w], "support_feats": [frames, channels, height, width]})
+        assert not [s for s in sizes if s.bytes is None], "shape inference left dims unknown"
+        largest = sizes[0]
+        assert largest.op == "MatMul" and largest.scope.startswith("Loop"), largest
+        assert largest.shape == (rois * h * w, height * width) and largest.bytes == one_frame
+        assert all(s.bytes < one_frame for s in sizes[1:])
+        # The Loop stacks the frames' [R·h·w, C] results.
+        assert [s.shape for s in sizes if s.op == "Loop"] == [(frames, rois * h * w, channels)]
 
 
 # ---------------------------------------------------------------- bad input

@@ -51,8 +51,6 @@ def export_module(
             # Input checks compare shapes while tracing; they hold for the traced shapes
             # and the graph does not depend on them.
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"vidtrt\.")
-            # torch._assert inside torchvision's roi_align checks the traced shapes only.
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torch$")
             torch.onnx.export(
                 module,
                 tuple(args),

@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torchvision
 from torch import nn
 
 from .classes import IMAGENET_VID_CLASSES
@@ -31,6 +30,7 @@ from .config_io import config_from_dict
 from .postprocess import DetectionConfig, detect
 from .psla import PreprocessConfig
 from .resnet import ResNet
+from .roi_align import roi_align
 from .rpn import RPN, RPNConfig
 
 MODES = ("multi", "single")
@@ -97,7 +97,7 @@ class MfsaDetector(nn.Module):
         feature = self.backbone(image)
         proposals, _, valid = self.rpn(feature, image.shape[2], image.shape[3])
         rois = torch.cat([torch.zeros_like(proposals[:, :1]), proposals], dim=1)
-        pooled = torchvision.ops.roi_align(
+        pooled = roi_align(
             feature, rois, self.cfg.roi_size, 1.0 / self.feature_stride, self.cfg.sampling_ratio, aligned=True
         )
         regions = torch.relu(self.region_fc(self.res5(pooled).mean(dim=(2, 3))))

@@ -32,7 +32,6 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torchvision
 from torch import nn
 
 from . import boxes as box_ops
@@ -41,6 +40,7 @@ from .config_io import config_from_dict
 from .postprocess import DetectionConfig
 from .psla import PreprocessConfig
 from .resnet import ResNet
+from .roi_align import roi_align
 from .rpn import RPNConfig
 
 MODES = ("offline", "online")
@@ -300,7 +300,7 @@ class TroiDetector(nn.Module):
 
     def roi_align(self, feature, proposals):
         rois = torch.cat([torch.zeros_like(proposals[:, :1]), proposals], dim=1)
-        return torchvision.ops.roi_align(
+        return roi_align(
             feature, rois, self.cfg.roi_size, 1.0 / self.feature_stride, self.cfg.sampling_ratio, aligned=True
         )
 

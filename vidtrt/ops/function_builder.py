@@ -16,18 +16,23 @@ from .registry import DOMAIN
 
 
 class FunctionBuilder:
-    def __init__(self, name: str, inputs: Sequence[str], outputs: Sequence[str], attributes: Sequence[str], opset: int):
+    def __init__(
+        self, name: str, inputs: Sequence[str], outputs: Sequence[str], attributes: Sequence[str], opset: int,
+        prefix: str = "",
+    ):  # fmt: skip
         self.name = name
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         self.attributes = list(attributes)
         self.opset = opset
+        # Prefixed names keep a subgraph's (Loop/Scan body) values apart from the enclosing scope's.
+        self.prefix = prefix
         self.nodes: list[onnx.NodeProto] = []
         self._count = 0
 
     def _fresh(self, hint: str) -> str:
         self._count += 1
-        return f"{hint}_{self._count}"
+        return f"{self.prefix}{hint}_{self._count}"
 
     def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs) -> str:
         out = out or self._fresh(op_type.lower())
@@ -67,6 +72,16 @@ class FunctionBuilder:
 
     def reduce_sum(self, x: str, axes: Sequence[int], keepdims: int = 0) -> str:
         return self.op("ReduceSum", x, self.const(list(axes)), keepdims=keepdims)
+
+    def build_graph(self, input_types: Sequence[tuple], output_types: Sequence[tuple]) -> onnx.GraphProto:
+        """The nodes as a subgraph (a Loop or Scan body); inputs and outputs
+        typed by (element type, shape or None) pairs in order."""
+        return helper.make_graph(
+            self.nodes,
+            self.name,
+            [helper.make_tensor_value_info(n, *t) for n, t in zip(self.inputs, input_types)],
+            [helper.make_tensor_value_info(n, *t) for n, t in zip(self.outputs, output_types)],
+        )
 
     def build(self, doc: str = "") -> onnx.FunctionProto:
         return helper.make_function(

@@ -44,8 +44,8 @@ the naive oracle):
   fused      plugins/most_similar_roi_align/most_similar_roi_align_kernel.h, host
              build via vidtrt._kernels and CUDA build inside the TensorRT plugin;
              it never stores the (R·h·w) × (T·H·W) similarity matrix (about 2 GB
-             in FP32 at the paper's scale), which the other two do, per frame
-             or whole.
+             in FP32 at the paper's scale), which the other two hold one
+             support frame at a time (about 140 MB).
 """
 
 from __future__ import annotations
@@ -230,16 +230,17 @@ def most_similar_roi_align(
 def onnx_function(opset: int) -> onnx.FunctionProto:
     """Portable decomposition of vidtrt.MostSimilarRoIAlign into standard ONNX ops.
 
-    Normalises both inputs (FP32), forms the whole similarity tensor
-    [T, R·h·w, H·W] with one broadcast MatMul — the memory the fused kernel
-    avoids — takes TopK (K from the top_k attribute; ONNX TopK returns the
-    lower index first among equal values, the rule of all three layers), a
-    Softmax over the k values, gathers the un-normalised support vectors of the
-    kept cells and sums them. R, C, h, w, T, H, W stay dynamic.
+    Normalises both inputs (FP32), then loops over the T support frames: per
+    frame one MatMul to the similarities [R·h·w, H·W], TopK (K from the top_k
+    attribute; ONNX TopK returns the lower index first among equal values,
+    the rule of all three layers), a Softmax over the k values, a Gather of
+    the kept cells' un-normalised channels-last support rows and their
+    weighted sum; the Loop stacks the frames' [R·h·w, C] results. One frame's
+    similarities exist at a time (141 MB at the paper's scale, R = 300, 7×7,
+    38×63; all T = 14 at once were 2 GB). R, C, h, w, T, H, W stay dynamic.
     """
     b = FunctionBuilder(OP_TYPE, ["roi_feats", "support_feats"], ["out"], ["top_k"], opset)
-    f32 = onnx.TensorProto.FLOAT
-    zero, one = b.const(0), b.const(1)
+    f32, i64, boolean = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64, onnx.TensorProto.BOOL
 
     def dims(name, *axes):
         shape = b.op("Shape", name)
@@ -261,19 +262,34 @@ def onnx_function(opset: int) -> onnx.FunctionProto:
     support = b.op("Cast", "support_feats", to=f32)
     queries = b.op("Flatten", b.op("Transpose", normalised(roi), perm=[0, 2, 3, 1]), axis=3)  # [R·h·w, C]
     keys = reshape(normalised(support), frames, channels, cells)  # [T, C, H·W]
-    sim = b.op("MatMul", queries, keys)  # [T, R·h·w, H·W]
-    k = b.reshape(b.attr_int("top_k"), [1])
-    # FunctionBuilder.op makes single-output nodes; TopK has two.
-    values, index = "topk_values", "topk_indices"
-    b.nodes.append(onnx.helper.make_node("TopK", [sim, k], [values, index], axis=-1, largest=1, sorted=1))
-    weights = b.op("Softmax", values, axis=-1)  # [T, R·h·w, k]
-
     # Cell j of frame t is row t·H·W + j of the channels-last support.
-    rows = b.op("Flatten", b.op("Transpose", "support_feats", perm=[0, 2, 3, 1]), axis=3)  # [T·H·W, C]
-    offset = b.op("Mul", b.op("Range", zero, b.op("Squeeze", frames, b.const([0])), one), cells)  # [T]
-    index = b.op("Add", index, b.unsqueeze(offset, [1, 2]))
-    gathered = b.op("Cast", b.op("Gather", rows, index, axis=0), to=f32)  # [T, R·h·w, k, C]
-    out = b.reduce_sum(b.op("Mul", gathered, b.unsqueeze(weights, [3])), [2])  # [T, R·h·w, C]
+    rows = b.op("Flatten", b.op("Transpose", support, perm=[0, 2, 3, 1]), axis=3)  # [T·H·W, C]
+    k = b.reshape(b.attr_int("top_k"), [1])
+
+    # Loop body, frame t: reads keys, rows, queries, cells and k from the
+    # enclosing scope. (Scan would slice keys by itself, but ONNX Runtime's
+    # Scan refuses a sequence of length 0; a Slice by the iteration number
+    # instead of the Gather made TensorRT-RTX 1.7's optimiser fail an
+    # internal assertion.)
+    frame = FunctionBuilder("most_similar_one_frame", ["frame_t", "frame_cond_in"], ["frame_cond_out", "frame_out"], [], opset, "frame_")
+    # The trip count alone ends the loop: TensorRT's parser binds the body's
+    # condition input only when the Loop has a condition, and warns when it has both.
+    frame.nodes.append(
+        onnx.helper.make_node("Constant", [], ["frame_cond_out"], value=onnx.helper.make_tensor("frame_true", boolean, [], [True]))
+    )
+    frame_keys = frame.op("Gather", keys, "frame_t", axis=0)  # [C, H·W]
+    sim = frame.op("MatMul", queries, frame_keys)  # [R·h·w, H·W]
+    # FunctionBuilder.op makes single-output nodes; TopK has two.
+    values, index = "frame_topk_values", "frame_topk_indices"
+    frame.nodes.append(onnx.helper.make_node("TopK", [sim, k], [values, index], axis=-1, largest=1, sorted=1))
+    weights = frame.op("Softmax", values, axis=-1)  # [R·h·w, k]
+    index = frame.op("Add", index, frame.op("Mul", "frame_t", cells))
+    gathered = frame.op("Gather", rows, index, axis=0)  # [R·h·w, k, C]
+    weighted = frame.op("Mul", gathered, frame.unsqueeze(weights, [2]))
+    frame.op("ReduceSum", weighted, frame.const([1]), keepdims=0, out="frame_out")  # [R·h·w, C]
+    body = frame.build_graph([(i64, []), (boolean, [])], [(boolean, []), (f32, None)])
+    out = b.op("Loop", b.op("Squeeze", frames, b.const([0])), "", body=body)  # [T, R·h·w, C]
+
     out = reshape(out, frames, rois, height, width, channels)
     out = b.op("Transpose", out, perm=[0, 1, 4, 2, 3])  # [T, R, C, h, w]
     b.op("CastLike", out, "roi_feats", out="out")
