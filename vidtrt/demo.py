@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .export.exporter import export_bundle
+from .export.precision import write_fp16_variants
 from .methods import get_method
 from .runtime.backends import create_backend
 from .runtime.compare import compare_detections
@@ -34,6 +35,7 @@ def run_demo(out_dir: str | Path = "vidtrt-demo", num_frames: int = 40, log=prin
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"[1/5] exporting {DEMO_CONFIG} (seeded weights) to {out_dir / 'bundle'}")
     bundle = export_bundle("psla", out_dir / "bundle", config_name=DEMO_CONFIG, seed=0, log=log)
+    write_fp16_variants(bundle, log=log)  # as `vidtrt export` does by default: the bundle is ready for `vidtrt build`
     manifest = bundle.manifest
 
     clip_path = out_dir / "clip.mp4"
@@ -96,4 +98,5 @@ def run_demo(out_dir: str | Path = "vidtrt-demo", num_frames: int = 40, log=prin
     log(f"  max deviation from the whole-video reference: {worst:.2e} (box px / score), "
         f"{mismatched} of {summary.frames} frames with unmatched detections")  # fmt: skip
     log(f"  outputs in {out_dir}/: " + ", ".join(Path(p).name for p in report["outputs"].values()))
+    log(f"  TensorRT engines (no GPU needed): vidtrt build {out_dir / 'bundle'} --runtime tensorrt-rtx --sm 75,86,89 --precision fp16")
     return report
