@@ -22,7 +22,7 @@ from vidtrt.export.exporter import export_bundle
 from vidtrt.models.psla import PreprocessConfig
 from vidtrt.runtime.backends import create_backend
 from vidtrt.runtime.pipelines import create_pipeline
-from vidtrt.runtime.preprocess import Preprocessor
+from vidtrt.core.preprocess import Preprocessor
 from vidtrt.runtime.synthetic import moving_shapes_clip
 
 INPUTS = {"mfsa_small": PreprocessConfig(short_side=128, max_long_side=224), "mfsa_r101": PreprocessConfig(short_side=256, max_long_side=352)}

@@ -25,7 +25,7 @@ from vidtrt.export.exporter import export_bundle
 from vidtrt.models.psla import PreprocessConfig
 from vidtrt.runtime.backends import create_backend
 from vidtrt.runtime.pipelines import create_pipeline
-from vidtrt.runtime.preprocess import Preprocessor
+from vidtrt.core.preprocess import Preprocessor
 from vidtrt.runtime.synthetic import moving_shapes_clip
 
 # The paper config at a reduced input (short side 320 instead of 600) to keep CPU runs short.

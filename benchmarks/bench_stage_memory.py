@@ -34,7 +34,7 @@ from vidtrt.export.memory import TensorSize, tensor_sizes
 from vidtrt.export.onnx import export_module
 from vidtrt.methods import get_method
 from vidtrt.models.configs import METHOD_OF, build_from_config, get_config
-from vidtrt.runtime.preprocess import Preprocessor
+from vidtrt.core.preprocess import Preprocessor
 
 PAPER_CONFIGS = ("psla_r101_rfcn", "selsa_troi_r50_dc5", "mfsa_r101")
 GIB = 1 << 30

@@ -12,7 +12,7 @@ from vidtrt.methods import mfsa as method
 from vidtrt.models.checkpoint import CheckpointError
 from vidtrt.models.mfsa import single_focus_window
 from vidtrt.runtime.backends import create_backend
-from vidtrt.runtime.compare import compare_detections
+from vidtrt.core.compare import compare_detections
 from vidtrt.runtime.pipelines import create_pipeline
 from vidtrt.runtime.synthetic import moving_shapes_clip, write_clip
 

@@ -15,7 +15,7 @@ from vidtrt.bench import bench_bundle, format_report
 from vidtrt.calibration.calibrate import calibrate_bundle, record_stage_inputs
 from vidtrt.calibration.capture import RecordingBackend
 from vidtrt.eval.map import mean_average_precision, per_class_ap
-from vidtrt.export.bundle import load_bundle
+from vidtrt.core.bundle import load_bundle
 from vidtrt.export.exporter import export_bundle
 from vidtrt.export.precision import convert_fp16, load_calibration, write_fp16_variants
 from vidtrt.runtime.backends import create_backend

@@ -1,4 +1,4 @@
-"""Frame preprocessing (vidtrt.runtime.preprocess): sizes, values, the inverse box map."""
+"""Frame preprocessing (vidtrt.core.preprocess): sizes, values, the inverse box map."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vidtrt.runtime.preprocess import IMAGENET_MEAN_BGR, IMAGENET_STD_BGR, Preprocessor, to_original
+from vidtrt.core.preprocess import IMAGENET_MEAN_BGR, IMAGENET_STD_BGR, Preprocessor, to_original
 
 
 def random_frame(height, width, seed=0):

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from vidtrt.export.bundle import BundleError, load_bundle
+from vidtrt.core.bundle import BundleError, load_bundle
 from vidtrt.export.exporter import export_bundle
 from vidtrt.methods import psla as method
 from vidtrt.models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from vidtrt.models.psla import key_index
 from vidtrt.runtime.backends import create_backend
-from vidtrt.runtime.compare import compare_detections
+from vidtrt.core.compare import compare_detections
 from vidtrt.runtime.pipelines import create_pipeline
 from vidtrt.runtime.runner import run_video
 from vidtrt.runtime.synthetic import moving_shapes_clip, write_clip

@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from vidtrt import cli
-from vidtrt.export.bundle import load_bundle
+from vidtrt.core.bundle import load_bundle
 from vidtrt.export.exporter import export_bundle
 from vidtrt.export.precision import convert_fp16, half_function_gemms, write_fp16_variants
 from vidtrt.tensorrt.build import MIN_FEATURE_SIDE, ImageProfile, _checked_profile, engine_path, image_profile, minimum_image_side

@@ -23,7 +23,7 @@ import pytest
 import vidtrt.tensorrt as vtrt
 from vidtrt.tensorrt import flavours
 from vidtrt import cli
-from vidtrt.export.bundle import Manifest, StageSpec, StateSpec, TensorSpec, load_bundle
+from vidtrt.core.bundle import Manifest, StageSpec, StateSpec, TensorSpec, load_bundle
 from vidtrt.export.exporter import export_bundle
 from vidtrt.runtime.backends import create_backend
 from vidtrt.runtime.binding import (
@@ -34,11 +34,10 @@ from vidtrt.runtime.binding import (
     STATE_OUT,
     BindingPlan,
     BindingPlanError,
-    concrete_shape,
-    feature_sizes,
 )
+from vidtrt.core.bundle import concrete_shape, feature_sizes
 from vidtrt.runtime.pipelines import create_pipeline
-from vidtrt.runtime.preprocess import Preprocessor
+from vidtrt.core.preprocess import Preprocessor
 from vidtrt.tensorrt.build import ImageProfile, engine_path, image_profile, stage_profiles
 from vidtrt.tensorrt.compat import (
     EngineMismatchError,
@@ -919,7 +918,7 @@ def test_failed_build_keeps_the_previous_engines(bundle, simulated):
 
 
 def test_build_refuses_missing_variants_and_mixed_sets(bundle, simulated, monkeypatch):
-    from vidtrt.export.bundle import BundleError
+    from vidtrt.core.bundle import BundleError
     from vidtrt.tensorrt import compat
     from vidtrt.tensorrt.build import build_engines
 
@@ -964,7 +963,7 @@ def test_simulated_backend_refuses_foreign_engines_before_loading(bundle, simula
     assert "GPU: built on 'Simulated GPU', this machine has 'NVIDIA L4'" in str(err.value)
     assert f"vidtrt build {bundle.directory} --precision fp32" in str(err.value)
     assert trt.deserialized == 0
-    from vidtrt.export.bundle import BundleError
+    from vidtrt.core.bundle import BundleError
 
     with pytest.raises(BundleError, match="no fp16 TensorRT engines .built: fp32.; build them with `vidtrt build"):
         create_backend("tensorrt", bundle, precision="fp16")

@@ -23,7 +23,7 @@ import sys
 
 import pytest
 
-from vidtrt.export.bundle import load_bundle
+from vidtrt.core.bundle import load_bundle
 from vidtrt.export.exporter import export_bundle
 from vidtrt.export.precision import write_fp16_variants
 from vidtrt.methods import METHODS

@@ -17,7 +17,7 @@ from vidtrt.models.resnet import STAGE_BLOCKS
 from vidtrt.models.troi import TroiDetector, adaptive_stride_support, online_support
 from vidtrt.models.troi_checkpoint import load_mmtracking_checkpoint, read_mmtracking_checkpoint
 from vidtrt.runtime.backends import create_backend
-from vidtrt.runtime.compare import compare_detections
+from vidtrt.core.compare import compare_detections
 from vidtrt.runtime.pipelines import create_pipeline
 from vidtrt.runtime.synthetic import moving_shapes_clip, write_clip
 

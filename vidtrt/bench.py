@@ -20,7 +20,7 @@ import numpy as np
 
 from .calibration.capture import RecordingBackend, fill_unscheduled
 from .eval.map import mean_average_precision
-from .export.bundle import Bundle, load_bundle
+from .core.bundle import Bundle, load_bundle
 from .runtime.backends import create_backend
 from .runtime.runner import run_video
 

@@ -91,7 +91,7 @@ def _default_runtime() -> str:
 
 
 def _cmd_build(args) -> int:
-    from .export.bundle import load_bundle
+    from .core.bundle import load_bundle
     from .tensorrt.build import build_engines, image_profile, minimum_image_side
     from .tensorrt.flavours import parse_compute_capabilities, require
 

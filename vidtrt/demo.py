@@ -21,8 +21,8 @@ from .export.exporter import export_bundle
 from .export.precision import write_fp16_variants
 from .methods import get_method
 from .runtime.backends import create_backend
-from .runtime.compare import compare_detections
-from .runtime.preprocess import Preprocessor, to_original
+from .core.compare import compare_detections
+from .core.preprocess import Preprocessor, to_original
 from .runtime.runner import run_video
 from .runtime.synthetic import moving_shapes_clip, write_clip
 from .runtime.video import open_video

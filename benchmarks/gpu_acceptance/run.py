@@ -160,7 +160,7 @@ def detection_agreement(reference: dict, other: dict, iou: float = 0.5) -> float
 
 def compare_stages(bundle, precision: str, records: dict) -> tuple[bool, list[dict]]:
     from vidtrt.runtime.backends import create_backend
-    from vidtrt.runtime.compare import compare_detections
+    from vidtrt.core.compare import compare_detections
 
     cfg = bundle.manifest.config["detection"]
     ort_backend = create_backend("onnxruntime", bundle, precision=precision)
@@ -297,7 +297,7 @@ def main(argv=None) -> int:
             for precision in precisions:
                 step(["build", str(bundle_dir), "--precision", precision, "--timing-cache", str(cache), "--workspace", str(args.workspace)])
 
-            from vidtrt.export.bundle import load_bundle
+            from vidtrt.core.bundle import load_bundle
 
             bundle = load_bundle(bundle_dir)
             print(f"\n== {config}: recording stage inputs from the FP32 ONNX Runtime pipeline", flush=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..export.bundle import Bundle, load_bundle
+from ..core.bundle import Bundle, load_bundle
 from ..export.precision import write_int8_variants
 from ..runtime.backends import create_backend
 from ..runtime.runner import run_video

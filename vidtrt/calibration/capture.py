@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..export.bundle import Bundle
+from ..core.bundle import Bundle
 from ..runtime.backends.base import Backend
 
 

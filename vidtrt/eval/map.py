@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..runtime.compare import iou_matrix
+from ..core.compare import iou_matrix
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:

@@ -14,9 +14,9 @@ import torch
 
 from ..methods import get_method
 from ..models.checkpoint import save_checkpoint
-from ..runtime.compare import compare_detections
-from ..runtime.preprocess import Preprocessor
-from .bundle import Bundle, Manifest, StageSpec, TensorSpec, load_bundle, tool_versions, write_manifest
+from ..core.compare import compare_detections
+from ..core.preprocess import Preprocessor
+from ..core.bundle import Bundle, Manifest, StageSpec, TensorSpec, load_bundle, tool_versions, write_manifest
 from .onnx import DEFAULT_OPSET, export_module
 
 CHECKPOINT_FILE = "model.ckpt"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..export.bundle import StateSpec
+from ..core.bundle import StateSpec
 from .common import load_native, named_config
 from ..models.init import calibrate_logits, seeded_weights
 from ..models.psla import (

@@ -33,7 +33,7 @@ KEY_PLACEMENTS = ("first", "middle")
 
 @dataclass
 class PreprocessConfig:
-    """Fields of vidtrt.runtime.preprocess.Preprocessor (ImageNet mean/std, BGR)."""
+    """Fields of vidtrt.core.preprocess.Preprocessor (ImageNet mean/std, BGR)."""
 
     short_side: int = 600
     max_long_side: int = 1000

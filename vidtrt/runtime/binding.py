@@ -27,7 +27,7 @@ has a tensor of the same name, shape and dtype (stages of one stream run one
 after another, and results are copied out before the next call).
 
 The plan is pure bookkeeping over the manifest; shapes stay templates with
-the manifest's symbols (``H``, ``W``, ``h``, ``w``) until ``concrete_shape``.
+the manifest's symbols (``H``, ``W``, ``h``, ``w``) until ``core.bundle.concrete_shape``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from ..export.bundle import Manifest
+from ..core.bundle import Manifest
 
 STATE, INPUT, RESULT = "state", "input", "result"
 STATE_IN, STATE_OUT = "state_in", "state_out"
@@ -207,26 +207,6 @@ class BindingPlan:
                 f"per call {list(s.per_call)}, results {list(s.results)}"
             )
         return "\n".join(lines)
-
-
-def concrete_shape(shape_template, sizes: Mapping[str, int]) -> tuple[int, ...]:
-    """A shape template with its symbols replaced by ``sizes`` (e.g. {"h": 38, "w": 63})."""
-    out = []
-    for d in shape_template:
-        if isinstance(d, str):
-            if d not in sizes:
-                raise KeyError(f"no size given for dimension {d!r} of {list(shape_template)}")
-            out.append(int(sizes[d]))
-        else:
-            out.append(int(d))
-    return tuple(out)
-
-
-def feature_sizes(image_hw: tuple[int, int], feature_stride: int) -> dict[str, int]:
-    """The manifest's symbols for an image of ``image_hw`` (H, W): the feature
-    map is ceil(H / stride) × ceil(W / stride), as pipelines allocate state."""
-    h, w = (int(x) for x in image_hw)
-    return {"H": h, "W": w, "h": -(-h // feature_stride), "w": -(-w // feature_stride)}
 
 
 def _check_same(spec, tensor, where: str) -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export.bundle import Bundle, load_bundle
+from ..core.bundle import Bundle, load_bundle
 from .backends import Backend, create_backend
 from .outputs import AnnotatedVideoWriter, Detections, ImageNetVidWriter, JsonLinesWriter
 from .pipelines import create_pipeline
-from .preprocess import Preprocessor, to_original
+from ..core.preprocess import Preprocessor, to_original
 from .video import open_video
 
 OUTPUT_FILES = {"jsonl": "detections.jsonl", "video": "annotated.mp4", "vid": "imagenet_vid.txt"}

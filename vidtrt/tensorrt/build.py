@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from ..export.bundle import PRECISIONS, Bundle, BundleError, Manifest
-from ..runtime.binding import feature_sizes
+from ..core.bundle import PRECISIONS, Bundle, BundleError, Manifest, feature_sizes
 
 DEFAULT_WORKSPACE_MB = 2048
 # The frame size engines are tuned for when none is given: HD video, the
@@ -62,7 +61,7 @@ def _round_up(value: int, multiple: int) -> int:
 
 def minimum_image_side(manifest: Manifest) -> int:
     """The smallest padded image side the bundle's engines accept."""
-    from ..runtime.preprocess import Preprocessor
+    from ..core.preprocess import Preprocessor
 
     pad = Preprocessor.from_dict(manifest.preprocess).pad_to_multiple
     return _round_up(MIN_FEATURE_SIDE * manifest.feature_stride, pad)
@@ -88,7 +87,7 @@ def image_profile(
     ``min_side`` raises the minimum to what the stages accept
     (``minimum_image_side``); smaller frames are refused at run time.
     """
-    from ..runtime.preprocess import Preprocessor
+    from ..core.preprocess import Preprocessor
 
     pre = Preprocessor.from_dict(preprocess)
     pad = pre.pad_to_multiple

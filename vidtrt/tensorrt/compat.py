@@ -225,7 +225,7 @@ def current_environment(device: int = 0, runtime: str = "tensorrt") -> Environme
     determined. Queries TensorRT and CUDA only if they are importable; on the
     machine this was written on both are absent, so only the None paths ran."""
     from .. import _native
-    from ..export.bundle import sha256
+    from ..core.bundle import sha256
     from . import cuda_available
     from .flavours import available
 

@@ -8,7 +8,7 @@ temporal state.
 
 from __future__ import annotations
 
-from ...export.bundle import Bundle
+from ...core.bundle import Bundle
 from .base import Backend
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "tensorrt-rtx")

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ...export.bundle import Bundle
+from ...core.bundle import Bundle
 
 
 class Backend:

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from ...export.bundle import Bundle
+from ...core.bundle import Bundle
 from .base import Backend
 
 

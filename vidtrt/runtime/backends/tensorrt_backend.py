@@ -44,7 +44,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ...export.bundle import Bundle, BundleError
+from ...core.bundle import Bundle, BundleError
 from ..binding import BindingPlan
 from .base import Backend
 

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from ...export.bundle import Bundle
+from ...core.bundle import Bundle
 from ...methods import get_method
 from .base import Backend
 

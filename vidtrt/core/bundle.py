@@ -16,6 +16,7 @@ import os
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 FORMAT = "vidtrt-bundle"
 FORMAT_VERSION = 1
@@ -220,3 +221,23 @@ def load_bundle(directory: str | os.PathLike, verify_hashes: bool = True) -> Bun
                     f"{expected[:12]}…). Re-export the bundle."
                 )
     return Bundle(directory, manifest)
+
+
+def concrete_shape(shape_template, sizes: Mapping[str, int]) -> tuple[int, ...]:
+    """A shape template with its symbols replaced by ``sizes`` (e.g. {"h": 38, "w": 63})."""
+    out = []
+    for d in shape_template:
+        if isinstance(d, str):
+            if d not in sizes:
+                raise KeyError(f"no size given for dimension {d!r} of {list(shape_template)}")
+            out.append(int(sizes[d]))
+        else:
+            out.append(int(d))
+    return tuple(out)
+
+
+def feature_sizes(image_hw: tuple[int, int], feature_stride: int) -> dict[str, int]:
+    """The manifest's symbols for an image of ``image_hw`` (H, W): the feature
+    map is ceil(H / stride) × ceil(W / stride), as pipelines allocate state."""
+    h, w = (int(x) for x in image_hw)
+    return {"H": h, "W": w, "h": -(-h // feature_stride), "w": -(-w // feature_stride)}
