@@ -32,8 +32,7 @@ import torch
 
 from vidtrt.export.memory import TensorSize, tensor_sizes
 from vidtrt.export.onnx import export_module
-from vidtrt.methods import get_method
-from vidtrt.models.configs import METHOD_OF, build_from_config, get_config
+from vidtrt.methods import method_of_config
 from vidtrt.core.preprocess import Preprocessor
 
 PAPER_CONFIGS = ("psla_r101_rfcn", "selsa_troi_r50_dc5", "mfsa_r101")
@@ -51,12 +50,12 @@ def _entry(t: TensorSize) -> dict:
 
 @torch.no_grad()
 def measure(config_name: str, frame_hw: tuple[int, int], seed: int, top: int, log=print) -> dict:
-    cfg = get_config(config_name)
-    method = get_method(METHOD_OF[config_name])
+    method = method_of_config(config_name)
+    cfg = method.config(config_name)
     preprocess = Preprocessor(**dataclasses.asdict(cfg.preprocess))
     _, resized, padded = preprocess.plan(*frame_hw)
     torch.manual_seed(seed)
-    detector = build_from_config(cfg).eval()  # random weights: no shape depends on them
+    detector = method.build_detector(cfg)  # random weights: no shape depends on them
     samples = method.stage_samples(detector, seed, *padded)
     export_detector = copy.deepcopy(detector).fold_bn().eval()  # as `vidtrt export` does
     stages = {}

@@ -19,25 +19,27 @@ import time
 
 import torch
 
+from vidtrt.methods import get_method
 from vidtrt.methods import troi as method
-from vidtrt.models.configs import get_config
-from vidtrt.models.troi import TroiDetector, adaptive_stride_support
+from vidtrt.methods.common import sample_image
+from vidtrt.models.troi import TroiDetector
+from vidtrt.methods.troi import adaptive_stride_support
 
 
 @torch.no_grad()
 def bench(config: str, frames: int, short_side: int | None, num_support: int | None, threads: int, op_impl: str) -> dict:
     torch.set_num_threads(threads)
     overrides = {}
-    base = get_config(config)
+    base = get_method("troi").config(config)
     if short_side:
         overrides["preprocess"] = dataclasses.replace(base.preprocess, short_side=short_side, max_long_side=round(short_side * 5 / 3))
     if num_support:
         overrides["num_support"] = num_support
-    cfg = get_config(config, **overrides)
+    cfg = get_method("troi").config(config, overrides)
     # Timing does not need calibrated weights; seeding a full-size model on CPU takes long.
-    detector = TroiDetector(cfg).eval() if cfg.depth >= 50 else method.seeded_detector(cfg)
+    detector = TroiDetector(cfg).eval() if cfg.depth >= 50 else method.METHOD.seeded_detector(cfg)
     detector.op_impl = op_impl  # "native": the fused host kernel of MS RoI Align
-    images = [method.sample_image(cfg, seed=i) for i in range(frames)]
+    images = [sample_image(cfg, seed=i) for i in range(frames)]
     size = torch.tensor([float(images[0].shape[2]), float(images[0].shape[3])])
     frame_ms, head_ms = [], []
     outs = []

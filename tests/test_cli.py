@@ -74,3 +74,45 @@ def test_demo_command(tmp_path, capsys):
     assert "0 of 12 frames with unmatched detections" in text
     for name in ("detections.jsonl", "annotated.mp4", "imagenet_vid.txt", "clip.mp4", "bundle/manifest.json"):
         assert (tmp_path / name).exists(), name
+
+
+def test_schedule_options_come_from_the_registry(tmp_path, capsys):
+    """Every method's schedule options are flags, listed per method in --help;
+    each is validated against the bundle's (or --method's) method."""
+    from vidtrt.methods import all_methods
+
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = capsys.readouterr().out
+    for method in all_methods():
+        for option in method.schedule_options:
+            assert option.flag in text and f"{method.name}: {option.help}"[:40] in " ".join(text.split())
+
+    bundle = tmp_path / "mfsa"
+    # Options fixed at export are set there: K = 2 instead of the config's 4.
+    assert cli.main(["export", "--config", "mfsa_small", "--out", str(bundle), "--batch-frames", "2", "--precisions", "fp32"]) == 0
+    import json
+
+    assert json.loads((bundle / "manifest.json").read_text())["schedule"]["batch_frames"] == 2
+    capsys.readouterr()
+    clip = tmp_path / "clip.mp4"
+    from vidtrt.runtime.synthetic import moving_shapes_clip, write_clip
+
+    write_clip(moving_shapes_clip(num_frames=5, height=96, width=128), clip)
+    out = str(tmp_path / "out")
+    cases = [
+        (["--key-interval", "3"], "mfsa has no schedule option 'key_interval'; it has mode, batch_frames"),
+        (["--batch-frames", "4"], "batch_frames is fixed at export and the graphs were exported for K = 2"),
+        (["--batch-frames", "0"], "batch_frames must be >= 1, got 0"),
+        (["--batch-frames", "-3"], "batch_frames must be >= 1, got -3"),
+        (["--mode", "online"], "mode must be one of multi, single"),
+    ]
+    for flags, message in cases:
+        assert cli.main(["run", str(bundle), str(clip), "--out", out, "--no-progress", *flags]) == 1, flags
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()  # refused before anything ran
+    assert cli.main(["run", str(bundle), str(clip), "--out", out, "--no-progress", "--mode", "single", "--outputs", "jsonl"]) == 0
+    # --method is the --config's; a mismatch is refused.
+    assert cli.main(["export", "--method", "psla", "--config", "mfsa_small", "--out", str(tmp_path / "y")]) == 1
+    assert "belongs to method mfsa" in capsys.readouterr().err

@@ -9,8 +9,9 @@ import pytest
 from vidtrt.cli import main as cli_main
 from vidtrt.export.exporter import export_bundle
 from vidtrt.methods import mfsa as method
+from vidtrt.methods.common import sample_image
 from vidtrt.models.checkpoint import CheckpointError
-from vidtrt.models.mfsa import single_focus_window
+from vidtrt.methods.mfsa import single_focus_window
 from vidtrt.runtime.backends import create_backend
 from vidtrt.core.compare import compare_detections
 from vidtrt.runtime.pipelines import create_pipeline
@@ -26,7 +27,7 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def detector(bundle):
-    return method.load_detector(checkpoint=bundle.path(bundle.manifest.checkpoint))[1]
+    return method.METHOD.load_detector(checkpoint=bundle.path(bundle.manifest.checkpoint))[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,8 @@ def run(stream, images):
 @pytest.mark.parametrize("mode", ["multi", "single"])
 @pytest.mark.parametrize("length", [7, 4, 2])  # K = 4: not a multiple, exactly one batch, shorter than K
 def test_pipeline_equals_whole_video_reference(backends, detector, backend_name, mode, length):
-    images = [method.sample_image(detector.cfg, seed=i) for i in range(length)]
-    reference = method.video_reference(detector, images, 4, mode)
+    images = [sample_image(detector.cfg, seed=i) for i in range(length)]
+    reference = method.detect_video_reference(detector, images, 4, mode)
     backend = backends[backend_name]
     backend.reset_timings()
     results = run(create_pipeline(backend, mode=mode).stream(), images)
@@ -75,7 +76,7 @@ def test_single_focus_window():
 
 
 def test_latency_of_each_mode(backends, detector):
-    images = [method.sample_image(detector.cfg, seed=i) for i in range(6)]
+    images = [sample_image(detector.cfg, seed=i) for i in range(6)]
     multi = create_pipeline(backends["torch"], mode="multi").stream()
     ready = [[r.index for r in multi.push(i, im.numpy())] for i, im in enumerate(images)]
     assert ready == [[], [], [], [0, 1, 2, 3], [], []]
@@ -101,7 +102,7 @@ def test_manifest_and_bad_options(bundle, backends):
     with pytest.raises(CheckpointError, match="is a 'mfsa' checkpoint, not 'psla'"):
         from vidtrt.methods import psla
 
-        psla.load_detector(checkpoint=bundle.path("model.ckpt"))
+        psla.METHOD.load_detector(checkpoint=bundle.path("model.ckpt"))
 
 
 def test_cli_run_single_focus(bundle, tmp_path, capsys):

@@ -157,8 +157,9 @@ def test_detect_is_classwise_nms_over_thresholded_scores():
 
 
 def test_every_config_round_trips_through_a_dict():
-    from vidtrt.models.configs import CONFIGS
+    from vidtrt.methods import all_configs
 
+    CONFIGS = {name: cfg for name, (_, cfg) in all_configs().items()}
     for name, cfg in CONFIGS.items():
         assert type(cfg).from_dict(cfg.as_dict()) == cfg, name
     psla = CONFIGS["psla_small"]

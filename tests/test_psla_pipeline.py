@@ -14,8 +14,9 @@ import torch
 from vidtrt.core.bundle import BundleError, load_bundle
 from vidtrt.export.exporter import export_bundle
 from vidtrt.methods import psla as method
+from vidtrt.methods.common import sample_image
 from vidtrt.models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from vidtrt.models.psla import key_index
+from vidtrt.methods.psla import key_index
 from vidtrt.runtime.backends import create_backend
 from vidtrt.core.compare import compare_detections
 from vidtrt.runtime.pipelines import create_pipeline
@@ -33,7 +34,7 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def detector(bundle):
-    return method.load_detector(checkpoint=bundle.path(bundle.manifest.checkpoint))[1]
+    return method.METHOD.load_detector(checkpoint=bundle.path(bundle.manifest.checkpoint))[1]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def backends(bundle):
 
 
 def video(detector, length, seed=0):
-    return [method.sample_image(detector.cfg, seed=seed * 1000 + i) for i in range(length)]
+    return [sample_image(detector.cfg, seed=seed * 1000 + i) for i in range(length)]
 
 
 def run_stream(stream, images, start=0):
@@ -73,7 +74,7 @@ def assert_matches_reference(results, reference, backend_name, detector):
 @pytest.mark.parametrize("length", [13, 3])  # 13: two full segments of 5 and a partial one; 3: shorter than a segment
 def test_pipeline_equals_whole_video_reference(backends, detector, backend_name, placement, length):
     images = video(detector, length)
-    reference = method.video_reference(detector, images, 5, placement)
+    reference = method.detect_video_reference(detector, images, 5, placement)
     stream = create_pipeline(backends[backend_name], key_interval=5, key_placement=placement).stream()
     results = run_stream(stream, images)
     assert_matches_reference(results, reference, backend_name, detector)
@@ -89,7 +90,7 @@ def test_reset_between_videos_and_independent_streams(backends, detector):
     run_stream(stream, first)
     stream.reset()
     after_reset = run_stream(stream, second)
-    assert_matches_reference(after_reset, method.video_reference(detector, second, 4, "middle"), "torch", detector)
+    assert_matches_reference(after_reset, method.detect_video_reference(detector, second, 4, "middle"), "torch", detector)
 
     # Two streams interleaved frame by frame over one backend: each equals its own video.
     a, b = pipeline.stream(), pipeline.stream()
@@ -101,8 +102,8 @@ def test_reset_between_videos_and_independent_streams(backends, detector):
             results_b += b.push(i, second[i].numpy())
     results_a += a.flush()
     results_b += b.flush()
-    assert_matches_reference(results_a, method.video_reference(detector, first, 4, "middle"), "torch", detector)
-    assert_matches_reference(results_b, method.video_reference(detector, second, 4, "middle"), "torch", detector)
+    assert_matches_reference(results_a, method.detect_video_reference(detector, first, 4, "middle"), "torch", detector)
+    assert_matches_reference(results_b, method.detect_video_reference(detector, second, 4, "middle"), "torch", detector)
 
 
 def test_middle_placement_latency(backends, detector):
@@ -122,7 +123,7 @@ def test_stream_rejects_out_of_order_and_size_changes(backends, detector):
     stream.push(0, video(detector, 1)[0].numpy())
     with pytest.raises(ValueError, match="increasing order"):
         stream.push(0, video(detector, 1)[0].numpy())
-    other = method.sample_image(detector.cfg, height=96, width=96)
+    other = sample_image(detector.cfg, height=96, width=96)
     with pytest.raises(ValueError, match="frame size changed"):
         stream.push(1, other.numpy())
 
@@ -190,7 +191,7 @@ def test_checkpoint_errors(bundle, tmp_path):
     other = dict(data, method="troi")
     torch.save(other, tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match="is a 'troi' checkpoint"):
-        method.load_detector(checkpoint=tmp_path / "other.ckpt")
+        method.METHOD.load_detector(checkpoint=tmp_path / "other.ckpt")
 
     state = dict(data["state_dict"])
     state["rpn.cls.weight"] = torch.zeros(3, 3, 1, 1)
@@ -198,24 +199,24 @@ def test_checkpoint_errors(bundle, tmp_path):
     state["extra.weight"] = torch.zeros(1)
     torch.save(dict(data, state_dict=state), tmp_path / "bad.ckpt")
     with pytest.raises(CheckpointError) as err:
-        method.load_detector(checkpoint=tmp_path / "bad.ckpt")
+        method.METHOD.load_detector(checkpoint=tmp_path / "bad.ckpt")
     message = str(err.value)
     assert "missing: embed_f.bias" in message and "unexpected: extra.weight" in message
     assert "rpn.cls.weight (expected [9, 32, 1, 1], got [3, 3, 1, 1])" in message
 
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable PyTorch file"):
-        method.load_detector(checkpoint=tmp_path / "junk.ckpt")
+        method.METHOD.load_detector(checkpoint=tmp_path / "junk.ckpt")
 
 
 def test_checkpoint_round_trip_and_export_from_checkpoint(detector, tmp_path):
     save_checkpoint(tmp_path / "psla.ckpt", "psla", detector.cfg, detector)
-    cfg, loaded = method.load_detector(checkpoint=tmp_path / "psla.ckpt")
+    cfg, loaded = method.METHOD.load_detector(checkpoint=tmp_path / "psla.ckpt")
     assert cfg == detector.cfg
     for (k, a), (_, b) in zip(detector.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), k
     with pytest.raises(CheckpointError, match="holds config 'psla_small'"):
-        method.load_detector("psla_r101_rfcn", checkpoint=tmp_path / "psla.ckpt")
+        method.METHOD.load_detector("psla_r101_rfcn", checkpoint=tmp_path / "psla.ckpt")
 
 
 def test_export_refuses_a_non_bundle_directory(tmp_path):

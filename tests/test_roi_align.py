@@ -287,10 +287,9 @@ def test_onnx_graph_builds_in_tensorrt_rtx(sm, onnx_dir):
 def stage_graphs(config_name: str) -> dict[str, onnx.ModelProto]:
     import tempfile
 
-    from vidtrt.methods import get_method
-    from vidtrt.models.configs import METHOD_OF
+    from vidtrt.methods import method_of_config
 
-    method = get_method(METHOD_OF[config_name])
+    method = method_of_config(config_name)
     _, detector = method.load_detector(config_name)
     export_detector = copy.deepcopy(detector).fold_bn().eval()
     samples = method.stage_samples(detector)

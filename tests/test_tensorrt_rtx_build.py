@@ -26,7 +26,7 @@ import pytest
 from vidtrt.core.bundle import load_bundle
 from vidtrt.export.exporter import export_bundle
 from vidtrt.export.precision import write_fp16_variants
-from vidtrt.methods import METHODS
+from vidtrt.methods import method_names
 from vidtrt.tensorrt.compat import EngineRecord, engine_set_key
 from vidtrt.tensorrt.flavours import available
 
@@ -67,7 +67,7 @@ def bundles(tmp_path_factory, clip):
 
 
 def _cases():
-    for method in METHODS:
+    for method in method_names():
         for precision in PRECISIONS:
             for sm in TARGETS:
                 marks = [pytest.mark.skip(reason=TURING_FP32)] if (precision, sm) == ("fp32", "75") else []

@@ -10,11 +10,13 @@ import torch
 
 from vidtrt.cli import main as cli_main
 from vidtrt.export.exporter import export_bundle
+from vidtrt.methods import get_method
 from vidtrt.methods import troi as method
+from vidtrt.methods.common import sample_image
 from vidtrt.models.checkpoint import CheckpointError
-from vidtrt.models.configs import get_config
 from vidtrt.models.resnet import STAGE_BLOCKS
-from vidtrt.models.troi import TroiDetector, adaptive_stride_support, online_support
+from vidtrt.models.troi import TroiDetector
+from vidtrt.methods.troi import adaptive_stride_support, online_support
 from vidtrt.models.troi_checkpoint import load_mmtracking_checkpoint, read_mmtracking_checkpoint
 from vidtrt.runtime.backends import create_backend
 from vidtrt.core.compare import compare_detections
@@ -33,7 +35,7 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def detector(bundle):
-    return method.load_detector(checkpoint=bundle.path(bundle.manifest.checkpoint))[1]
+    return method.METHOD.load_detector(checkpoint=bundle.path(bundle.manifest.checkpoint))[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,8 @@ def run(stream, images):
 @pytest.mark.parametrize("mode", ["offline", "online"])
 @pytest.mark.parametrize("length", [6, 2])  # longer than T (spread support), shorter (repeated / masked support)
 def test_pipeline_equals_whole_video_reference(backends, detector, backend_name, mode, length):
-    images = [method.sample_image(detector.cfg, seed=i) for i in range(length)]
-    reference = method.video_reference(detector, images, T, mode)
+    images = [sample_image(detector.cfg, seed=i) for i in range(length)]
+    reference = method.detect_video_reference(detector, images, T, mode)
     backend = backends[backend_name]
     backend.reset_timings()
     results = run(create_pipeline(backend, mode=mode).stream(), images)
@@ -78,19 +80,19 @@ def test_online_uses_past_frames_only(detector):
     """A later frame must not change an earlier frame's online detections, and
     the support set is what online_support says (changing a frame outside it
     changes nothing)."""
-    images = [method.sample_image(detector.cfg, seed=i) for i in range(6)]
-    full = method.video_reference(detector, images, T, "online")
-    prefix = method.video_reference(detector, images[:4], T, "online")
+    images = [sample_image(detector.cfg, seed=i) for i in range(6)]
+    full = method.detect_video_reference(detector, images, T, "online")
+    prefix = method.detect_video_reference(detector, images[:4], T, "online")
     for a, b in zip(full[:4], prefix):
         for x, y in zip(a, b):
             torch.testing.assert_close(x, y, rtol=0, atol=0)
     changed = list(images)
-    changed[3] = method.sample_image(detector.cfg, seed=99)  # odd: never a support frame with stride 2
-    other = method.video_reference(detector, changed, T, "online")
+    changed[3] = sample_image(detector.cfg, seed=99)  # odd: never a support frame with stride 2
+    other = method.detect_video_reference(detector, changed, T, "online")
     for t in (4, 5):
         torch.testing.assert_close(other[t][1], full[t][1], rtol=0, atol=0)
-    changed[2] = method.sample_image(detector.cfg, seed=98)  # a support frame of frames 3..5
-    assert not torch.equal(method.video_reference(detector, changed, T, "online")[4][1], full[4][1])
+    changed[2] = sample_image(detector.cfg, seed=98)  # a support frame of frames 3..5
+    assert not torch.equal(method.detect_video_reference(detector, changed, T, "online")[4][1], full[4][1])
 
 
 def test_support_selection():
@@ -108,7 +110,7 @@ def test_support_selection():
 
 
 def test_latency_of_each_mode(backends, detector):
-    images = [method.sample_image(detector.cfg, seed=i) for i in range(3)]
+    images = [sample_image(detector.cfg, seed=i) for i in range(3)]
     offline = create_pipeline(backends["torch"], mode="offline").stream()
     assert [offline.push(i, im.numpy()) for i, im in enumerate(images)] == [[], [], []]
     assert [r.index for r in offline.flush()] == [0, 1, 2]
@@ -137,7 +139,7 @@ def test_manifest_and_bad_options(bundle, backends):
     with pytest.raises(CheckpointError, match="is a 'troi' checkpoint, not 'mfsa'"):
         from vidtrt.methods import mfsa
 
-        mfsa.load_detector(checkpoint=bundle.path("model.ckpt"))
+        mfsa.METHOD.load_detector(checkpoint=bundle.path("model.ckpt"))
 
 
 # ------------------------------------------------------------ mmtracking checkpoints
@@ -208,7 +210,7 @@ SMALL_SHAPES = dict(depth=18, neck=32, rpn_mid=32, anchors=9, fc=64)
 def test_mmtracking_checkpoint_maps_every_key(tmp_path, name, shapes):
     path = tmp_path / "mmtrack.pth"
     state = _fake_checkpoint(upstream_shapes(**shapes), path)
-    detector = TroiDetector(get_config(name)).eval()
+    detector = TroiDetector(get_method("troi").config(name)).eval()
     load_mmtracking_checkpoint(detector, read_mmtracking_checkpoint(path), source=str(path))
     own = detector.state_dict()
     for key, value in state.items():
@@ -225,7 +227,7 @@ def test_mmtracking_checkpoint_mismatch_names_every_key(tmp_path):
     path = tmp_path / "bad.pth"
     _fake_checkpoint(shapes, path)
     with pytest.raises(CheckpointError) as err:
-        method.load_detector("troi_small", checkpoint=path)
+        method.METHOD.load_detector("troi_small", checkpoint=path)
     text = str(err.value)
     assert "1 missing: roi_head.bbox_head.aggregator.1.ref_fc.bias" in text
     assert "1 unexpected: roi_head.bbox_head.shared_fcs.3.weight" in text
@@ -238,7 +240,7 @@ def test_cli_export_and_run_mmtracking_checkpoint(tmp_path, capsys):
     out = tmp_path / "bundle"
     code = cli_main(["export", "--method", "troi", "--config", "troi_small", "--checkpoint", str(path), "--out", str(out), "--no-verify", "--precisions", "fp32"])
     assert code == 0, capsys.readouterr()
-    _, loaded = method.load_detector(checkpoint=out / "model.ckpt")
+    _, loaded = method.METHOD.load_detector(checkpoint=out / "model.ckpt")
     assert torch.equal(loaded.state_dict()["roi_head.bbox_head.fc_cls.weight"], state["detector.roi_head.bbox_head.fc_cls.weight"])
     clip = write_clip(moving_shapes_clip(num_frames=4, height=96, width=128), tmp_path / "clip.mp4")
     for mode in ("online", "offline"):

@@ -20,11 +20,10 @@ import numpy as np
 
 from .calibration.capture import RecordingBackend, fill_unscheduled
 from .eval.map import mean_average_precision
-from .core.bundle import Bundle, load_bundle
+from .core.bundle import DETECTION_OUTPUTS, Bundle, load_bundle
 from .runtime.backends import create_backend
 from .runtime.runner import run_video
 
-DETECTION_OUTPUTS = ("boxes", "scores", "labels", "valid")
 
 
 def _valid_detections(out: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -47,7 +46,9 @@ def _backend(name: str, bundle: Bundle, precision: str):
     return create_backend(name, bundle, precision=precision)
 
 
-def bench_bundle(bundle, precisions, source, backend: str = "onnxruntime", warmup: int = 2, progress=False, log=print) -> dict:
+def bench_bundle(
+    bundle, precisions, source, backend: str = "onnxruntime", warmup: int = 2, progress=False, log=print, schedule=None
+) -> dict:
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     missing = [p for p in precisions if p not in bundle.precisions()]
@@ -60,7 +61,7 @@ def bench_bundle(bundle, precisions, source, backend: str = "onnxruntime", warmu
     recorder = RecordingBackend(_backend(backend, bundle, "fp32"))
     recorder.keep_outputs = True
     fp32_frames: list = []
-    run_video(bundle, source, backend=recorder, outputs=(), collect=fp32_frames, progress=progress)
+    run_video(bundle, source, backend=recorder, outputs=(), collect=fp32_frames, progress=progress, pipeline_options=schedule)
     feeds = {k: list(v) for k, v in recorder.records.items()}
     fill_unscheduled(bundle, feeds)
     fp32_out = dict(recorder.outputs)
@@ -108,7 +109,7 @@ def bench_bundle(bundle, precisions, source, backend: str = "onnxruntime", warmu
         be.reset_timings()
         frames: list = []
         start = time.perf_counter()
-        run_video(bundle, source, backend=be, outputs=(), collect=frames, progress=progress)
+        run_video(bundle, source, backend=be, outputs=(), collect=frames, progress=progress, pipeline_options=schedule)
         seconds = time.perf_counter() - start
         report["end_to_end"][precision] = {
             "fps": len(frames) / seconds,

@@ -30,21 +30,78 @@ def _cmd_selfcheck(args) -> int:
 
 
 def _cmd_models(args) -> int:
-    from .models.configs import CONFIGS, METHOD_OF, PAPER_PARAMS, build, parameter_count
+    from .methods import all_methods
 
-    print(f"{'config':<18} {'method':<8} {'parameters':>12}  paper")
-    for name in CONFIGS:
-        count = parameter_count(build(name))
-        print(f"{name:<18} {METHOD_OF[name]:<8} {count / 1e6:>11.1f}M  {PAPER_PARAMS.get(name, '-')}")
+    print(f"{'config':<20} {'method':<8} {'parameters':>12}  paper")
+    for method in all_methods():
+        for name, cfg in method.configs.items():
+            count = sum(p.numel() for p in method.build_detector(cfg).parameters())
+            print(f"{name:<20} {method.name:<8} {count / 1e6:>11.1f}M  {method.paper_params.get(name, '-')}")
     return 0
+
+
+# ---------------------------------------------------------------- schedule options
+# Every method's schedule options become flags (one per name; the help says
+# which methods take it). The bundle's, or the --method's, method validates
+# the values: an option it does not have is an error naming the ones it has.
+
+
+def _add_schedule_arguments(parser: argparse.ArgumentParser, at_run: bool) -> None:
+    from .methods import all_methods
+
+    group = parser.add_argument_group(
+        "schedule options (per method; unset = the bundle's value)"
+        if at_run
+        else "schedule options (per method; unset = the config's value; written into the bundle)"
+    )
+    seen: dict[str, list[str]] = {}
+    for method in all_methods():
+        for option in method.schedule_options:
+            text = f"{method.name}: {option.describe()}"
+            if option.at_export and at_run:
+                text += " (must equal the bundle's)"
+            seen.setdefault(option.name, []).append(text)
+    for name, texts in seen.items():
+        group.add_argument(
+            "--" + name.replace("_", "-"), dest=f"schedule__{name}", metavar="VALUE", default=None, help="; ".join(texts)
+        )
+
+
+def _schedule_options(args, method) -> dict:
+    """The schedule flags given on the command line, checked against ``method``."""
+    given = {k.removeprefix("schedule__"): v for k, v in vars(args).items() if k.startswith("schedule__") and v is not None}
+    for name, value in given.items():
+        method.option(name).parse(value, method.name)  # an unknown option lists the method's
+    return {name: method.option(name).parse(value, method.name) for name, value in given.items()}
+
+
+def _bundle_schedule(args) -> dict:
+    """Schedule flags for a command on a bundle: checked against the bundle's method and schedule."""
+    from .core.bundle import load_bundle
+    from .methods import get_method
+
+    bundle = load_bundle(args.bundle)
+    method = get_method(bundle.manifest.method)
+    options = _schedule_options(args, method)
+    method.resolve_schedule(bundle.manifest.schedule, options)  # fail before any video is read
+    return options
 
 
 def _cmd_export(args) -> int:
     from .export.exporter import export_bundle
+    from .methods import get_method, method_of_config
 
     if args.config is None and args.checkpoint is None:
         print("vidtrt export: give --config NAME, --checkpoint FILE, or both", file=sys.stderr)
         return 2
+    if args.method is None:
+        if args.config is None:
+            print("vidtrt export: give --method with --checkpoint (or --config)", file=sys.stderr)
+            return 2
+        args.method = method_of_config(args.config).name
+    elif args.config is not None and method_of_config(args.config).name != args.method:
+        raise ValueError(f"config {args.config!r} belongs to method {method_of_config(args.config).name}, not {args.method}")
+    schedule = _schedule_options(args, get_method(args.method))
     print(f"vidtrt export: method {args.method}, config {args.config or '(from checkpoint)'} → {args.out}")
     precisions = args.precisions.split(",")
     unknown = set(precisions) - {"fp32", "fp16"}
@@ -52,8 +109,9 @@ def _cmd_export(args) -> int:
         print("vidtrt export: --precisions takes fp32 and optionally fp16 (INT8 comes from `vidtrt calibrate`)", file=sys.stderr)
         return 2
     bundle = export_bundle(
-        args.method, args.out, config_name=args.config, checkpoint=args.checkpoint, seed=args.seed, verify=not args.no_verify
-    )
+        args.method, args.out, config_name=args.config, checkpoint=args.checkpoint, seed=args.seed,
+        verify=not args.no_verify, schedule=schedule,
+    )  # fmt: skip
     if "fp16" in precisions:
         from .export.precision import write_fp16_variants
 
@@ -67,9 +125,22 @@ def _cmd_calibrate(args) -> int:
 
     sources = [int(v) if v.isdigit() else v for v in args.videos]
     print(f"vidtrt calibrate: {args.bundle} on {len(sources)} video(s), up to {args.max_samples} inputs per stage")
-    counts, calls = calibrate_bundle(args.bundle, sources, max_samples=args.max_samples, method=args.method, progress=not args.no_progress)
+    schedule = _bundle_schedule(args)
+    counts, calls = calibrate_bundle(
+        args.bundle, sources, max_samples=args.max_samples, method=args.method, progress=not args.no_progress, schedule=schedule
+    )
     print("int8 graphs written; calibration inputs per stage: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _parse_frame_size(text: str) -> tuple[int, int]:
@@ -133,7 +204,8 @@ def _cmd_bench(args) -> int:
     from .bench import bench_bundle, format_report
 
     source = int(args.video) if args.video.isdigit() else args.video
-    report = bench_bundle(args.bundle, args.precision.split(","), source, backend=args.backend, warmup=args.warmup)
+    schedule = _bundle_schedule(args)
+    report = bench_bundle(args.bundle, args.precision.split(","), source, backend=args.backend, warmup=args.warmup, schedule=schedule)
     print(format_report(report))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +225,7 @@ def _cmd_run(args) -> int:
         backend=args.backend,
         out_dir=args.out,
         outputs=outputs,
-        pipeline_options={"key_interval": args.key_interval, "key_placement": args.key_placement, "mode": args.mode},
+        pipeline_options=_bundle_schedule(args),
         backend_options={} if args.precision == "fp32" else {"precision": args.precision},
         progress=not args.no_progress,
     )
@@ -164,7 +236,9 @@ def _cmd_run(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    report = run_demo(args.out, num_frames=args.frames)
+    from .methods import get_method
+
+    report = run_demo(args.out, num_frames=args.frames, method=args.method, schedule=_schedule_options(args, get_method(args.method)))
     return 0 if report["frames_not_matching_reference"] == 0 else 1
 
 
@@ -175,28 +249,33 @@ def build_parser() -> argparse.ArgumentParser:
         "Temporal RoI Align, MFSA).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from .methods import method_names
 
-    p = sub.add_parser("demo", help="export the small PSLA model, run a generated clip, report speed and fidelity")
+    p = sub.add_parser("demo", help="export a method's small model, run a generated clip, report speed and fidelity")
+    p.add_argument("--method", default="psla", choices=method_names(), help="which method (default: %(default)s)")
     p.add_argument("--out", default="vidtrt-demo", help="output directory (default: %(default)s)")
-    p.add_argument("--frames", type=int, default=40, help="length of the generated clip (default: %(default)s)")
+    p.add_argument("--frames", type=_positive_int, default=40, help="length of the generated clip (default: %(default)s)")
+    _add_schedule_arguments(p, at_run=False)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("export", help="export a detector to a bundle of ONNX stage graphs")
-    p.add_argument("--method", required=True, choices=["psla", "mfsa", "troi"])
+    p.add_argument("--method", choices=method_names(), help="the method (default: the --config's)")
     p.add_argument("--config", help="named model config (see `vidtrt models`)")
     p.add_argument("--checkpoint", help="native checkpoint (its config travels with it); troi also reads mmtracking checkpoints")
     p.add_argument("--out", required=True, help="bundle directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights when no checkpoint is given")
     p.add_argument("--no-verify", action="store_true", help="skip running each graph in ONNX Runtime against PyTorch")
     p.add_argument("--precisions", default="fp32,fp16", help="graph precisions to write: fp32[,fp16] (default: %(default)s)")
+    _add_schedule_arguments(p, at_run=False)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("calibrate", help="INT8 graphs calibrated on what the FP32 pipeline feeds each stage")
     p.add_argument("bundle")
     p.add_argument("videos", nargs="+", help="calibration videos (files or camera indices)")
     p.add_argument("--max-samples", type=int, default=32, help="recorded inputs per stage (default: %(default)s)")
-    p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"], help="calibration method (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true")
+    _add_schedule_arguments(p, at_run=True)
     p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser(
@@ -229,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt", "tensorrt-rtx"])
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per stage (default: %(default)s)")
     p.add_argument("--json", help="also write the report as JSON")
+    _add_schedule_arguments(p, at_run=True)
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("run", help="run a video through a bundle")
@@ -237,15 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt", "tensorrt-rtx"])
     p.add_argument("--out", default="vidtrt-out", help="output directory (default: %(default)s)")
     p.add_argument("--outputs", default="jsonl,video,vid", help="any of jsonl,video,vid (default: %(default)s)")
-    p.add_argument("--key-interval", type=int, help="override the bundle's key frame interval")
-    p.add_argument("--key-placement", choices=["first", "middle"], help="override the bundle's key frame placement")
-    p.add_argument(
-        "--mode", choices=["multi", "single", "offline", "online"],
-        help="MFSA: multi (Multi-Focus, default) or single (Single-Focus); Temporal RoI Align: offline (support over "
-        "the whole video, default) or online (past frames only)",
-    )
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="graph/engine precision (onnxruntime, tensorrt)")
     p.add_argument("--no-progress", action="store_true")
+    _add_schedule_arguments(p, at_run=True)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("models", help="list the model configs with their parameter counts")

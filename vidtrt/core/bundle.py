@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Mapping
 
 FORMAT = "vidtrt-bundle"
+# The outputs every detecting stage of every method has, in this order:
+# boxes [D, 4], scores [D], labels [D] (int64), valid [D] (fixed D, a mask).
+DETECTION_OUTPUTS = ("boxes", "scores", "labels", "valid")
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 

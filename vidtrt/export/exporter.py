@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import asdict
 import shutil
 from pathlib import Path
@@ -91,8 +92,13 @@ def export_bundle(
     verify: bool = True,
     log: Callable[[str], None] = print,
     overrides: dict | None = None,
+    schedule: dict | None = None,
 ) -> Bundle:
     """Exports every stage of a method to ``out_dir`` and writes the manifest last.
+
+    ``schedule`` sets schedule options (``Method.schedule_options``; None keeps
+    the config's): they become the bundle's defaults, and those fixed at
+    export (MFSA's K, TRoI's T) shape the graphs.
 
     On any failure the files written so far are removed, so a directory that
     looks like a bundle (has a manifest) is always complete.
@@ -101,12 +107,17 @@ def export_bundle(
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").exists():
         raise FileExistsError(f"{out_dir} exists and is neither empty nor a bundle; choose another --out")
+    schedule_fields = method.export_overrides(schedule or {})
     cfg, detector = method.load_detector(config_name, checkpoint, seed, overrides)
+    if schedule_fields:
+        # Schedule options hold no weights: the loaded detector runs the new schedule as it is.
+        cfg = dataclasses.replace(cfg, **schedule_fields)
+        detector.cfg = cfg
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     try:
         (out_dir / "manifest.json").unlink(missing_ok=True)  # re-export: the old manifest goes first
-        save_checkpoint(out_dir / CHECKPOINT_FILE, method.NAME, cfg, detector)
+        save_checkpoint(out_dir / CHECKPOINT_FILE, method.name, cfg, detector)
         written.append(out_dir / CHECKPOINT_FILE)
         # Graphs come from a BN-folded copy; verification compares with the original.
         export_detector = copy.deepcopy(detector).fold_bn().eval()
@@ -143,14 +154,14 @@ def export_bundle(
                         f"stage {name!r}: ONNX Runtime output deviates from PyTorch beyond tolerance: {reports}"
                     )
         manifest = Manifest(
-            method=method.NAME,
+            method=method.name,
             config_name=cfg.name,
             config=cfg.as_dict(),
             stages=stages,
             state=method.state_specs(cfg),
             preprocess=Preprocessor(**asdict(cfg.preprocess)).as_dict(),
             class_names=list(cfg.class_names),
-            schedule=method.schedule(cfg),
+            schedule=method.default_schedule(cfg),
             feature_stride=detector.feature_stride,
             checkpoint=CHECKPOINT_FILE,
             versions={**tool_versions(), "opset": DEFAULT_OPSET},

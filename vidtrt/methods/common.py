@@ -1,9 +1,10 @@
-"""Detector loading shared by the methods: native checkpoints and named configs."""
+"""What the methods share: native checkpoint loading and sample images."""
 
 from __future__ import annotations
 
+import torch
+
 from ..models.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint
-from ..models.configs import get_config
 
 
 def load_native(method: str, config_cls, detector_cls, checkpoint, config_name: str | None = None):
@@ -19,11 +20,13 @@ def load_native(method: str, config_cls, detector_cls, checkpoint, config_name: 
     return cfg, detector
 
 
-def named_config(config_cls, label: str, config_name: str | None, overrides: dict | None = None):
-    """The named config with ``overrides`` of its fields, checked to belong to the method."""
-    if config_name is None:
-        raise ValueError("give a config name or a checkpoint")
-    cfg = get_config(config_name, **(overrides or {}))
-    if not isinstance(cfg, config_cls):
-        raise ValueError(f"config {config_name!r} is not a {label} config")
-    return cfg
+def sample_image(cfg, seed: int = 0, height: int | None = None, width: int | None = None) -> torch.Tensor:
+    """A normalised-looking input of the config's usual size (short side, 4:3, padded)."""
+    p = cfg.preprocess
+    height = height or p.short_side
+    width = width or min(p.max_long_side, round(p.short_side * 4 / 3))
+    height, width = (-(-x // p.pad_to_multiple) * p.pad_to_multiple for x in (height, width))
+    g = torch.Generator().manual_seed(seed)
+    # Smooth random structure (upsampled noise) rather than white noise, like an image.
+    coarse = torch.randn(1, 3, max(1, height // 16), max(1, width // 16), generator=g)
+    return torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)

@@ -1,4 +1,4 @@
-"""Temporal RoI Align (SELSA + TRoI, mmtracking's layout) as stages + schedule.
+"""Temporal RoI Align (SELSA + TRoI, mmtracking's layout) as a registered method.
 
 Stages: ``frame`` (backbone, neck, RPN, plain RoIAlign of the proposals) runs
 once per frame per pass; ``head`` (TRoI over T support feature maps plus the
@@ -19,13 +19,84 @@ import torch
 
 from ..models.checkpoint import FORMAT, CheckpointError
 from ..models.init import calibrate_logits, seeded_weights
-from ..models.troi import TroiConfig, TroiDetector, TroiFrameStage, TroiHeadStage, detect_video_reference
+from ..models.postprocess import DetectionConfig
+from ..models.preprocess_config import PreprocessConfig
+from ..models.rpn import RPNConfig
+from ..models.troi import MODES, TroiConfig, TroiDetector, TroiFrameStage, TroiHeadStage
 from ..models.troi_checkpoint import is_mmtracking_checkpoint, load_mmtracking_checkpoint, resnet_depth_of
-from .common import load_native, named_config
-from .psla import sample_image
+from .base import Method, ScheduleOption
+from .common import sample_image
 
-NAME = "troi"
 MMTRACKING_CONFIGS = {50: "selsa_troi_r50_dc5", 101: "selsa_troi_r101_dc5"}
+CONFIGS = {
+    # mmtracking's selsa_troialign_faster_rcnn_{r50,r101}_dc5_7e_imagenetvid: DC5 backbone, 512-channel
+    # neck, 300 proposals, K = 2 most similar points, 4 TAFA blocks, 14 support frames, 3 SELSA FCs.
+    "selsa_troi_r50_dc5": TroiConfig(name="selsa_troi_r50_dc5"),
+    "selsa_troi_r101_dc5": TroiConfig(name="selsa_troi_r101_dc5", depth=101),
+    "troi_small": TroiConfig(
+        name="troi_small",
+        depth=18,
+        neck_channels=32,
+        fc_channels=64,
+        num_support=3,
+        online_stride=2,
+        rpn=RPNConfig(anchor_sizes=(32.0, 64.0, 128.0), mid_channels=32, pre_nms=200, post_nms=12),
+        detection=DetectionConfig(max_detections=10, pre_nms=300, score_threshold=0.02, nms_iou=0.5, box_weights=(5.0, 5.0, 5.0, 5.0)),
+        preprocess=PreprocessConfig(short_side=128, max_long_side=192),
+    ),
+}
+
+
+def adaptive_stride_support(length: int, num_support: int) -> list[int]:
+    """mmtracking's ``test_with_adaptive_stride``: num_support frames spread
+    evenly over the whole video, round(i · (length − 1) / (num_support − 1))
+    with Python's round (half to even). A video shorter than num_support
+    repeats frames, as upstream does — the support set keeps its size."""
+    if length < 1:
+        raise ValueError("a video needs at least one frame")
+    stride = (length - 1) / (num_support - 1) if num_support > 1 else 0.0
+    return [round(i * stride) for i in range(num_support)]
+
+
+def online_support(target: int, num_support: int, stride: int) -> list[int]:
+    """Online support of ``target``: the latest num_support frames before it
+    whose index is a multiple of ``stride`` (fewer at the start of a video;
+    the rest is masked). mmtracking's demo instead fills its memory with
+    copies of frame 0 and overwrites the last slot in place."""
+    return [i for i in range(0, target, stride)][-num_support:]
+
+
+@torch.no_grad()
+def detect_video_reference(detector: TroiDetector, images, num_support: int, mode: str, stride: int | None = None):
+    """The method over a whole video with no stage split. Every frame's
+    features, proposals and RoI features are computed once; each target is
+    then detected with TRoI over its support frames plus itself and SELSA over
+    their proposals. ``offline``: the same adaptive-stride support set for
+    every target. ``online``: ``online_support`` (past frames only)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    stride = stride or detector.cfg.online_stride
+    per_frame = [detector.frame(image) for image in images]
+    size = torch.tensor([float(images[0].shape[2]), float(images[0].shape[3])])
+    offline = adaptive_stride_support(len(images), num_support) if mode == "offline" else None
+    results = []
+    for t in range(len(images)):
+        frames = offline if offline is not None else online_support(t, num_support, stride)
+        feature, proposals, valid, roi_feats = per_frame[t]
+        parts = [per_frame[i] for i in frames]
+        missing = num_support - len(parts)
+        if parts:
+            support_features = torch.cat([p[0] for p in parts])
+            support_roi = torch.stack([p[3] for p in parts])
+            support_pvalid = torch.stack([p[2] for p in parts])
+        else:
+            support_features, support_roi, support_pvalid = feature[:0], roi_feats[None][:0], valid[None][:0]
+        support_features = torch.cat([support_features, feature.new_zeros(missing, *feature.shape[1:])])
+        support_roi = torch.cat([support_roi, roi_feats.new_zeros(missing, *roi_feats.shape)])
+        support_pvalid = torch.cat([support_pvalid, valid.new_zeros(missing, *valid.shape)])
+        support_valid = torch.arange(num_support) < len(parts)
+        results.append(detector.head(size, feature, proposals, valid, roi_feats, support_features, support_roi, support_pvalid, support_valid))
+    return results
 
 
 def _support_inputs(outs: list, t: int, valid_count: int):
@@ -37,79 +108,85 @@ def _support_inputs(outs: list, t: int, valid_count: int):
     return support_features, support_roi, support_pvalid, support_valid
 
 
-@torch.no_grad()
-def seeded_detector(cfg: TroiConfig, seed: int = 0) -> TroiDetector:
-    detector = TroiDetector(cfg).eval()
-    seeded_weights(detector, seed)
-    for blocks in (getattr(detector.backbone, n) for n in detector.backbone.stage_names):
-        for block in blocks:
-            (block.bn3 if hasattr(block, "bn3") else block.bn2).weight.fill_(0.25)
-    image = sample_image(cfg, seed)
-    feature = detector.neck(detector.backbone(image))
-    calibrate_logits(detector.rpn_head.rpn_cls, torch.relu(detector.rpn_head.rpn_conv(feature)), 2.0)
-    out = detector.frame(image)
-    x = detector.head_features(out[0], out[2], out[3], *_support_inputs([out], cfg.num_support, cfg.num_support))
-    calibrate_logits(detector.roi_head.bbox_head.fc_cls, x, 3.0)
-    calibrate_logits(detector.roi_head.bbox_head.fc_reg, x, 0.5)
-    return detector
+class Troi(Method):
+    name = "troi"
+    title = "Temporal RoI Align + SELSA (mmtracking checkpoints): TRoI over T support frames, SELSA over their proposals"
+    config_class = TroiConfig
+    detector_class = TroiDetector
+    stages = {
+        "frame": "backbone + neck + RPN + RoI features, once per frame",
+        "head": "TRoI over T support frames + SELSA + detection of one target frame",
+    }
+    pipeline = "troi:TroiPipeline"
+    schedule_options = (
+        ScheduleOption("mode", str, "offline: support spread over the whole video (mmtracking); online: past frames only", choices=MODES),
+        ScheduleOption("num_support", int, "T, the support frames of every target", minimum=1, at_export=True, symbol="T"),
+        ScheduleOption("stride", int, "online: support frames are the last T whose index is a multiple of this", minimum=1, config_field="online_stride"),
+    )
+
+    @property
+    def configs(self):
+        return CONFIGS
+
+    @torch.no_grad()
+    def seeded_detector(self, cfg: TroiConfig, seed: int = 0) -> TroiDetector:
+        detector = TroiDetector(cfg).eval()
+        seeded_weights(detector, seed)
+        for blocks in (getattr(detector.backbone, n) for n in detector.backbone.stage_names):
+            for block in blocks:
+                (block.bn3 if hasattr(block, "bn3") else block.bn2).weight.fill_(0.25)
+        image = sample_image(cfg, seed)
+        feature = detector.neck(detector.backbone(image))
+        calibrate_logits(detector.rpn_head.rpn_cls, torch.relu(detector.rpn_head.rpn_conv(feature)), 2.0)
+        out = detector.frame(image)
+        x = detector.head_features(out[0], out[2], out[3], *_support_inputs([out], cfg.num_support, cfg.num_support))
+        calibrate_logits(detector.roi_head.bbox_head.fc_cls, x, 3.0)
+        calibrate_logits(detector.roi_head.bbox_head.fc_reg, x, 0.5)
+        return detector
+
+    def load_detector(self, config_name=None, checkpoint=None, seed: int = 0, overrides=None):
+        """Also reads mmtracking checkpoints (see the module docstring)."""
+        if checkpoint is not None:
+            try:
+                raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            except Exception:
+                raw = None  # read_checkpoint / the mmtracking reader give the precise error
+            if is_mmtracking_checkpoint(raw):
+                depth = resnet_depth_of(raw["state_dict"])
+                name = config_name or MMTRACKING_CONFIGS.get(depth)
+                if name is None:
+                    raise CheckpointError(f"checkpoint {checkpoint}: cannot tell its ResNet depth; give --config")
+                cfg = self.config(name, overrides)
+                detector = TroiDetector(cfg).eval()
+                load_mmtracking_checkpoint(detector, raw, source=f"mmtracking checkpoint {checkpoint}")
+                return cfg, detector
+            if isinstance(raw, dict) and raw.get("format") != FORMAT and "state_dict" in raw:
+                raise CheckpointError(f"checkpoint {checkpoint} is neither a vidtrt checkpoint nor an mmtracking one (no detector.* keys)")
+        return super().load_detector(config_name, checkpoint, seed, overrides)
+
+    def stage_modules(self, detector: TroiDetector) -> dict[str, torch.nn.Module]:
+        return {"frame": TroiFrameStage(detector), "head": TroiHeadStage(detector)}
+
+    def dynamic_axes(self, stage: str) -> dict:
+        if stage == "frame":
+            return {"image": {2: "H", 3: "W"}, "feature": {2: "h", 3: "w"}}
+        return {"feature": {2: "h", 3: "w"}, "support_features": {2: "h", 3: "w"}}
+
+    @torch.no_grad()
+    def stage_samples(self, detector: TroiDetector, seed: int = 0, height=None, width=None) -> dict[str, tuple]:
+        """T support frames made of two distinct frames' outputs, the last one
+        masked (a missing frame, as at the start of an online video)."""
+        cfg = detector.cfg
+        images = [sample_image(cfg, seed + i, height, width) for i in range(3)]
+        outs = [detector.frame(image) for image in images]
+        target = outs[2]
+        t = cfg.num_support
+        size = torch.tensor([float(images[0].shape[2]), float(images[0].shape[3])])
+        head = (size, target[0], target[1], target[2], target[3], *_support_inputs(outs[:2], t, max(t - 1, 1)))
+        return {"frame": (images[0],), "head": head}
+
+    def video_reference(self, detector, images, schedule):
+        return detect_video_reference(detector, images, schedule["num_support"], schedule["mode"], schedule["stride"])
 
 
-def load_detector(config_name=None, checkpoint=None, seed: int = 0, overrides: dict | None = None):
-    if checkpoint is not None:
-        try:
-            raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except Exception:
-            raw = None  # read_checkpoint / the mmtracking reader give the precise error
-        if is_mmtracking_checkpoint(raw):
-            depth = resnet_depth_of(raw["state_dict"])
-            name = config_name or MMTRACKING_CONFIGS.get(depth)
-            if name is None:
-                raise CheckpointError(f"checkpoint {checkpoint}: cannot tell its ResNet depth; give --config")
-            cfg = named_config(TroiConfig, "Temporal RoI Align", name, overrides)
-            detector = TroiDetector(cfg).eval()
-            load_mmtracking_checkpoint(detector, raw, source=f"mmtracking checkpoint {checkpoint}")
-            return cfg, detector
-        if isinstance(raw, dict) and raw.get("format") != FORMAT and "state_dict" in raw:
-            raise CheckpointError(f"checkpoint {checkpoint} is neither a vidtrt checkpoint nor an mmtracking one (no detector.* keys)")
-        return load_native(NAME, TroiConfig, TroiDetector, checkpoint, config_name)
-    cfg = named_config(TroiConfig, "Temporal RoI Align", config_name, overrides)
-    return cfg, seeded_detector(cfg, seed)
-
-
-def stage_modules(detector: TroiDetector) -> dict[str, torch.nn.Module]:
-    return {"frame": TroiFrameStage(detector), "head": TroiHeadStage(detector)}
-
-
-def dynamic_axes(stage: str) -> dict:
-    if stage == "frame":
-        return {"image": {2: "H", 3: "W"}, "feature": {2: "h", 3: "w"}}
-    return {"feature": {2: "h", 3: "w"}, "support_features": {2: "h", 3: "w"}}
-
-
-@torch.no_grad()
-def stage_samples(detector: TroiDetector, seed: int = 0, height=None, width=None) -> dict[str, tuple]:
-    """T support frames made of two distinct frames' outputs, the last one
-    masked (a missing frame, as at the start of an online video)."""
-    cfg = detector.cfg
-    images = [sample_image(cfg, seed + i, height, width) for i in range(3)]
-    outs = [detector.frame(image) for image in images]
-    target = outs[2]
-    t = cfg.num_support
-    size = torch.tensor([float(images[0].shape[2]), float(images[0].shape[3])])
-    head = (size, target[0], target[1], target[2], target[3], *_support_inputs(outs[:2], t, max(t - 1, 1)))
-    return {"frame": (images[0],), "head": head}
-
-
-def state_specs(cfg: TroiConfig) -> list:
-    return []
-
-
-def schedule(cfg: TroiConfig) -> dict:
-    return {"num_support": cfg.num_support, "mode": cfg.mode, "online_stride": cfg.online_stride}
-
-
-def config_from_dict(d: dict) -> TroiConfig:
-    return TroiConfig.from_dict(d)
-
-
-video_reference = detect_video_reference
+METHOD = Troi()

@@ -1,7 +1,2 @@
-"""Detectors of the five methods, their configs and checkpoint loading."""
-
-from __future__ import annotations
-
-from .configs import CONFIGS, build, get_config
-
-__all__ = ["CONFIGS", "build", "get_config"]
+"""The networks of the methods: backbones, heads, detectors and their configs,
+checkpoint loading. Named configs belong to each method (vidtrt.methods)."""

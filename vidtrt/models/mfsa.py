@@ -28,7 +28,7 @@ from torch import nn
 from .classes import IMAGENET_VID_CLASSES
 from .config_io import config_from_dict
 from .postprocess import DetectionConfig, detect
-from .psla import PreprocessConfig
+from .preprocess_config import PreprocessConfig
 from .resnet import ResNet
 from .roi_align import roi_align
 from .rpn import RPN, RPNConfig
@@ -181,55 +181,3 @@ class PerFrameDetectorStage(nn.Module):
         d = self.detector
         proposals, valid, regions = d.frame(image)
         return detect(proposals, valid, d.cls(regions), d.reg(regions), image.shape[2], image.shape[3], d.cfg.detection)
-
-
-# ---------------------------------------------------------------- schedule
-
-
-def single_focus_window(target: int, length: int, k: int) -> list[int]:
-    """Frames of the relation matrix for ``target`` in Single-Focus mode: the K
-    frames centred on it, shifted to stay inside the video (fewer when the
-    video is shorter than K)."""
-    start = min(max(target - k // 2, 0), max(length - k, 0))
-    return list(range(start, min(start + k, length)))
-
-
-@torch.no_grad()
-def detect_video_reference(detector: MfsaDetector, images, k: int, mode: str):
-    """The method over a whole video with no stage split (§2).
-
-    Every frame goes through N_feat and the RPN once. Multi-Focus: frames in
-    consecutive groups of K (the last group padded with invalid regions), one
-    RPM + detection per group for all its frames. Single-Focus: per frame, RPM
-    over the K frames centred on it, detections of that frame only.
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    per_frame = [detector.frame(image) for image in images]
-    size = torch.tensor([float(images[0].shape[2]), float(images[0].shape[3])])
-    results = [None] * len(images)
-
-    def run(frames: list[int]):
-        proposals = torch.stack([per_frame[i][0] for i in frames])
-        valid = torch.stack([per_frame[i][1] for i in frames])
-        regions = torch.stack([per_frame[i][2] for i in frames])
-        missing = k - len(frames)
-        if missing:
-            proposals = torch.cat([proposals, proposals.new_zeros(missing, *proposals.shape[1:])])
-            valid = torch.cat([valid, valid.new_zeros(missing, *valid.shape[1:])])
-            regions = torch.cat([regions, regions.new_zeros(missing, *regions.shape[1:])])
-        return detector.batch(proposals, valid, regions, size)
-
-    if mode == "multi":
-        for start in range(0, len(images), k):
-            group = list(range(start, min(start + k, len(images))))
-            out = run(group)
-            for j, index in enumerate(group):
-                results[index] = tuple(o[j] for o in out)
-    else:
-        for target in range(len(images)):
-            window = single_focus_window(target, len(images), k)
-            out = run(window)
-            j = window.index(target)
-            results[target] = tuple(o[j] for o in out)
-    return results

@@ -24,23 +24,12 @@ from ..ops import psla
 from .classes import IMAGENET_VID_CLASSES
 from .config_io import config_from_dict
 from .postprocess import DetectionConfig, detect
+from .preprocess_config import PreprocessConfig
 from .resnet import ResNet
 from .rfcn import RFCNConfig, RFCNHead
 from .rpn import RPN, RPNConfig
 
 KEY_PLACEMENTS = ("first", "middle")
-
-
-@dataclass
-class PreprocessConfig:
-    """Fields of vidtrt.core.preprocess.Preprocessor (ImageNet mean/std, BGR)."""
-
-    short_side: int = 600
-    max_long_side: int = 1000
-    mean: tuple[float, float, float] = (103.53, 116.28, 123.675)
-    std: tuple[float, float, float] = (57.375, 57.12, 58.395)
-    to_rgb: bool = False
-    pad_to_multiple: int = 16
 
 
 @dataclass
@@ -223,49 +212,3 @@ class PerFrameStage(nn.Module):
 
     def forward(self, image):
         return self.detector.detect(self.detector.high_level(image), image)
-
-
-# ---------------------------------------------------------------- schedule
-
-def key_index(segment_length: int, interval: int, placement: str) -> int:
-    """Index of the key frame inside a segment of ``segment_length`` ≤ ``interval`` frames.
-
-    "first": frame 0. "middle": frame interval // 2 (5 of 10, the paper's
-    middle frame) when the segment reaches it, else segment_length // 2. The
-    rule is decidable online: a pipeline either sees frame interval // 2
-    arrive, or reaches the end of the video knowing the segment's length.
-    """
-    if placement not in KEY_PLACEMENTS:
-        raise ValueError(f"key placement must be one of {KEY_PLACEMENTS}, got {placement!r}")
-    if placement == "first":
-        return 0
-    return interval // 2 if segment_length > interval // 2 else segment_length // 2
-
-
-@torch.no_grad()
-def detect_video_reference(detector: PslaDetector, images, interval: int, placement: str):
-    """The paper's inference over a whole video, with no stage split (§3, §3.5).
-
-    The video is cut into segments of ``interval`` frames (the last may be
-    shorter); in each, the key frame goes through N_f and RFU updates F_t
-    (the first key frame starts F_t), then every other frame of the segment
-    goes through N_l and DenseFT from that F_t. Returns per-frame
-    (boxes, scores, labels, valid) in frame order.
-    """
-    results = [None] * len(images)
-    temporal = None
-    for start in range(0, len(images), interval):
-        segment = list(range(start, min(start + interval, len(images))))
-        key = segment[key_index(len(segment), interval, placement)]
-        high = detector.high_level(images[key])
-        if temporal is None:
-            temporal = high
-        else:
-            temporal = detector.rfu(high, temporal, detector.embed_temporal(temporal))
-        results[key] = detector.detect(temporal, images[key])
-        temporal_key = detector.embed_temporal(temporal)
-        for index in segment:
-            if index != key:
-                feature = detector.dense_ft(detector.low_level(images[index]), temporal, temporal_key)
-                results[index] = detector.detect(feature, images[index])
-    return results

@@ -38,7 +38,7 @@ from . import boxes as box_ops
 from .classes import IMAGENET_VID_CLASSES
 from .config_io import config_from_dict
 from .postprocess import DetectionConfig
-from .psla import PreprocessConfig
+from .preprocess_config import PreprocessConfig
 from .resnet import ResNet
 from .roi_align import roi_align
 from .rpn import RPNConfig
@@ -373,58 +373,3 @@ class TroiHeadStage(nn.Module):
 
     def forward(self, *inputs):
         return self.detector.head(*inputs)
-
-
-# ---------------------------------------------------------------- schedule
-
-
-def adaptive_stride_support(length: int, num_support: int) -> list[int]:
-    """mmtracking's ``test_with_adaptive_stride``: num_support frames spread
-    evenly over the whole video, round(i · (length − 1) / (num_support − 1))
-    with Python's round (half to even). A video shorter than num_support
-    repeats frames, as upstream does — the support set keeps its size."""
-    if length < 1:
-        raise ValueError("a video needs at least one frame")
-    stride = (length - 1) / (num_support - 1) if num_support > 1 else 0.0
-    return [round(i * stride) for i in range(num_support)]
-
-
-def online_support(target: int, num_support: int, stride: int) -> list[int]:
-    """Online support of ``target``: the latest num_support frames before it
-    whose index is a multiple of ``stride`` (fewer at the start of a video;
-    the rest is masked). mmtracking's demo instead fills its memory with
-    copies of frame 0 and overwrites the last slot in place."""
-    return [i for i in range(0, target, stride)][-num_support:]
-
-
-@torch.no_grad()
-def detect_video_reference(detector: TroiDetector, images, num_support: int, mode: str, stride: int | None = None):
-    """The method over a whole video with no stage split. Every frame's
-    features, proposals and RoI features are computed once; each target is
-    then detected with TRoI over its support frames plus itself and SELSA over
-    their proposals. ``offline``: the same adaptive-stride support set for
-    every target. ``online``: ``online_support`` (past frames only)."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    stride = stride or detector.cfg.online_stride
-    per_frame = [detector.frame(image) for image in images]
-    size = torch.tensor([float(images[0].shape[2]), float(images[0].shape[3])])
-    offline = adaptive_stride_support(len(images), num_support) if mode == "offline" else None
-    results = []
-    for t in range(len(images)):
-        frames = offline if offline is not None else online_support(t, num_support, stride)
-        feature, proposals, valid, roi_feats = per_frame[t]
-        parts = [per_frame[i] for i in frames]
-        missing = num_support - len(parts)
-        if parts:
-            support_features = torch.cat([p[0] for p in parts])
-            support_roi = torch.stack([p[3] for p in parts])
-            support_pvalid = torch.stack([p[2] for p in parts])
-        else:
-            support_features, support_roi, support_pvalid = feature[:0], roi_feats[None][:0], valid[None][:0]
-        support_features = torch.cat([support_features, feature.new_zeros(missing, *feature.shape[1:])])
-        support_roi = torch.cat([support_roi, roi_feats.new_zeros(missing, *roi_feats.shape)])
-        support_pvalid = torch.cat([support_pvalid, valid.new_zeros(missing, *valid.shape)])
-        support_valid = torch.arange(num_support) < len(parts)
-        results.append(detector.head(size, feature, proposals, valid, roi_feats, support_features, support_roi, support_pvalid, support_valid))
-    return results

@@ -13,47 +13,35 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...models.mfsa import MODES, single_focus_window
-from ..backends.base import Backend
-from .psla import FrameResult, checked_image_size
-
-DETECTION_OUTPUTS = ("boxes", "scores", "labels", "valid")
+from ...core.bundle import DETECTION_OUTPUTS
+from ...methods.mfsa import single_focus_window
+from .base import FrameResult, Pipeline, PipelineStream
 
 
-class MfsaPipeline:
-    def __init__(self, backend: Backend, batch_frames: int | None = None, mode: str | None = None):
-        manifest = backend.bundle.manifest
-        if manifest.method != "mfsa":
-            raise ValueError(f"MfsaPipeline needs an mfsa bundle, got method {manifest.method!r}")
-        exported_k = manifest.schedule["batch_frames"]
-        self.k = int(batch_frames or exported_k)
-        if self.k != exported_k:
-            raise ValueError(f"the batch stage was exported for K = {exported_k} frames; got batch_frames={self.k}")
-        self.mode = mode or manifest.schedule["mode"]
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        self.backend = backend
+class MfsaPipeline(Pipeline):
+    method_name = "mfsa"
+
+    def __init__(self, backend, batch_frames: int | None = None, mode: str | None = None):
+        super().__init__(backend, batch_frames=batch_frames, mode=mode)
+        self.k = self.schedule["batch_frames"]
+        self.mode = self.schedule["mode"]
 
     def stream(self) -> "MfsaStream":
         return MfsaStream(self)
 
 
-class MfsaStream:
-    def __init__(self, pipeline: MfsaPipeline):
-        self.pipeline = pipeline
-        self.reset()
-
+class MfsaStream(PipelineStream):
     def reset(self) -> None:
+        super().reset()
         self._frames: dict[int, dict] = {}  # frame index → frame-stage outputs (backend arrays)
         self._count = 0  # frames seen
         self._next_target = 0  # Single-Focus: next frame to detect
         self._group_start = 0  # Multi-Focus: first frame of the open batch
-        self._image_hw: tuple[int, int] | None = None
 
     def push(self, index: int, image: np.ndarray) -> list[FrameResult]:
         if index != self._count:
             raise ValueError(f"frames must arrive in order 0, 1, 2, ...: expected {self._count}, got {index}")
-        self._image_hw = checked_image_size(image, self._image_hw)
+        self._check_size(image)
         backend = self.pipeline.backend
         self._frames[index] = backend.run("frame", {"image": backend.from_numpy(image)})
         self._count += 1

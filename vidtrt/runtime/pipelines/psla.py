@@ -7,57 +7,29 @@ Key frame placement "first" emits each frame as soon as it arrives. "middle"
 they are buffered, the key frame runs, then they run and come out in order,
 so frame i leaves after frame (segment start + interval // 2) has arrived.
 At the end of a video a partial segment's key frame is its middle frame
-(``vidtrt.models.psla.key_index``).
+(``vidtrt.methods.psla.key_index``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ...models.psla import KEY_PLACEMENTS, key_index
-from ..backends.base import Backend
-
-DETECTION_OUTPUTS = ("boxes", "scores", "labels", "valid")
+from ...methods.psla import key_index
+from .base import FrameResult, Pipeline, PipelineStream
 
 
-def checked_image_size(image: np.ndarray, previous: tuple[int, int] | None) -> tuple[int, int]:
-    """(H, W) of a preprocessed [1, 3, H, W] frame; a stream's frames must keep
-    one size, because what it carries or caches has that size."""
-    if image.ndim != 4 or image.shape[:2] != (1, 3):
-        raise ValueError(f"expected a preprocessed image [1, 3, H, W], got shape {tuple(image.shape)}")
-    hw = (int(image.shape[2]), int(image.shape[3]))
-    if previous is not None and hw != previous:
-        raise ValueError(
-            f"frame size changed within a video ({previous} → {hw}); the stream's state has the old size. "
-            "Call reset() before a new video."
-        )
-    return hw
-
-
-@dataclass
-class FrameResult:
-    index: int
-    stage: str  # which stage produced it ("key" or "nonkey")
-    detections: dict[str, np.ndarray]  # boxes, scores, labels, valid in network-input coordinates
-
-
-class PslaPipeline:
+class PslaPipeline(Pipeline):
     """Shared, read-only part: backend, schedule parameters, state shapes."""
 
-    def __init__(self, backend: Backend, key_interval: int | None = None, key_placement: str | None = None):
+    method_name = "psla"
+
+    def __init__(self, backend, key_interval: int | None = None, key_placement: str | None = None):
+        super().__init__(backend, key_interval=key_interval, key_placement=key_placement)
+        self.key_interval = self.schedule["key_interval"]
+        self.key_placement = self.schedule["key_placement"]
         manifest = backend.bundle.manifest
-        if manifest.method != "psla":
-            raise ValueError(f"PslaPipeline needs a psla bundle, got method {manifest.method!r}")
-        self.backend = backend
-        self.key_interval = int(key_interval or manifest.schedule["key_interval"])
-        self.key_placement = key_placement or manifest.schedule["key_placement"]
-        if self.key_interval < 1:
-            raise ValueError(f"key_interval must be >= 1, got {self.key_interval}")
-        if self.key_placement not in KEY_PLACEMENTS:
-            raise ValueError(f"key_placement must be one of {KEY_PLACEMENTS}, got {self.key_placement!r}")
         self.state = {s.name: s for s in manifest.state}
         self.stride = manifest.feature_stride
 
@@ -71,15 +43,11 @@ class PslaPipeline:
         return key_index(self.key_interval, self.key_interval, self.key_placement)
 
 
-class PslaStream:
-    def __init__(self, pipeline: PslaPipeline):
-        self.pipeline = pipeline
-        self.reset()
-
+class PslaStream(PipelineStream):
     def reset(self) -> None:
         """Forget the video: state, buffered frames and the segment position."""
+        super().reset()
         self._state: dict[str, Any] | None = None
-        self._image_hw: tuple[int, int] | None = None
         self._pending: list[tuple[int, Any]] = []  # frames of this segment waiting for its key frame
         self._position = 0  # frames of the current segment seen so far
         self._key_done = False
@@ -151,10 +119,6 @@ class PslaStream:
         )
         return FrameResult(index, "nonkey", self._detections(out))
 
-    def _detections(self, out) -> dict[str, np.ndarray]:
-        to_numpy = self.pipeline.backend.to_numpy
-        return {name: to_numpy(out[name]) for name in DETECTION_OUTPUTS}
-
     def _zero_state(self) -> dict[str, Any]:
         h, w = self._image_hw
         stride = self.pipeline.stride
@@ -164,6 +128,3 @@ class PslaStream:
             shape = [sizes.get(d, d) if isinstance(d, str) else d for d in spec.shape]
             state[name] = self.pipeline.backend.zeros(shape, spec.dtype)
         return state
-
-    def _check_size(self, image: np.ndarray) -> None:
-        self._image_hw = checked_image_size(image, self._image_hw)

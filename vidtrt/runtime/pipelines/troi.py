@@ -18,50 +18,36 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...models.troi import MODES, adaptive_stride_support, online_support
-from ..backends.base import Backend
-from .psla import FrameResult, checked_image_size
+from ...methods.troi import adaptive_stride_support, online_support
+from .base import FrameResult, Pipeline, PipelineStream
 
-DETECTION_OUTPUTS = ("boxes", "scores", "labels", "valid")
 FRAME_OUTPUTS = ("feature", "proposals", "proposal_valid", "roi_feats")
 
 
-class TroiPipeline:
-    def __init__(self, backend: Backend, mode: str | None = None, num_support: int | None = None, stride: int | None = None):
-        manifest = backend.bundle.manifest
-        if manifest.method != "troi":
-            raise ValueError(f"TroiPipeline needs a troi bundle, got method {manifest.method!r}")
-        exported_t = manifest.schedule["num_support"]
-        self.num_support = int(num_support or exported_t)
-        if self.num_support != exported_t:
-            raise ValueError(f"the head stage was exported for T = {exported_t} support frames; got num_support={self.num_support}")
-        self.mode = mode or manifest.schedule["mode"]
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        self.stride = int(stride or manifest.schedule["online_stride"])
-        if self.stride < 1:
-            raise ValueError(f"stride must be >= 1, got {self.stride}")
-        self.backend = backend
+class TroiPipeline(Pipeline):
+    method_name = "troi"
+
+    def __init__(self, backend, mode: str | None = None, num_support: int | None = None, stride: int | None = None):
+        super().__init__(backend, mode=mode, num_support=num_support, stride=stride)
+        self.num_support = self.schedule["num_support"]
+        self.mode = self.schedule["mode"]
+        self.stride = self.schedule["stride"]
 
     def stream(self) -> "TroiStream":
         return TroiStream(self)
 
 
-class TroiStream:
-    def __init__(self, pipeline: TroiPipeline):
-        self.pipeline = pipeline
-        self.reset()
-
+class TroiStream(PipelineStream):
     def reset(self) -> None:
+        super().reset()
         self._images: list[np.ndarray] = []  # offline: the whole video
         self._memory: dict[int, dict] = {}  # online: frame index → frame-stage outputs
         self._count = 0
-        self._image_hw: tuple[int, int] | None = None
 
     def push(self, index: int, image: np.ndarray) -> list[FrameResult]:
         if index != self._count:
             raise ValueError(f"frames must arrive in order 0, 1, 2, ...: expected {self._count}, got {index}")
-        self._image_hw = checked_image_size(image, self._image_hw)
+        self._check_size(image)
         self._count += 1
         if self.pipeline.mode == "offline":
             self._images.append(image)
@@ -119,4 +105,4 @@ class TroiStream:
         inputs.update({name: outputs[name] for name in FRAME_OUTPUTS})
         inputs["image_size"] = backend.from_numpy(np.array(self._image_hw, dtype=np.float32))
         out = backend.run("head", inputs)
-        return FrameResult(index, "head", {n: backend.to_numpy(out[n]) for n in DETECTION_OUTPUTS})
+        return FrameResult(index, "head", self._detections(out))
