@@ -5,8 +5,6 @@ fixed-point Loop's convergence; graph structure; bad input."""
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import onnx
 import onnx.inliner
@@ -14,15 +12,16 @@ import onnxruntime as ort
 import pytest
 import torch
 import torchvision
+from op_tester import IMPLS, OpTester, all_nodes
 
 from vidtrt import _native
+
 from vidtrt.export.onnx import export_module
 from vidtrt.models import boxes as box_ops
 from vidtrt.ops import fixed_size_nms
 from vidtrt.ops.fixed_size_nms import MAX_BOXES, fixed_size_nms_native, threshold_float32
 
 THRESHOLDS = [0.3, 0.5, 0.7, 0.9]
-IMPLS = ["reference", "native", "onnx"]
 NEG_INF = float("-inf")
 
 
@@ -68,51 +67,6 @@ def torchvision_nms(boxes, scores, iou_threshold: float, max_output: int) -> lis
     return keep + [-1] * (max_output - len(keep))
 
 
-# ---------------------------------------------------------------- the three layers
-
-
-class NMSModule(torch.nn.Module):
-    def __init__(self, iou_threshold, max_output):
-        super().__init__()
-        self.iou_threshold, self.max_output = iou_threshold, max_output
-
-    def forward(self, boxes, scores):
-        return fixed_size_nms(boxes, scores, self.iou_threshold, self.max_output)
-
-
-def export_path(iou_threshold: float, max_output: int, directory) -> str:
-    return f"{directory}/nms_iou{iou_threshold}_max{max_output}.onnx"
-
-
-@functools.cache
-def onnx_session(iou_threshold: float, max_output: int, directory: str) -> ort.InferenceSession:
-    # Exported at K = 6 and run at every K: K is dynamic.
-    boxes = torch.tensor([[0.0, 0, 4, 4], [1, 1, 5, 5], [9, 9, 12, 12], [0, 0, 4, 4], [2, 0, 6, 4], [8, 8, 9, 9]])
-    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, NEG_INF, 0.5])
-    path = export_path(iou_threshold, max_output, directory)
-    export_module(NMSModule(iou_threshold, max_output), (boxes, scores), path, ["boxes", "scores"], ["keep"],
-                  {"boxes": {0: "K"}, "scores": {0: "K"}})  # fmt: skip
-    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-
-
-def run_impl(impl, boxes, scores, iou_threshold, max_output, directory) -> torch.Tensor:
-    if impl == "onnx":
-        session = onnx_session(iou_threshold, max_output, str(directory))
-        return torch.from_numpy(session.run(None, {"boxes": boxes.numpy(), "scores": scores.numpy()})[0])
-    return fixed_size_nms(boxes, scores, iou_threshold, max_output, impl=impl)
-
-
-def check(impl, boxes, scores, iou_threshold, max_output, directory, naive=True) -> list[int]:
-    """Runs `impl` and compares it with torchvision (and the naive loop)."""
-    got = run_impl(impl, boxes, scores, iou_threshold, max_output, directory)
-    assert got.dtype == torch.int32 and got.shape == (max_output,)
-    got = got.tolist()
-    assert got == torchvision_nms(boxes, scores, iou_threshold, max_output)
-    if naive:
-        assert got == nms_naive(boxes, scores, iou_threshold, max_output)
-    return got
-
-
 def dense_problem(seed: int, count: int, grid: bool, invalid_fraction: float = 0.1):
     """Boxes crowded into a 64×64 field (most pairs overlap), scores from 16
     levels (many ties), a fraction scored −inf. On the half-pixel grid, boxes
@@ -131,132 +85,6 @@ def dense_problem(seed: int, count: int, grid: bool, invalid_fraction: float = 0
     return torch.from_numpy(boxes), torch.from_numpy(scores)
 
 
-# ---------------------------------------------------------------- exactness
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("iou_threshold", THRESHOLDS)
-@pytest.mark.parametrize("grid", [True, False], ids=["grid", "continuous"])
-@pytest.mark.parametrize("seed, count, max_output", [(0, 40, 300), (1, 150, 300), (2, 300, 25), (3, 7, 3)])
-def test_matches_torchvision_and_naive_loop(impl, iou_threshold, grid, seed, count, max_output, onnx_dir):
-    boxes, scores = dense_problem(seed, count, grid)
-    got = check(impl, boxes, scores, iou_threshold, max_output, onnx_dir)
-    if count >= 150:
-        kept = sum(i >= 0 for i in got)
-        assert 1 < kept < count, "a dense set must be thinned, not kept whole or emptied"
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("iou_threshold", [0.5, 0.7])
-def test_large_candidate_set(impl, iou_threshold, onnx_dir):
-    """An RPN-sized candidate list (the constant pre-NMS count of the detectors), checked against torchvision."""
-    boxes, scores = dense_problem(11, 3840, grid=False, invalid_fraction=0.3)
-    boxes = boxes * 10  # 640 px field: fewer overlaps per box, many survivors
-    check(impl, boxes, scores, iou_threshold, 300, onnx_dir, naive=False)
-
-
-def test_ties_keep_the_lower_index_first():
-    """torchvision's CPU NMS sorts stably: of equal scores, the lower index comes first."""
-    count = 64
-    boxes = torch.tensor([[10.0 * i, 0, 10.0 * i + 5, 5] for i in range(count)])  # disjoint: all survive
-    scores = torch.from_numpy((np.random.default_rng(4).integers(0, 3, count) / 2).astype(np.float32))
-    stable = torch.sort(scores, descending=True, stable=True).indices.tolist()
-    assert torchvision.ops.nms(boxes, scores, 0.5).tolist() == stable
-    for impl in ("reference", "native"):
-        assert fixed_size_nms(boxes, scores, 0.5, count, impl=impl).tolist() == stable
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-def test_threshold_is_compared_like_torchvision(impl, onnx_dir):
-    """IoU 3/10 rounds to the FP32 nearest 0.3, which lies above the double
-    0.3: torchvision suppresses it at threshold 0.3. 7/10 rounds to the FP32
-    value below 0.7: not suppressed at 0.7. (Rounding the threshold to nearest
-    would get the first case wrong.)"""
-    a = [0.0, 0, 10, 1]
-    three_tenths = [7.0, 0, 10, 1]  # inter 3, union 10
-    seven_tenths = [3.0, 0, 10, 1]  # inter 7, union 10
-    assert float(iou_fp32(a, three_tenths)) == float(np.float32(0.3)) > 0.3
-    assert float(iou_fp32(a, seven_tenths)) == float(np.float32(0.7)) < 0.7
-    boxes = torch.tensor([a, three_tenths, a, seven_tenths])
-    scores = torch.tensor([1.0, 0.9, 0.5, 0.4])
-    groups = torch.tensor([0.0, 0, 1000, 1000])[:, None]  # two separate pairs
-    boxes = boxes + groups
-    assert check(impl, boxes, scores, 0.3, 4, onnx_dir) == [0, 2, -1, -1]  # 1 goes at IoU == fp32(0.3)
-    assert check(impl, boxes, scores, 0.7, 4, onnx_dir) == [0, 1, 2, 3]
-
-
-def test_threshold_float32_rounds_down():
-    rng = np.random.default_rng(5)
-    for t in list(rng.uniform(-2, 2, 2000)) + THRESHOLDS + [0.0, 1.0, 1 / 3]:
-        f = threshold_float32(t)
-        assert f == float(np.float32(f)) and f <= t < float(np.nextafter(np.float32(f), np.float32(np.inf)))
-
-
-# ---------------------------------------------------------------- edge cases
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-def test_empty_and_all_invalid(impl, onnx_dir):
-    empty = run_impl(impl, torch.zeros(0, 4), torch.zeros(0), 0.5, 5, onnx_dir)
-    assert empty.tolist() == [-1] * 5
-    boxes, _ = dense_problem(6, 20, grid=True)
-    for bad in (NEG_INF, float("nan")):
-        got = run_impl(impl, boxes, torch.full((20,), bad), 0.5, 5, onnx_dir)
-        assert got.tolist() == [-1] * 5, bad
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-def test_nan_scores_are_invalid(impl, onnx_dir):
-    """NaN is treated like −inf: never kept, suppresses nothing (torchvision
-    would sort NaN first; padding never produces it)."""
-    boxes, scores = dense_problem(7, 60, grid=True)
-    scores[::5] = float("nan")
-    as_padding = torch.where(torch.isnan(scores), torch.full_like(scores, NEG_INF), scores)
-    got = run_impl(impl, boxes, scores, 0.5, 60, onnx_dir).tolist()
-    assert got == torchvision_nms(boxes, as_padding, 0.5, 60) == nms_naive(boxes, scores, 0.5, 60)
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-def test_fewer_boxes_than_outputs_and_one_box(impl, onnx_dir):
-    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]])
-    scores = torch.tensor([0.5, 0.9, 0.1])
-    assert check(impl, boxes, scores, 0.5, 8, onnx_dir) == [1, 2] + [-1] * 6
-    assert check(impl, boxes[:1], scores[:1], 0.5, 8, onnx_dir) == [0] + [-1] * 7
-    assert check(impl, boxes[:1], scores[:1], 0.5, 1, onnx_dir) == [0]
-    assert run_impl(impl, boxes[:1], torch.tensor([NEG_INF]), 0.5, 3, onnx_dir).tolist() == [-1, -1, -1]
-    assert check(impl, boxes, scores, 0.5, 1, onnx_dir) == [1]  # cut to max_output
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-def test_identical_boxes(impl, onnx_dir):
-    box = [3.0, 4, 20, 30]
-    boxes = torch.tensor([box] * 12 + [[100.0, 100, 110, 110]])
-    tied = torch.full((13,), 0.5)
-    assert check(impl, boxes, tied, 0.9, 13, onnx_dir)[:3] == [0, 12, -1]  # IoU 1: the lowest index survives
-    scores = torch.linspace(0.1, 0.9, 13)
-    assert check(impl, boxes, scores, 0.9, 13, onnx_dir)[:3] == [12, 11, -1]
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-def test_degenerate_boxes(impl, onnx_dir):
-    """Zero-area boxes (points, segments) have IoU 0 with anything of positive
-    area and 0/0 = NaN with each other, which is not > any threshold: nothing
-    suppresses them. Reversed boxes (x2 < x1) have negative areas; whatever
-    their IoU is, it is torchvision's."""
-    boxes = torch.tensor([
-        [5.0, 5, 5, 5], [5, 5, 5, 5],      # the same point twice
-        [0, 2, 10, 2], [0, 2, 10, 2],      # the same horizontal segment twice
-        [0, 0, 10, 10],                    # a box containing all of them
-        [4, 4, 4, 9],                      # a vertical segment inside it
-        [10, 10, 0, 0], [9, 9, 1, 1],      # reversed boxes
-        [0, 0, 10, 10],                    # the box again: suppressed
-    ])  # fmt: skip
-    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
-    for threshold in THRESHOLDS:
-        got = check(impl, boxes, scores, threshold, 9, onnx_dir)
-        assert got[:6] == [0, 1, 2, 3, 4, 5] and 8 not in got
-
-
 def chain(length: int):
     """Boxes 10 wide, each shifted 2 from the previous one, scores falling: IoU
     8/12 with the next box (> 0.5), 6/14 with the one after (< 0.5). Greedy
@@ -265,19 +93,6 @@ def chain(length: int):
     boxes = torch.tensor([[2.0 * i, 0, 2.0 * i + 10, 1] for i in range(length)])
     scores = torch.linspace(1.0, 0.01, length)
     return boxes, scores
-
-
-def loop_passes(iou_threshold, max_output, boxes, scores, directory) -> tuple[list[int], int]:
-    """Runs the exported graph with the function inlined and the Loop's pass
-    count exposed as a second output: (keep, passes)."""
-    onnx_session(iou_threshold, max_output, str(directory))  # exports the graph
-    model = onnx.inliner.inline_local_functions(onnx.load(export_path(iou_threshold, max_output, directory)))
-    loops = [n for n in model.graph.node if n.op_type == "Loop"]
-    assert len(loops) == 1
-    model.graph.output.append(onnx.helper.make_tensor_value_info(loops[0].output[1], onnx.TensorProto.INT64, []))
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    keep, passes = session.run(None, {"boxes": boxes.numpy(), "scores": scores.numpy()})
-    return keep.tolist(), int(passes)
 
 
 def fixed_point_passes(boxes, scores, iou_threshold) -> int:
@@ -300,107 +115,6 @@ def fixed_point_passes(boxes, scores, iou_threshold) -> int:
         keep = new
 
 
-def test_long_suppression_chain_converges(onnx_dir):
-    length = 120
-    boxes, scores = chain(length)
-    evens = list(range(0, length, 2))
-    expected = evens + [-1] * (150 - len(evens))
-    for impl in ("reference", "native"):
-        assert check(impl, boxes, scores, 0.5, 150, onnx_dir) == expected
-    keep, passes = loop_passes(0.5, 150, boxes, scores, onnx_dir)
-    assert keep == expected
-    # After p passes the first p entries of the order are final; here each
-    # entry's fate flips until its predecessor's is settled, so the loop runs
-    # the full chain, and stops after one pass without change.
-    assert passes == fixed_point_passes(boxes, scores, 0.5)
-    assert length - 1 <= passes <= length
-    print(f"chain of {length} boxes: {passes} Loop passes")
-
-    # The same boxes in reverse score order (the chain runs from the last
-    # index to the first) converge the same way.
-    reverse = torch.flip(scores, [0])
-    keep, passes_reversed = loop_passes(0.5, 150, boxes, reverse, onnx_dir)
-    assert keep == torchvision_nms(boxes, reverse, 0.5, 150)
-    assert passes_reversed == passes
-
-
-def test_dense_sets_converge_in_few_passes(onnx_dir):
-    """The trip count K is a bound; "changed" ends the loop long before it."""
-    for seed in range(3):
-        boxes, scores = dense_problem(20 + seed, 120, grid=True)
-        keep, passes = loop_passes(0.5, 300, boxes, scores, onnx_dir)
-        assert keep == torchvision_nms(boxes, scores, 0.5, 300)
-        assert passes == fixed_point_passes(boxes, scores, 0.5)
-        assert passes < 30
-        print(f"dense set of 120 boxes, seed {seed}: {passes} Loop passes")
-
-
-# ---------------------------------------------------------------- native layouts and threads
-
-
-def test_native_accepts_any_layout():
-    boxes, scores = dense_problem(8, 200, grid=True)
-    wide = torch.zeros(200, 9)
-    wide[:, 1::2] = boxes  # coordinate stride 2
-    strided_boxes = wide[:, 1::2]
-    spread = torch.zeros(600)
-    spread[::3] = scores
-    strided_scores = spread[::3]
-    assert not strided_boxes.is_contiguous() and not strided_scores.is_contiguous()
-    want = fixed_size_nms(boxes, scores, 0.5, 50, impl="native")
-    torch.testing.assert_close(fixed_size_nms(strided_boxes, strided_scores, 0.5, 50, impl="native"), want)
-    transposed = boxes.t().contiguous().t()  # box stride 1, coordinate stride 200
-    torch.testing.assert_close(fixed_size_nms(transposed, scores, 0.5, 50, impl="native"), want)
-
-
-def test_native_thread_count_does_not_change_results():
-    boxes, scores = dense_problem(9, 700, grid=False)
-    threshold = threshold_float32(0.7)
-    one = fixed_size_nms_native(boxes, scores, threshold, 300, num_threads=1)
-    for threads in (2, 3, 8):
-        torch.testing.assert_close(fixed_size_nms_native(boxes, scores, threshold, 300, num_threads=threads), one)
-
-
-# ---------------------------------------------------------------- graphs
-
-
-def test_onnx_graph_structure(onnx_dir):
-    onnx_session(0.3, 100, str(onnx_dir))
-    model = onnx.load(export_path(0.3, 100, onnx_dir))
-    nodes = [n for n in model.graph.node if n.domain == "vidtrt"]
-    assert [n.op_type for n in nodes] == ["FixedSizeNMS"]
-    attrs = {a.name: a for a in nodes[0].attribute}
-    assert {name: onnx.helper.get_attribute_value(a) for name, a in attrs.items()} == {
-        "iou_threshold": float(np.nextafter(np.float32(0.3), np.float32(0))),  # 0.3 rounded down
-        "max_output": 100,
-        "plugin_version": b"1",
-        "plugin_namespace": b"vidtrt",
-    }
-    assert attrs["iou_threshold"].type == onnx.AttributeProto.FLOAT
-    assert attrs["max_output"].type == onnx.AttributeProto.INT
-    function = {(f.domain, f.name): f for f in model.functions}["vidtrt", "FixedSizeNMS"]
-    assert list(function.attribute) == ["iou_threshold", "max_output"]
-
-    def all_nodes(nodes):
-        for n in nodes:
-            yield n
-            for a in n.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    yield from all_nodes(a.g.node)
-
-    op_types = {n.op_type for n in all_nodes(function.node)}
-    assert all(n.domain == "" for n in all_nodes(function.node))  # standard ops only
-    assert "Loop" in op_types
-    # Nothing with a data-dependent output shape, no TopK (TensorRT's K limit),
-    # no MatMul (FP32 GEMMs do not build for every TensorRT-RTX target).
-    assert not op_types & {"NonMaxSuppression", "NonZero", "TopK", "MatMul", "Gemm", "Compress", "Unique"}
-    output = model.graph.output[0].type.tensor_type
-    assert output.elem_type == onnx.TensorProto.INT32
-    assert [d.dim_value for d in output.shape.dim] == [100]
-    assert {i.domain: i.version for i in model.opset_import} == {"": 17, "vidtrt": 1}
-    onnx.checker.check_model(model, full_check=True)
-
-
 class DetectorNMS(torch.nn.Module):
     """The detectors' post-processing NMS (constant TopK, class offsets)."""
 
@@ -418,38 +132,22 @@ def detector_problem(seed: int, count: int):
     return boxes, torch.from_numpy(scores), torch.from_numpy(rng.integers(0, 3, count))
 
 
-def test_detector_nms_exports_to_the_op_and_matches_eager(onnx_dir):
-    path = f"{onnx_dir}/detector_nms.onnx"
-    export_module(DetectorNMS(), detector_problem(10, 50), path, ["boxes", "scores", "labels"], ["index", "valid"],
-                  {"boxes": {0: "K"}, "scores": {0: "K"}, "labels": {0: "K"}})  # fmt: skip
-    model = onnx.load(path)
-    op_types = [n.op_type for n in model.graph.node]
-    assert "FixedSizeNMS" in op_types and "NonMaxSuppression" not in op_types
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    for seed, count in ((10, 50), (12, 33), (13, 64)):
-        boxes, scores, labels = detector_problem(seed, count)
-        index, valid = box_ops.fixed_size_nms(boxes, scores, 0.5, 64, 20, groups=labels)
-        got_index, got_valid = session.run(None, {"boxes": boxes.numpy(), "scores": scores.numpy(),
-                                                  "labels": labels.numpy()})  # fmt: skip
-        np.testing.assert_array_equal(got_valid, valid.numpy())
-        np.testing.assert_array_equal(got_index, index.numpy())
-        # Class-wise NMS: the survivors of each class are torchvision's on that class alone.
-        kept = index[valid].tolist()
-        for label in range(3):
-            members = [i for i in range(count) if labels[i] == label and scores[i] > NEG_INF]
-            mine = [i for i in kept if labels[i] == label]
-            theirs = torchvision.ops.nms(boxes[members], scores[members], 0.5).tolist()
-            assert mine == [members[i] for i in theirs][: len(mine)]
-
-
-# ---------------------------------------------------------------- bad input
-
 GOOD = dict(boxes=torch.zeros(3, 4), scores=torch.zeros(3), iou_threshold=0.5, max_output=2)
 
 
-@pytest.mark.parametrize(
-    "change, message",
-    [
+class TestFixedSizeNMS(OpTester):
+    op_type = "FixedSizeNMS"
+    TOLERANCE = {torch.int32: {}}  # indices: compared exactly
+    DYNAMIC_AXES = {"boxes": {0: "K"}, "scores": {0: "K"}}  # exported at K = 6 and run at every K
+    GRAPH_DTYPES = (torch.float32, torch.float32)
+    GRAPH_ATTRS = dict(iou_threshold=0.3, max_output=100)
+    GRAPH_NODE_ATTRIBUTES = {
+        "iou_threshold": float(np.nextafter(np.float32(0.3), np.float32(0))),  # 0.3 rounded down
+        "max_output": 100,
+    }
+    GRAPH_OUTPUT_DIMS = [100]
+    GOOD = GOOD
+    BAD_INPUTS = [
         (dict(boxes=torch.zeros(12)), r"boxes must have rank 2 \[K, 4\], got shape \[12\]"),
         (dict(boxes=torch.zeros(3, 5)), r"boxes must have shape \[K, 4\] \(x1, y1, x2, y2\), got shape \[3, 5\]"),
         (dict(scores=torch.zeros(3, 1)), r"scores must have rank 1 \[K\], got shape \[3, 1\]"),
@@ -467,31 +165,262 @@ GOOD = dict(boxes=torch.zeros(3, 4), scores=torch.zeros(3), iou_threshold=0.5, m
         (dict(iou_threshold=True), r"iou_threshold must be a float, got bool"),
         (dict(max_output=0), r"max_output must be >= 1, got 0"),
         (dict(max_output=2.0), r"max_output must be an int, got float"),
-    ],
-)  # fmt: skip
-@pytest.mark.parametrize("impl", ["reference", "native"])
-def test_bad_input(change, message, impl):
-    with pytest.raises(ValueError, match=message) as err:
-        fixed_size_nms(**{**GOOD, **change}, impl=impl)
-    assert str(err.value).startswith("fixed_size_nms: ")
+    ]  # fmt: skip
+    # float64 is refused on every layer (BAD_INPUTS), so there is no native-only dtype rule.
 
+    def export_inputs(self, dtypes, attrs):
+        boxes = torch.tensor([[0.0, 0, 4, 4], [1, 1, 5, 5], [9, 9, 12, 12], [0, 0, 4, 4], [2, 0, 6, 4], [8, 8, 9, 9]])
+        scores = torch.tensor([0.9, 0.8, 0.7, 0.6, NEG_INF, 0.5])
+        return boxes.to(dtypes[0]), scores.to(dtypes[1])
 
-def test_bad_impl():
-    with pytest.raises(ValueError, match="impl must be one of"):
-        fixed_size_nms(**GOOD, impl="cuda")
+    def output_dtype(self, inputs):
+        return torch.int32
 
+    def compare(self, got, inputs, attrs, tolerance):
+        """Index for index: torchvision's survivors and the naive loop's."""
+        assert got.shape == (attrs["max_output"],)
+        assert got.tolist() == torchvision_nms(*inputs, **attrs)
+        assert got.tolist() == nms_naive(*inputs, **attrs)
 
-def test_kernel_library_refuses_what_python_would():
-    """The binding's own checks, for callers that skip the Python layer."""
-    boxes, scores = GOOD["boxes"], GOOD["scores"]
-    keep = torch.empty(2, dtype=torch.int32)
-    call = lambda **kw: _native.kernels().fixed_size_nms_forward(  # noqa: E731
-        **{"boxes": boxes.data_ptr(), "scores": scores.data_ptr(), "keep": keep.data_ptr(), "count": 3,
-           "max_output": 2, "iou_threshold": 0.5, "boxes_strides": boxes.stride(), "scores_stride": 1,
-           "keep_stride": 1, **kw})  # fmt: skip
-    call()
-    assert keep.tolist() == [0, 1]  # three identical points, tied: their NaN IoUs suppress nothing
-    for bad in (dict(max_output=0), dict(count=-1), dict(count=MAX_BOXES + 1), dict(iou_threshold=float("nan"))):
-        with pytest.raises(ValueError, match="fixed_size_nms: invalid shape or attribute"):
-            call(**bad)
-    assert _native.kernels().FIXED_SIZE_NMS_MAX_BOXES == MAX_BOXES
+    def keep(self, impl, boxes, scores, iou_threshold, max_output, directory) -> list[int]:
+        """Runs `impl`, compares it with torchvision and the naive loop, returns its indices."""
+        got = self.check(impl, boxes, scores, directory=directory, iou_threshold=iou_threshold, max_output=max_output)
+        return got.tolist()
+
+    def check_graph(self, model, node, function):
+        op_types = {n.op_type for n in all_nodes(function.node)}
+        assert "Loop" in op_types
+        # Nothing with a data-dependent output shape, no TopK (TensorRT's K limit),
+        # no MatMul (FP32 GEMMs do not build for every TensorRT-RTX target).
+        assert not op_types & {"NonMaxSuppression", "NonZero", "TopK", "MatMul", "Gemm", "Compress", "Unique"}
+        assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT32
+
+    # ---------------------------------------------------------------- exactness
+
+    @pytest.mark.parametrize("impl", IMPLS)
+    @pytest.mark.parametrize("iou_threshold", THRESHOLDS)
+    @pytest.mark.parametrize("grid", [True, False], ids=["grid", "continuous"])
+    @pytest.mark.parametrize("seed, count, max_output", [(0, 40, 300), (1, 150, 300), (2, 300, 25), (3, 7, 3)])
+    def test_matches_torchvision_and_naive_loop(self, impl, iou_threshold, grid, seed, count, max_output, onnx_dir):
+        boxes, scores = dense_problem(seed, count, grid)
+        got = self.keep(impl, boxes, scores, iou_threshold, max_output, onnx_dir)
+        if count >= 150:
+            kept = sum(i >= 0 for i in got)
+            assert 1 < kept < count, "a dense set must be thinned, not kept whole or emptied"
+
+    @pytest.mark.parametrize("impl", IMPLS)
+    @pytest.mark.parametrize("iou_threshold", [0.5, 0.7])
+    def test_large_candidate_set(self, impl, iou_threshold, onnx_dir):
+        """An RPN-sized candidate list (the constant pre-NMS count of the detectors),
+        checked against torchvision (the naive loop would take minutes)."""
+        boxes, scores = dense_problem(11, 3840, grid=False, invalid_fraction=0.3)
+        boxes = boxes * 10  # 640 px field: fewer overlaps per box, many survivors
+        got = self.run(impl, boxes, scores, directory=onnx_dir, iou_threshold=iou_threshold, max_output=300)
+        assert got.dtype == torch.int32 and got.shape == (300,)
+        assert got.tolist() == torchvision_nms(boxes, scores, iou_threshold, 300)
+
+    def test_ties_keep_the_lower_index_first(self):
+        """torchvision's CPU NMS sorts stably: of equal scores, the lower index comes first."""
+        count = 64
+        boxes = torch.tensor([[10.0 * i, 0, 10.0 * i + 5, 5] for i in range(count)])  # disjoint: all survive
+        scores = torch.from_numpy((np.random.default_rng(4).integers(0, 3, count) / 2).astype(np.float32))
+        stable = torch.sort(scores, descending=True, stable=True).indices.tolist()
+        assert torchvision.ops.nms(boxes, scores, 0.5).tolist() == stable
+        for impl in ("reference", "native"):
+            assert fixed_size_nms(boxes, scores, 0.5, count, impl=impl).tolist() == stable
+
+    @pytest.mark.parametrize("impl", IMPLS)
+    def test_threshold_is_compared_like_torchvision(self, impl, onnx_dir):
+        """IoU 3/10 rounds to the FP32 nearest 0.3, which lies above the double
+        0.3: torchvision suppresses it at threshold 0.3. 7/10 rounds to the FP32
+        value below 0.7: not suppressed at 0.7. (Rounding the threshold to nearest
+        would get the first case wrong.)"""
+        a = [0.0, 0, 10, 1]
+        three_tenths = [7.0, 0, 10, 1]  # inter 3, union 10
+        seven_tenths = [3.0, 0, 10, 1]  # inter 7, union 10
+        assert float(iou_fp32(a, three_tenths)) == float(np.float32(0.3)) > 0.3
+        assert float(iou_fp32(a, seven_tenths)) == float(np.float32(0.7)) < 0.7
+        boxes = torch.tensor([a, three_tenths, a, seven_tenths])
+        scores = torch.tensor([1.0, 0.9, 0.5, 0.4])
+        groups = torch.tensor([0.0, 0, 1000, 1000])[:, None]  # two separate pairs
+        boxes = boxes + groups
+        assert self.keep(impl, boxes, scores, 0.3, 4, onnx_dir) == [0, 2, -1, -1]  # 1 goes at IoU == fp32(0.3)
+        assert self.keep(impl, boxes, scores, 0.7, 4, onnx_dir) == [0, 1, 2, 3]
+
+    def test_threshold_float32_rounds_down(self):
+        rng = np.random.default_rng(5)
+        for t in list(rng.uniform(-2, 2, 2000)) + THRESHOLDS + [0.0, 1.0, 1 / 3]:
+            f = threshold_float32(t)
+            assert f == float(np.float32(f)) and f <= t < float(np.nextafter(np.float32(f), np.float32(np.inf)))
+
+    # ---------------------------------------------------------------- edge cases
+
+    @pytest.mark.parametrize("impl", IMPLS)
+    def test_empty_and_all_invalid(self, impl, onnx_dir):
+        empty = self.run(impl, torch.zeros(0, 4), torch.zeros(0), directory=onnx_dir, iou_threshold=0.5, max_output=5)
+        assert empty.tolist() == [-1] * 5
+        boxes, _ = dense_problem(6, 20, grid=True)
+        for bad in (NEG_INF, float("nan")):
+            got = self.run(impl, boxes, torch.full((20,), bad), directory=onnx_dir, iou_threshold=0.5, max_output=5)
+            assert got.tolist() == [-1] * 5, bad
+
+    @pytest.mark.parametrize("impl", IMPLS)
+    def test_nan_scores_are_invalid(self, impl, onnx_dir):
+        """NaN is treated like −inf: never kept, suppresses nothing (torchvision
+        would sort NaN first; padding never produces it)."""
+        boxes, scores = dense_problem(7, 60, grid=True)
+        scores[::5] = float("nan")
+        as_padding = torch.where(torch.isnan(scores), torch.full_like(scores, NEG_INF), scores)
+        got = self.run(impl, boxes, scores, directory=onnx_dir, iou_threshold=0.5, max_output=60).tolist()
+        assert got == torchvision_nms(boxes, as_padding, 0.5, 60) == nms_naive(boxes, scores, 0.5, 60)
+
+    @pytest.mark.parametrize("impl", IMPLS)
+    def test_fewer_boxes_than_outputs_and_one_box(self, impl, onnx_dir):
+        boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]])
+        scores = torch.tensor([0.5, 0.9, 0.1])
+        assert self.keep(impl, boxes, scores, 0.5, 8, onnx_dir) == [1, 2] + [-1] * 6
+        assert self.keep(impl, boxes[:1], scores[:1], 0.5, 8, onnx_dir) == [0] + [-1] * 7
+        assert self.keep(impl, boxes[:1], scores[:1], 0.5, 1, onnx_dir) == [0]
+        invalid = self.run(impl, boxes[:1], torch.tensor([NEG_INF]), directory=onnx_dir, iou_threshold=0.5,
+                           max_output=3)
+        assert invalid.tolist() == [-1, -1, -1]
+        assert self.keep(impl, boxes, scores, 0.5, 1, onnx_dir) == [1]  # cut to max_output
+
+    @pytest.mark.parametrize("impl", IMPLS)
+    def test_identical_boxes(self, impl, onnx_dir):
+        box = [3.0, 4, 20, 30]
+        boxes = torch.tensor([box] * 12 + [[100.0, 100, 110, 110]])
+        tied = torch.full((13,), 0.5)
+        assert self.keep(impl, boxes, tied, 0.9, 13, onnx_dir)[:3] == [0, 12, -1]  # IoU 1: the lowest index survives
+        scores = torch.linspace(0.1, 0.9, 13)
+        assert self.keep(impl, boxes, scores, 0.9, 13, onnx_dir)[:3] == [12, 11, -1]
+
+    @pytest.mark.parametrize("impl", IMPLS)
+    def test_degenerate_boxes(self, impl, onnx_dir):
+        """Zero-area boxes (points, segments) have IoU 0 with anything of positive
+        area and 0/0 = NaN with each other, which is not > any threshold: nothing
+        suppresses them. Reversed boxes (x2 < x1) have negative areas; whatever
+        their IoU is, it is torchvision's."""
+        boxes = torch.tensor([
+            [5.0, 5, 5, 5], [5, 5, 5, 5],      # the same point twice
+            [0, 2, 10, 2], [0, 2, 10, 2],      # the same horizontal segment twice
+            [0, 0, 10, 10],                    # a box containing all of them
+            [4, 4, 4, 9],                      # a vertical segment inside it
+            [10, 10, 0, 0], [9, 9, 1, 1],      # reversed boxes
+            [0, 0, 10, 10],                    # the box again: suppressed
+        ])  # fmt: skip
+        scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+        for threshold in THRESHOLDS:
+            got = self.keep(impl, boxes, scores, threshold, 9, onnx_dir)
+            assert got[:6] == [0, 1, 2, 3, 4, 5] and 8 not in got
+
+    # ---------------------------------------------------------------- the fixed-point Loop
+
+    def loop_passes(self, iou_threshold, max_output, boxes, scores, directory) -> tuple[list[int], int]:
+        """Runs the exported graph with the function inlined and the Loop's pass
+        count exposed as a second output: (keep, passes)."""
+        path = self.export_path(directory, (torch.float32, torch.float32),
+                                dict(iou_threshold=iou_threshold, max_output=max_output))  # fmt: skip
+        model = onnx.inliner.inline_local_functions(onnx.load(path))
+        loops = [n for n in model.graph.node if n.op_type == "Loop"]
+        assert len(loops) == 1
+        model.graph.output.append(onnx.helper.make_tensor_value_info(loops[0].output[1], onnx.TensorProto.INT64, []))
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        keep, passes = session.run(None, {"boxes": boxes.numpy(), "scores": scores.numpy()})
+        return keep.tolist(), int(passes)
+
+    def test_long_suppression_chain_converges(self, onnx_dir):
+        length = 120
+        boxes, scores = chain(length)
+        evens = list(range(0, length, 2))
+        expected = evens + [-1] * (150 - len(evens))
+        for impl in ("reference", "native"):
+            assert self.keep(impl, boxes, scores, 0.5, 150, onnx_dir) == expected
+        keep, passes = self.loop_passes(0.5, 150, boxes, scores, onnx_dir)
+        assert keep == expected
+        # After p passes the first p entries of the order are final; here each
+        # entry's fate flips until its predecessor's is settled, so the loop runs
+        # the full chain, and stops after one pass without change.
+        assert passes == fixed_point_passes(boxes, scores, 0.5)
+        assert length - 1 <= passes <= length
+        print(f"chain of {length} boxes: {passes} Loop passes")
+
+        # The same boxes in reverse score order (the chain runs from the last
+        # index to the first) converge the same way.
+        reverse = torch.flip(scores, [0])
+        keep, passes_reversed = self.loop_passes(0.5, 150, boxes, reverse, onnx_dir)
+        assert keep == torchvision_nms(boxes, reverse, 0.5, 150)
+        assert passes_reversed == passes
+
+    def test_dense_sets_converge_in_few_passes(self, onnx_dir):
+        """The trip count K is a bound; "changed" ends the loop long before it."""
+        for seed in range(3):
+            boxes, scores = dense_problem(20 + seed, 120, grid=True)
+            keep, passes = self.loop_passes(0.5, 300, boxes, scores, onnx_dir)
+            assert keep == torchvision_nms(boxes, scores, 0.5, 300)
+            assert passes == fixed_point_passes(boxes, scores, 0.5)
+            assert passes < 30
+            print(f"dense set of 120 boxes, seed {seed}: {passes} Loop passes")
+
+    # ---------------------------------------------------------------- native layouts and threads
+
+    def test_native_accepts_any_layout(self):
+        boxes, scores = dense_problem(8, 200, grid=True)
+        wide = torch.zeros(200, 9)
+        wide[:, 1::2] = boxes  # coordinate stride 2
+        strided_boxes = wide[:, 1::2]
+        spread = torch.zeros(600)
+        spread[::3] = scores
+        strided_scores = spread[::3]
+        assert not strided_boxes.is_contiguous() and not strided_scores.is_contiguous()
+        want = fixed_size_nms(boxes, scores, 0.5, 50, impl="native")
+        torch.testing.assert_close(fixed_size_nms(strided_boxes, strided_scores, 0.5, 50, impl="native"), want)
+        transposed = boxes.t().contiguous().t()  # box stride 1, coordinate stride 200
+        torch.testing.assert_close(fixed_size_nms(transposed, scores, 0.5, 50, impl="native"), want)
+
+    def test_native_thread_count_does_not_change_results(self):
+        boxes, scores = dense_problem(9, 700, grid=False)
+        threshold = threshold_float32(0.7)
+        self.assert_thread_count_invariant(fixed_size_nms_native, boxes, scores, threshold, 300, threads=(1, 2, 3, 8))
+
+    # ---------------------------------------------------------------- graphs
+
+    def test_detector_nms_exports_to_the_op_and_matches_eager(self, onnx_dir):
+        path = f"{onnx_dir}/detector_nms.onnx"
+        export_module(DetectorNMS(), detector_problem(10, 50), path, ["boxes", "scores", "labels"], ["index", "valid"],
+                      {"boxes": {0: "K"}, "scores": {0: "K"}, "labels": {0: "K"}})  # fmt: skip
+        model = onnx.load(path)
+        op_types = [n.op_type for n in model.graph.node]
+        assert "FixedSizeNMS" in op_types and "NonMaxSuppression" not in op_types
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        for seed, count in ((10, 50), (12, 33), (13, 64)):
+            boxes, scores, labels = detector_problem(seed, count)
+            index, valid = box_ops.fixed_size_nms(boxes, scores, 0.5, 64, 20, groups=labels)
+            got_index, got_valid = session.run(None, {"boxes": boxes.numpy(), "scores": scores.numpy(),
+                                                      "labels": labels.numpy()})  # fmt: skip
+            np.testing.assert_array_equal(got_valid, valid.numpy())
+            np.testing.assert_array_equal(got_index, index.numpy())
+            # Class-wise NMS: the survivors of each class are torchvision's on that class alone.
+            kept = index[valid].tolist()
+            for label in range(3):
+                members = [i for i in range(count) if labels[i] == label and scores[i] > NEG_INF]
+                mine = [i for i in kept if labels[i] == label]
+                theirs = torchvision.ops.nms(boxes[members], scores[members], 0.5).tolist()
+                assert mine == [members[i] for i in theirs][: len(mine)]
+
+    # ---------------------------------------------------------------- bad input (and the shared tests)
+
+    def test_kernel_library_refuses_what_python_would(self):
+        """The binding's own checks, for callers that skip the Python layer."""
+        boxes, scores = GOOD["boxes"], GOOD["scores"]
+        keep = torch.empty(2, dtype=torch.int32)
+        call = self.binding(
+            "fixed_size_nms_forward", boxes=boxes.data_ptr(), scores=scores.data_ptr(), keep=keep.data_ptr(), count=3,
+            max_output=2, iou_threshold=0.5, boxes_strides=boxes.stride(), scores_stride=1, keep_stride=1,
+        )  # fmt: skip
+        call()
+        assert keep.tolist() == [0, 1]  # three identical points, tied: their NaN IoUs suppress nothing
+        for bad in (dict(max_output=0), dict(count=-1), dict(count=MAX_BOXES + 1), dict(iou_threshold=float("nan"))):
+            with pytest.raises(ValueError, match="fixed_size_nms: invalid shape or attribute"):
+                call(**bad)
+        assert _native.kernels().FIXED_SIZE_NMS_MAX_BOXES == MAX_BOXES

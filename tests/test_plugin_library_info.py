@@ -1,12 +1,14 @@
 """What libvidtrt_plugins.so records about itself (vidtrtPluginLibraryInfo:
 the TensorRT it was built for, its creators), the version check that keeps a
-library of the wrong TensorRT major out of TensorRT's registry, and that every
-registered custom op has a plugin creator. None of this needs TensorRT: the
-info is read with ctypes, and TensorRT is stood in for by fake modules."""
+library of the wrong TensorRT major out of TensorRT's registry, and that the
+op table (plugins/vidtrt_ops.def), the Python registry and the library's
+creators list the same ops. None of this needs TensorRT: the info is read with
+ctypes, and TensorRT is stood in for by fake modules."""
 
 from __future__ import annotations
 
 import ctypes.util
+import dataclasses
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -121,6 +123,85 @@ def test_a_tensorrt_without_a_readable_version_is_refused(module):
         vtrt.check_plugin_library_tensorrt((11, 1), module)
 
 
+# ---------------------------------------------------------------- the op table (plugins/vidtrt_ops.def)
+
+
+def op_table_or_skip() -> tuple[registry.OpTableEntry, ...]:
+    plugins = registry.source_plugins_dir()
+    if plugins is None:
+        pytest.skip("vidtrt is not running from a source tree: no plugins/vidtrt_ops.def")
+    return registry.read_op_table(plugins / registry.OP_TABLE_NAME)
+
+
+def test_op_table_lists_the_registered_ops():
+    table = op_table_or_skip()
+    assert table, "plugins/vidtrt_ops.def lists no op"
+    listed = sorted((entry.op_type, entry.plugin_version) for entry in table)
+    registered = sorted((op.op_type, op.plugin_version) for op in registry.registered_ops().values())
+    assert listed == registered
+
+
+def test_every_op_has_its_plugin_sources_module_and_readme():
+    op_table_or_skip()
+    assert registry.op_table_problems(registry.source_plugins_dir()) == []
+
+
+def fake_source_tree(root: Path, table: str, skip: set[str] = frozenset()) -> Path:
+    """plugins/ with `table` as vidtrt_ops.def and an empty file for every
+    file of the pattern of every op, except those named in `skip`."""
+    plugins = root / "plugins"
+    plugins.mkdir(parents=True)
+    (plugins / registry.OP_TABLE_NAME).write_text(table)
+    for entry in registry.read_op_table(plugins / registry.OP_TABLE_NAME):
+        (plugins / entry.directory).mkdir()
+        for pattern in registry.PLUGIN_FILES:
+            name = pattern.format(op=entry.directory)
+            if f"{entry.directory}/{name}" not in skip:
+                (plugins / entry.directory / name).touch()
+    return plugins
+
+
+def test_op_table_problems_name_what_disagrees(tmp_path):
+    ops = registry.registered_ops()
+    lines = ['VIDTRT_OP(psla, PSLA, "1", PslaPluginCreator)',
+             'VIDTRT_OP(fixed_size_nms, FixedSizeNMS, "1", FixedSizeNmsPluginCreator)',
+             'VIDTRT_OP(psla_v2, PSLAv2, "1", Psla2PluginCreator)']  # fmt: skip
+    plugins = fake_source_tree(tmp_path, "// a comment: VIDTRT_OP(x)\n\n" + "\n".join(lines) + "\n",
+                               skip={"psla/README.md", "fixed_size_nms/fixed_size_nms_cuda.cu"})  # fmt: skip
+    ops = {"PSLA": dataclasses.replace(ops["PSLA"], plugin_version="2"), "FixedSizeNMS": ops["FixedSizeNMS"],
+           "RelationPropagation": ops["RelationPropagation"]}  # fmt: skip
+    assert sorted(registry.op_table_problems(plugins, ops)) == sorted([
+        "PSLA: plugin version '1' in vidtrt_ops.def, '2' in the registry",
+        "PSLA: plugins/psla/README.md is missing",
+        "FixedSizeNMS: plugins/fixed_size_nms/fixed_size_nms_cuda.cu is missing",
+        "vidtrt_ops.def lists PSLAv2 but no such op is registered",
+        "RelationPropagation is registered but vidtrt_ops.def has no line for it",
+    ])  # fmt: skip
+    # An op whose Python module is not vidtrt/ops/<directory>.py.
+    plugins = fake_source_tree(tmp_path / "other", 'VIDTRT_OP(nms, FixedSizeNMS, "1", FixedSizeNmsPluginCreator)\n')
+    assert registry.op_table_problems(plugins, {"FixedSizeNMS": ops["FixedSizeNMS"]}) == [
+        "FixedSizeNMS: its function lives in vidtrt.ops.fixed_size_nms, not in vidtrt.ops.nms (the directory "
+        "vidtrt_ops.def gives it)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('VIDTRT_OP(psla, PSLA, 1, PslaPluginCreator)', "malformed line"),  # version unquoted
+        ('VIDTRT_OP(psla, PSLA, "1")', "malformed line"),
+        ('VIDTRT_OP(psla, PSLA, "1", PslaPluginCreator);', "malformed line"),
+        ('VIDTRT_OP(psla, PSLA, "1", PslaPluginCreator)\nVIDTRT_OP(psla, Other, "1", OtherCreator)', "directory 'psla' is listed twice"),
+        ('VIDTRT_OP(psla, PSLA, "1", PslaPluginCreator)\nVIDTRT_OP(other, PSLA, "2", OtherCreator)', "op_type 'PSLA' is listed twice"),
+    ],
+)  # fmt: skip
+def test_op_table_refuses_malformed_lines(tmp_path, line, message):
+    path = tmp_path / registry.OP_TABLE_NAME
+    path.write_text("// ops\n" + line + "\n")
+    with pytest.raises(ValueError, match=message):
+        registry.read_op_table(path)
+
+
 # ---------------------------------------------------------------- the built library
 
 
@@ -160,6 +241,16 @@ def test_every_registered_op_has_a_creator_in_the_library():
         if (op.op_type, op.plugin_version, registry.DOMAIN) not in creators
     ]
     assert not missing, f"registered ops without a creator in libvidtrt_plugins.so: {missing}; creators: {sorted(creators)}"
+
+
+def test_library_creators_are_the_op_table_in_order():
+    """getCreators() is built from plugins/vidtrt_ops.def: the same ops, names
+    and versions, in the file's order. (With test_op_table_lists_the_registered_ops,
+    the .def file, the registry and the library list the same ops.)"""
+    table = op_table_or_skip()
+    built_library_or_skip()
+    expected = [(entry.op_type, entry.plugin_version, registry.DOMAIN) for entry in table]
+    assert list(_native.plugin_library_info().creators) == expected
 
 
 def test_every_vidtrt_creator_is_a_registered_op():

@@ -3,18 +3,15 @@ against a naive loop written from the paper's equations (§3.2, Eq. 1-5)."""
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from op_tester import IMPLS, OpTester
 
-from vidtrt.export.onnx import export_module
 from vidtrt.ops import psla
 from vidtrt.ops.psla import MAX_DISP
 
@@ -43,47 +40,6 @@ def psla_naive(query, key, value, max_disp):
     return out
 
 
-class PslaModule(torch.nn.Module):
-    def __init__(self, max_disp):
-        super().__init__()
-        self.max_disp = max_disp
-
-    def forward(self, query, key, value):
-        return psla(query, key, value, self.max_disp)
-
-
-DYNAMIC = {
-    "query": {0: "N", 1: "c", 2: "H", 3: "W"},
-    "key": {0: "N", 1: "c", 2: "H", 3: "W"},
-    "value": {0: "N", 1: "C", 2: "H", 3: "W"},
-    "out": {0: "N", 1: "C", 2: "H", 3: "W"},
-}
-
-
-@functools.cache
-def onnx_session(max_disp: int, dtype: torch.dtype, directory: str) -> ort.InferenceSession:
-    q = torch.randn(1, 3, 5, 6, dtype=torch.float32).to(dtype)
-    v = torch.randn(1, 2, 5, 6, dtype=torch.float32).to(dtype)
-    path = f"{directory}/psla_d{max_disp}_{str(dtype)[6:]}.onnx"
-    export_module(PslaModule(max_disp), (q, q, v), path, ["query", "key", "value"], ["out"], DYNAMIC)
-    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-
-
-def run_onnx(query, key, value, max_disp, directory):
-    session = onnx_session(max_disp, query.dtype, str(directory))
-    feeds = {"query": query.numpy(), "key": key.numpy(), "value": value.numpy()}
-    return torch.from_numpy(session.run(None, feeds)[0])
-
-
-IMPLS = ["reference", "native", "onnx"]
-
-
-def run_impl(impl, query, key, value, max_disp, directory):
-    if impl == "onnx":
-        return run_onnx(query, key, value, max_disp, directory)
-    return psla(query, key, value, max_disp, impl=impl)
-
-
 def random_inputs(seed, n, c, big_c, h, w, scale=1.0, integer=False, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     if integer:
@@ -104,134 +60,26 @@ shapes = st.tuples(
     st.integers(0, 5),  # max_disp
 )
 
-
-@pytest.mark.parametrize("impl", IMPLS)
-@settings(max_examples=40, deadline=None)
-@given(shape=shapes, seed=st.integers(0, 2**31 - 1))
-def test_matches_naive_random(impl, shape, seed, onnx_dir):
-    n, c, big_c, h, w, d = shape
-    q, k, v = random_inputs(seed, n, c, big_c, h, w)
-    got = run_impl(impl, q, k, v, d, onnx_dir)
-    assert got.shape == v.shape and got.dtype == v.dtype
-    np.testing.assert_allclose(got.numpy(), psla_naive(q, k, v, d), rtol=1e-5, atol=1e-5)
+GOOD = dict(query=torch.zeros(1, 3, 4, 5), key=torch.zeros(1, 3, 4, 5), value=torch.zeros(1, 2, 4, 5), max_disp=2)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-@settings(max_examples=25, deadline=None)
-@given(shape=shapes, seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([4.0, 16.0, 64.0]))
-def test_large_logits_and_ties(impl, shape, seed, scale, onnx_dir):
-    """Logits up to ~1e5 (integer-valued, so exact in FP32) with many exact ties."""
-    n, c, big_c, h, w, d = shape
-    q, k, v = random_inputs(seed, n, c, big_c, h, w, scale=scale, integer=True)
-    got = run_impl(impl, q, k, v, d, onnx_dir)
-    assert torch.isfinite(got).all()
-    np.testing.assert_allclose(got.numpy(), psla_naive(q, k, v, d), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("hw", [(1, 1), (1, 9), (2, 3), (9, 1)])
-def test_map_smaller_than_neighbourhood(impl, hw, onnx_dir):
-    h, w = hw
-    q, k, v = random_inputs(7, 2, 3, 4, h, w)
-    got = run_impl(impl, q, k, v, 5, onnx_dir)
-    np.testing.assert_allclose(got.numpy(), psla_naive(q, k, v, 5), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-def test_max_disp_zero_returns_value(impl, onnx_dir):
-    q, k, v = random_inputs(3, 2, 4, 3, 5, 6, scale=10.0)
-    torch.testing.assert_close(run_impl(impl, q, k, v, 0, onnx_dir), v, rtol=0, atol=0)
-
-
-def test_border_cells_take_no_part():
-    """A huge logit placed only on out-of-map positions must not leak in: with
-    one channel, key = 0 inside the map, every cell ties, and the result is the
-    plain mean of value over the in-map cells."""
-    q = torch.ones(1, 1, 3, 4)
-    k = torch.zeros(1, 1, 3, 4)
-    v = torch.randn(1, 2, 3, 4)
-    got = psla(q, k, v, 1, impl="native")
-    # corner (0, 0): in-map cells (0,0), (0,1), (1,0), (1,1)
-    expected = v[0, :, :2, :2].mean(dim=(1, 2))
-    torch.testing.assert_close(got[0, :, 0, 0], expected)
-    torch.testing.assert_close(psla(q, k, v, 1), got)
-
-
-FP16_TOL = dict(rtol=2e-3, atol=2e-3)  # output rounding to FP16 plus FP32 summation order
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-@settings(max_examples=20, deadline=None)
-@given(shape=shapes, seed=st.integers(0, 2**31 - 1))
-def test_fp16(impl, shape, seed, onnx_dir):
-    """FP16 in and out, FP32 inside: within FP16 output rounding of the float64
-    oracle evaluated on the same FP16-rounded inputs."""
-    n, c, big_c, h, w, d = shape
-    q, k, v = random_inputs(seed, n, c, big_c, h, w, dtype=torch.float16)
-    got = run_impl(impl, q, k, v, d, onnx_dir)
-    assert got.dtype == torch.float16
-    np.testing.assert_allclose(got.float().numpy(), psla_naive(q, k, v, d), **FP16_TOL)
-
-
-def test_fp16_large_logits_do_not_overflow(onnx_dir):
-    """Logits far beyond FP16's range (6.5e4) stay finite: they are FP32 inside."""
-    q, k, v = random_inputs(11, 1, 64, 3, 6, 6, scale=40.0, integer=True, dtype=torch.float16)
-    expected = psla_naive(q, k, v, 2)
-    for impl in IMPLS:
-        got = run_impl(impl, q, k, v, 2, onnx_dir)
-        assert torch.isfinite(got).all(), impl
-        np.testing.assert_allclose(got.float().numpy(), expected, **FP16_TOL)
-
-
-def test_native_accepts_any_layout():
-    q, k, v = random_inputs(5, 2, 6, 5, 6, 7)
-    q_t = q.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
-    ref = psla(q, k, v, 2, impl="native")
-    torch.testing.assert_close(psla(q_t, k, v, 2, impl="native"), ref)
-    torch.testing.assert_close(psla(q, k, v[:, :, :, :], 2, impl="native").contiguous(), ref.contiguous())
-
-
-def test_reference_is_differentiable():
-    q, k, v = (t.double().requires_grad_() for t in random_inputs(1, 1, 3, 2, 4, 5))
-    assert torch.autograd.gradcheck(lambda a, b, c: psla(a, b, c, 2), (q, k, v))
-
-
-def test_reference_gradient_matches_naive_finite_difference():
-    """A second, independent gradient check: d(sum out)/d value from the naive loop."""
-    q, k, v = random_inputs(2, 1, 2, 2, 3, 3)
-    v = v.double().requires_grad_()
-    psla(q.double(), k.double(), v, 1).sum().backward()
-    eps = 1e-6
-    base = psla_naive(q, k, v.detach(), 1).sum()
-    bumped = v.detach().clone()
-    bumped[0, 1, 2, 0] += eps
-    numeric = (psla_naive(q, k, bumped, 1).sum() - base) / eps
-    assert math.isclose(v.grad[0, 1, 2, 0].item(), numeric, rel_tol=1e-4)
-
-
-def test_onnx_graph_structure(onnx_dir):
-    onnx_session(4, torch.float32, str(onnx_dir))
-    model = onnx.load(f"{onnx_dir}/psla_d4_float32.onnx")
-    nodes = [n for n in model.graph.node if n.domain == "vidtrt"]
-    assert [n.op_type for n in nodes] == ["PSLA"]
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[0].attribute}
-    assert attrs == {"max_disp": 4, "plugin_version": b"1", "plugin_namespace": b"vidtrt"}
-    functions = {(f.domain, f.name): f for f in model.functions}
-    assert ("vidtrt", "PSLA") in functions
-    assert list(functions["vidtrt", "PSLA"].attribute) == ["max_disp"]
-    assert {i.domain: i.version for i in model.opset_import}["vidtrt"] == 1
-    assert all(n.domain == "" for n in functions["vidtrt", "PSLA"].node)  # standard ops only
-    onnx.checker.check_model(model, full_check=True)
-
-
-# ---------------------------------------------------------------- bad input
-
-GOOD = dict(query=torch.zeros(1, 3, 4, 5), key=torch.zeros(1, 3, 4, 5), value=torch.zeros(1, 2, 4, 5))
-
-
-@pytest.mark.parametrize(
-    "change, message",
-    [
+class TestPSLA(OpTester):
+    op_type = "PSLA"
+    TOLERANCE = {
+        torch.float32: dict(rtol=1e-5, atol=1e-5),
+        torch.float16: dict(rtol=2e-3, atol=2e-3),  # output rounding to FP16 plus FP32 summation order
+    }
+    DYNAMIC_AXES = {
+        "query": {0: "N", 1: "c", 2: "H", 3: "W"},
+        "key": {0: "N", 1: "c", 2: "H", 3: "W"},
+        "value": {0: "N", 1: "C", 2: "H", 3: "W"},
+        "out": {0: "N", 1: "C", 2: "H", 3: "W"},
+    }
+    GRAPH_DTYPES = (torch.float32,) * 3
+    GRAPH_ATTRS = dict(max_disp=4)
+    GRAPH_NODE_ATTRIBUTES = dict(max_disp=4)
+    GOOD = GOOD
+    BAD_INPUTS = [
         (dict(query=torch.zeros(3, 4, 5)), r"query must have rank 4 .* \[3, 4, 5\]"),
         (dict(value=torch.zeros(1, 2, 4, 5, 1)), r"value must have rank 4"),
         (dict(key=torch.zeros(1, 2, 4, 5)), r"query and key must have the same shape .*\[1, 3, 4, 5\].*\[1, 2, 4, 5\]"),
@@ -242,17 +90,96 @@ GOOD = dict(query=torch.zeros(1, 3, 4, 5), key=torch.zeros(1, 3, 4, 5), value=to
         (dict(max_disp=MAX_DISP + 1), r"max_disp must be in \[0, 8\], got 9"),
         (dict(max_disp=2.0), r"max_disp must be an int, got float"),
         (dict(value=torch.zeros(1, 2, 4, 5, dtype=torch.float16)), r"must share one dtype"),
-    ],
-)
-@pytest.mark.parametrize("impl", ["reference", "native"])
-def test_bad_input(change, message, impl):
-    args = {**GOOD, "max_disp": 2, **change}
-    with pytest.raises(ValueError, match=message):
-        psla(args["query"], args["key"], args["value"], args["max_disp"], impl=impl)
+    ]
+    NATIVE_FLOAT64_MESSAGE = "takes float32 or float16, got torch.float64"
+    FLOAT64_INPUTS = ("query", "key", "value")
 
+    oracle = staticmethod(psla_naive)
 
-def test_bad_impl_and_dtype():
-    with pytest.raises(ValueError, match="impl must be one of"):
-        psla(GOOD["query"], GOOD["key"], GOOD["value"], 1, impl="cuda")
-    with pytest.raises(ValueError, match="takes float32 or float16, got torch.float64"):
-        psla(*(t.double() for t in GOOD.values()), 1, impl="native")
+    def export_inputs(self, dtypes, attrs):
+        query = torch.randn(1, 3, 5, 6, dtype=torch.float32).to(dtypes[0])
+        value = torch.randn(1, 2, 5, 6, dtype=torch.float32).to(dtypes[2])
+        return query, query.to(dtypes[1]), value
+
+    @pytest.mark.parametrize("impl", IMPLS)
+    @settings(max_examples=40, deadline=None)
+    @given(shape=shapes, seed=st.integers(0, 2**31 - 1))
+    def test_matches_naive_random(self, impl, shape, seed, onnx_dir):
+        n, c, big_c, h, w, d = shape
+        q, k, v = random_inputs(seed, n, c, big_c, h, w)
+        self.check(impl, q, k, v, directory=onnx_dir, max_disp=d)
+
+    @pytest.mark.parametrize("impl", IMPLS)
+    @settings(max_examples=25, deadline=None)
+    @given(shape=shapes, seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([4.0, 16.0, 64.0]))
+    def test_large_logits_and_ties(self, impl, shape, seed, scale, onnx_dir):
+        """Logits up to ~1e5 (integer-valued, so exact in FP32) with many exact ties."""
+        n, c, big_c, h, w, d = shape
+        q, k, v = random_inputs(seed, n, c, big_c, h, w, scale=scale, integer=True)
+        got = self.check(impl, q, k, v, directory=onnx_dir, max_disp=d)
+        assert torch.isfinite(got).all()
+
+    @pytest.mark.parametrize("impl", IMPLS)
+    @pytest.mark.parametrize("hw", [(1, 1), (1, 9), (2, 3), (9, 1)])
+    def test_map_smaller_than_neighbourhood(self, impl, hw, onnx_dir):
+        h, w = hw
+        q, k, v = random_inputs(7, 2, 3, 4, h, w)
+        self.check(impl, q, k, v, directory=onnx_dir, max_disp=5)
+
+    @pytest.mark.parametrize("impl", IMPLS)
+    def test_max_disp_zero_returns_value(self, impl, onnx_dir):
+        q, k, v = random_inputs(3, 2, 4, 3, 5, 6, scale=10.0)
+        torch.testing.assert_close(self.run(impl, q, k, v, directory=onnx_dir, max_disp=0), v, rtol=0, atol=0)
+
+    def test_border_cells_take_no_part(self):
+        """A huge logit placed only on out-of-map positions must not leak in: with
+        one channel, key = 0 inside the map, every cell ties, and the result is the
+        plain mean of value over the in-map cells."""
+        q = torch.ones(1, 1, 3, 4)
+        k = torch.zeros(1, 1, 3, 4)
+        v = torch.randn(1, 2, 3, 4)
+        got = psla(q, k, v, 1, impl="native")
+        # corner (0, 0): in-map cells (0,0), (0,1), (1,0), (1,1)
+        expected = v[0, :, :2, :2].mean(dim=(1, 2))
+        torch.testing.assert_close(got[0, :, 0, 0], expected)
+        torch.testing.assert_close(psla(q, k, v, 1), got)
+
+    @pytest.mark.parametrize("impl", IMPLS)
+    @settings(max_examples=20, deadline=None)
+    @given(shape=shapes, seed=st.integers(0, 2**31 - 1))
+    def test_fp16(self, impl, shape, seed, onnx_dir):
+        """FP16 in and out, FP32 inside: within FP16 output rounding of the float64
+        oracle evaluated on the same FP16-rounded inputs."""
+        n, c, big_c, h, w, d = shape
+        q, k, v = random_inputs(seed, n, c, big_c, h, w, dtype=torch.float16)
+        self.check(impl, q, k, v, directory=onnx_dir, max_disp=d)
+
+    def test_fp16_large_logits_do_not_overflow(self, onnx_dir):
+        """Logits far beyond FP16's range (6.5e4) stay finite: they are FP32 inside."""
+        q, k, v = random_inputs(11, 1, 64, 3, 6, 6, scale=40.0, integer=True, dtype=torch.float16)
+        for impl in IMPLS:
+            got = self.check(impl, q, k, v, directory=onnx_dir, max_disp=2)
+            assert torch.isfinite(got).all(), impl
+
+    def test_native_accepts_any_layout(self):
+        q, k, v = random_inputs(5, 2, 6, 5, 6, 7)
+        q_t = q.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
+        ref = psla(q, k, v, 2, impl="native")
+        torch.testing.assert_close(psla(q_t, k, v, 2, impl="native"), ref)
+        torch.testing.assert_close(psla(q, k, v[:, :, :, :], 2, impl="native").contiguous(), ref.contiguous())
+
+    def test_reference_is_differentiable(self):
+        q, k, v = (t.double().requires_grad_() for t in random_inputs(1, 1, 3, 2, 4, 5))
+        assert torch.autograd.gradcheck(lambda a, b, c: psla(a, b, c, 2), (q, k, v))
+
+    def test_reference_gradient_matches_naive_finite_difference(self):
+        """A second, independent gradient check: d(sum out)/d value from the naive loop."""
+        q, k, v = random_inputs(2, 1, 2, 2, 3, 3)
+        v = v.double().requires_grad_()
+        psla(q.double(), k.double(), v, 1).sum().backward()
+        eps = 1e-6
+        base = psla_naive(q, k, v.detach(), 1).sum()
+        bumped = v.detach().clone()
+        bumped[0, 1, 2, 0] += eps
+        numeric = (psla_naive(q, k, bumped, 1).sum() - base) / eps
+        assert math.isclose(v.grad[0, 1, 2, 0].item(), numeric, rel_tol=1e-4)

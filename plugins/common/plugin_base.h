@@ -37,6 +37,7 @@
 #include <string>
 #include <utility>
 
+#include "op_table.h"
 #include "plugin_utils.h"
 #include "vidtrt_kernel_common.h"
 
@@ -315,6 +316,7 @@ private:
 template <typename Derived, typename Plugin>
 class PluginCreatorBase : public nvinfer1::IPluginCreatorV3One {
 public:
+    using PluginType = Plugin;
     using FieldArray = std::array<nvinfer1::PluginField, Plugin::kNbFields>;
 
     nvinfer1::IPluginV3* createPlugin(const char* name, const nvinfer1::PluginFieldCollection* fc,
@@ -366,6 +368,33 @@ private:
     FieldArray mFieldArray;
     nvinfer1::PluginFieldCollection mFields;
 };
+
+// The one object of each creator class, for the life of the process (TensorRT
+// keeps the pointers getCreators() hands out). plugin_library.cpp calls it for
+// each line of plugins/vidtrt_ops.def, knowing the creator classes only by
+// name; each <op>_plugin.cpp defines its specialisation with
+// VIDTRT_PLUGIN_CREATOR(<CreatorClass>), inside namespace vidtrt::plugin. The
+// library's table therefore needs none of the plugin headers, and a line whose
+// creator has no definition fails the link (the library links with
+// --no-undefined).
+template <typename Creator>
+nvinfer1::IPluginCreatorV3One& creatorInstance() noexcept;
+
+// Also checks at compile time that the creator's plugin has the name and
+// version of the .def line naming this creator class: a line pairing one op's
+// directory or identity with another op's creator does not build.
+#define VIDTRT_PLUGIN_CREATOR(Creator)                                                                  \
+    static_assert(::vidtrt::plugin::sameText(::vidtrt::plugin::describedCreator(#Creator).pluginName,   \
+                                             Creator::PluginType::kPluginName),                         \
+                  #Creator ": its plugin's kPluginName differs from its line in plugins/vidtrt_ops.def"); \
+    static_assert(::vidtrt::plugin::sameText(::vidtrt::plugin::describedCreator(#Creator).pluginVersion, \
+                                             Creator::PluginType::kPluginVersion),                      \
+                  #Creator ": its plugin's kPluginVersion differs from its line in plugins/vidtrt_ops.def"); \
+    template <>                                                                                         \
+    nvinfer1::IPluginCreatorV3One& creatorInstance<Creator>() noexcept {                               \
+        static Creator creator;                                                                         \
+        return creator;                                                                                 \
+    }
 
 }  // namespace plugin
 }  // namespace vidtrt

@@ -15,33 +15,39 @@
 #include <iterator>
 #include <string>
 
-#include "../fixed_size_nms/fixed_size_nms_plugin.h"
-#include "../most_similar_roi_align/most_similar_roi_align_plugin.h"
-#include "../ps_roi_align/ps_roi_align_plugin.h"
-#include "../psla/psla_plugin.h"
-#include "../relation_propagation/relation_propagation_plugin.h"
+#include "plugin_base.h"
 #include "plugin_utils.h"
 #include "tensorrt_version.h"
 
 #define VIDTRT_PLUGIN_EXPORT extern "C" __attribute__((visibility("default")))
 
+// The creator classes of plugins/vidtrt_ops.def, known here by name only: each
+// op's <op>_plugin.cpp defines creatorInstance<Creator>() (plugin_base.h,
+// VIDTRT_PLUGIN_CREATOR), so this file includes no plugin header and a new op
+// needs no edit here. (Including the headers through the .def is not possible:
+// the preprocessor cannot #include from a macro expansion; and a header CMake
+// generated would be missing where this file is compiled without CMake, as
+// tests/test_plugin_tensorrt_headers.py does against every TensorRT header set.)
+namespace vidtrt {
+namespace plugin {
+#define VIDTRT_OP(directory, name, version, Creator) \
+    class Creator;                                     \
+    template <>                                        \
+    nvinfer1::IPluginCreatorV3One& creatorInstance<Creator>() noexcept;
+#include "../vidtrt_ops.def"
+#undef VIDTRT_OP
+}  // namespace plugin
+}  // namespace vidtrt
+
 namespace {
 
-// One creator object per plugin for the lifetime of the process: TensorRT keeps
-// the pointers after getCreators() returns. Adding an op means adding its
-// creator here, and nothing else in this file.
+// One creator object per plugin for the lifetime of the process (TensorRT keeps
+// the pointers after getCreators() returns), in the .def file's order.
 nvinfer1::IPluginCreatorInterface* const* creatorTable(int32_t& count) noexcept {
-    static vidtrt::plugin::PslaPluginCreator psla;
-    static vidtrt::plugin::PsRoiAlignPluginCreator psRoiAlign;
-    static vidtrt::plugin::MostSimilarRoiAlignPluginCreator mostSimilarRoiAlign;
-    static vidtrt::plugin::RelationPropagationPluginCreator relationPropagation;
-    static vidtrt::plugin::FixedSizeNmsPluginCreator fixedSizeNms;
     static nvinfer1::IPluginCreatorInterface* const table[] = {
-        &psla,
-        &psRoiAlign,
-        &mostSimilarRoiAlign,
-        &relationPropagation,
-        &fixedSizeNms,
+#define VIDTRT_OP(directory, name, version, Creator) &vidtrt::plugin::creatorInstance<vidtrt::plugin::Creator>(),
+#include "../vidtrt_ops.def"
+#undef VIDTRT_OP
     };
     count = static_cast<int32_t>(std::size(table));
     return table;

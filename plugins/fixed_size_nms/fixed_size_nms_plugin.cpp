@@ -254,5 +254,7 @@ IPluginV3* FixedSizeNmsPluginCreator::createFromFields(const std::string& tag, c
     return new FixedSizeNmsPlugin(params);
 }
 
+VIDTRT_PLUGIN_CREATOR(FixedSizeNmsPluginCreator)
+
 }  // namespace plugin
 }  // namespace vidtrt

@@ -16,8 +16,9 @@ namespace plugin {
 
 // Identity under which TensorRT's registry and the ONNX parser find the plugin
 // (op_type FixedSizeNMS, attribute plugin_version "1", domain / plugin_namespace vidtrt).
-inline constexpr const char* kFixedSizeNmsPluginName = "FixedSizeNMS";
-inline constexpr const char* kFixedSizeNmsPluginVersion = "1";
+// Name and version come from its line in plugins/vidtrt_ops.def.
+inline constexpr const char* kFixedSizeNmsPluginName = describedOp("fixed_size_nms").pluginName;
+inline constexpr const char* kFixedSizeNmsPluginVersion = describedOp("fixed_size_nms").pluginVersion;
 inline constexpr const char* kFixedSizeNmsPluginNamespace = "vidtrt";
 inline constexpr const char* kFixedSizeNmsIouThresholdField = "iou_threshold";
 inline constexpr const char* kFixedSizeNmsMaxOutputField = "max_output";

@@ -221,5 +221,7 @@ IPluginV3* MostSimilarRoiAlignPluginCreator::createFromFields(const std::string&
     return new MostSimilarRoiAlignPlugin(topK);
 }
 
+VIDTRT_PLUGIN_CREATOR(MostSimilarRoiAlignPluginCreator)
+
 }  // namespace plugin
 }  // namespace vidtrt

@@ -17,8 +17,9 @@ namespace plugin {
 // Identity under which TensorRT's registry and the ONNX parser find the plugin
 // (op_type MostSimilarRoIAlign, attribute plugin_version "1", domain /
 // plugin_namespace vidtrt).
-inline constexpr const char* kMsraPluginName = "MostSimilarRoIAlign";
-inline constexpr const char* kMsraPluginVersion = "1";
+// Name and version come from its line in plugins/vidtrt_ops.def.
+inline constexpr const char* kMsraPluginName = describedOp("most_similar_roi_align").pluginName;
+inline constexpr const char* kMsraPluginVersion = describedOp("most_similar_roi_align").pluginVersion;
 inline constexpr const char* kMsraPluginNamespace = "vidtrt";
 inline constexpr const char* kMsraTopKField = "top_k";
 

@@ -249,5 +249,7 @@ IPluginV3* PsRoiAlignPluginCreator::createFromFields(const std::string& tag, con
     return new PsRoiAlignPlugin(params);
 }
 
+VIDTRT_PLUGIN_CREATOR(PsRoiAlignPluginCreator)
+
 }  // namespace plugin
 }  // namespace vidtrt

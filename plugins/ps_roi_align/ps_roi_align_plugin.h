@@ -16,8 +16,9 @@ namespace plugin {
 
 // Identity under which TensorRT's registry and the ONNX parser find the plugin
 // (op_type PSRoIAlign, attribute plugin_version "1", domain / plugin_namespace vidtrt).
-inline constexpr const char* kPsRoiAlignPluginName = "PSRoIAlign";
-inline constexpr const char* kPsRoiAlignPluginVersion = "1";
+// Name and version come from its line in plugins/vidtrt_ops.def.
+inline constexpr const char* kPsRoiAlignPluginName = describedOp("ps_roi_align").pluginName;
+inline constexpr const char* kPsRoiAlignPluginVersion = describedOp("ps_roi_align").pluginVersion;
 inline constexpr const char* kPsRoiAlignPluginNamespace = "vidtrt";
 inline constexpr const char* kPsRoiAlignOutputSizeField = "output_size";
 inline constexpr const char* kPsRoiAlignSpatialScaleField = "spatial_scale";

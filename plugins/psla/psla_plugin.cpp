@@ -178,5 +178,7 @@ IPluginV3* PslaPluginCreator::createFromFields(const std::string& tag, const Plu
     return new PslaPlugin(maxDisp);
 }
 
+VIDTRT_PLUGIN_CREATOR(PslaPluginCreator)
+
 }  // namespace plugin
 }  // namespace vidtrt

@@ -15,8 +15,9 @@ namespace plugin {
 
 // Identity under which TensorRT's registry and the ONNX parser find the plugin
 // (op_type PSLA, attribute plugin_version "1", domain / plugin_namespace vidtrt).
-inline constexpr const char* kPslaPluginName = "PSLA";
-inline constexpr const char* kPslaPluginVersion = "1";
+// Name and version come from its line in plugins/vidtrt_ops.def.
+inline constexpr const char* kPslaPluginName = describedOp("psla").pluginName;
+inline constexpr const char* kPslaPluginVersion = describedOp("psla").pluginVersion;
 inline constexpr const char* kPslaPluginNamespace = "vidtrt";
 inline constexpr const char* kPslaMaxDispField = "max_disp";
 // Used when a build-phase field collection has no max_disp (the paper's value).

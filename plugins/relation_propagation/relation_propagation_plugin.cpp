@@ -180,5 +180,7 @@ IPluginV3* RelationPropagationPluginCreator::createFromFields(const std::string&
     return new RelationPropagationPlugin();
 }
 
+VIDTRT_PLUGIN_CREATOR(RelationPropagationPluginCreator)
+
 }  // namespace plugin
 }  // namespace vidtrt

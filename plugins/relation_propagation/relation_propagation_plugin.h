@@ -17,8 +17,9 @@ namespace plugin {
 // Identity under which TensorRT's registry and the ONNX parser find the plugin
 // (op_type RelationPropagation, attribute plugin_version "1", domain /
 // plugin_namespace vidtrt). The op has no attributes, so there are no fields.
-inline constexpr const char* kRelationPropagationPluginName = "RelationPropagation";
-inline constexpr const char* kRelationPropagationPluginVersion = "1";
+// Name and version come from its line in plugins/vidtrt_ops.def.
+inline constexpr const char* kRelationPropagationPluginName = describedOp("relation_propagation").pluginName;
+inline constexpr const char* kRelationPropagationPluginVersion = describedOp("relation_propagation").pluginVersion;
 inline constexpr const char* kRelationPropagationPluginNamespace = "vidtrt";
 
 // Inputs: sigma [N, d], phi [N, d], regions [N, D], valid [N] (0/1 in the

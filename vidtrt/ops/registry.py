@@ -5,12 +5,20 @@ domain (op_type = TensorRT plugin name) and the model carries a model-local
 ONNX function of the same domain and name holding the op's portable
 decomposition. ONNX Runtime inlines the function; TensorRT's ONNX parser uses
 the plugin when the plugin library is loaded and the function otherwise.
+
+The ops themselves are listed once, in plugins/vidtrt_ops.def, from which the
+native build derives its sources and the plugin library its creators;
+``op_table_problems`` says where that list, this registry and the plugin
+sources disagree (tests/test_plugin_library_info.py runs it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import onnx
@@ -95,3 +103,98 @@ def untraced():
         yield
     finally:
         torch._C._set_tracing_state(state)
+
+
+# ---------------------------------------------------------------- the op table (plugins/vidtrt_ops.def)
+
+OP_TABLE_NAME = "vidtrt_ops.def"
+
+# The form plugins/vidtrt_ops.cmake accepts too: VIDTRT_OP(directory, PluginName, "version", CreatorClass).
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_OP_LINE = re.compile(
+    rf'\s*VIDTRT_OP\(\s*({_IDENTIFIER})\s*,\s*({_IDENTIFIER})\s*,\s*"([A-Za-z0-9._-]+)"\s*,\s*({_IDENTIFIER})\s*\)\s*'
+)
+
+# What plugins/<directory>/ holds for every op (docs/ARCHITECTURE.md, "The custom-op pattern").
+PLUGIN_FILES = (
+    "{op}_kernel.h",
+    "{op}_launch.h",
+    "{op}_host.cpp",
+    "{op}_cuda.cu",
+    "{op}_plugin.h",
+    "{op}_plugin.cpp",
+    "README.md",
+)
+
+
+@dataclass(frozen=True)
+class OpTableEntry:
+    directory: str  # plugins/<directory>/ and vidtrt/ops/<directory>.py
+    op_type: str  # TensorRT plugin name == ONNX op_type
+    plugin_version: str
+    creator: str  # the C++ creator class
+
+
+def read_op_table(path: str | os.PathLike) -> tuple[OpTableEntry, ...]:
+    """The VIDTRT_OP lines of ``path``, in order. Raises ValueError for a
+    malformed line or an op listed twice, as the CMake configuration does."""
+    entries: list[OpTableEntry] = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.lstrip().startswith("VIDTRT_OP"):
+            continue  # comments and blank lines
+        match = _OP_LINE.fullmatch(line)
+        if match is None:
+            raise ValueError(
+                f"{path}:{number}: malformed line {line.strip()!r}; "
+                'expected VIDTRT_OP(directory, PluginName, "version", CreatorClass)'
+            )
+        entry = OpTableEntry(*match.groups())
+        for field in ("directory", "op_type", "creator"):
+            if any(getattr(e, field) == getattr(entry, field) for e in entries):
+                raise ValueError(f"{path}:{number}: {field} {getattr(entry, field)!r} is listed twice")
+        entries.append(entry)
+    return tuple(entries)
+
+
+def source_plugins_dir() -> Path | None:
+    """plugins/ of the source tree vidtrt runs from (a checkout or an editable
+    install), or None for an installed package, which has no plugin sources."""
+    plugins = Path(__file__).resolve().parents[2] / "plugins"
+    return plugins if (plugins / OP_TABLE_NAME).is_file() else None
+
+
+def op_table_problems(plugins_dir: str | os.PathLike, ops: dict[str, CustomOp] | None = None) -> list[str]:
+    """Where plugins/vidtrt_ops.def, the registry (``ops``, default: the
+    registered ops) and the plugin sources disagree; [] when they agree. For
+    each line: a registered op of that op_type and plugin_version whose public
+    function lives in vidtrt/ops/<directory>.py, and every file of
+    PLUGIN_FILES in plugins/<directory>/; for each registered op: a line."""
+    plugins_dir = Path(plugins_dir)
+    ops = registered_ops() if ops is None else ops
+    problems: list[str] = []
+    table = read_op_table(plugins_dir / OP_TABLE_NAME)
+    for entry in table:
+        op = ops.get(entry.op_type)
+        if op is None:
+            problems.append(f"{OP_TABLE_NAME} lists {entry.op_type} but no such op is registered")
+        else:
+            if op.plugin_version != entry.plugin_version:
+                problems.append(
+                    f"{entry.op_type}: plugin version {entry.plugin_version!r} in {OP_TABLE_NAME}, "
+                    f"{op.plugin_version!r} in the registry"
+                )
+            module = getattr(op.function, "__module__", None)
+            if module != f"vidtrt.ops.{entry.directory}":
+                problems.append(
+                    f"{entry.op_type}: its function lives in {module}, not in vidtrt.ops.{entry.directory} "
+                    f"(the directory {OP_TABLE_NAME} gives it)"
+                )
+        directory = plugins_dir / entry.directory
+        for pattern in PLUGIN_FILES:
+            name = pattern.format(op=entry.directory)
+            if not (directory / name).is_file():
+                problems.append(f"{entry.op_type}: plugins/{entry.directory}/{name} is missing")
+    listed = {entry.op_type for entry in table}
+    unlisted = [op_type for op_type in ops if op_type not in listed]
+    problems += [f"{op_type} is registered but {OP_TABLE_NAME} has no line for it" for op_type in unlisted]
+    return problems
