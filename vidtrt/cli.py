@@ -7,11 +7,71 @@ import sys
 from pathlib import Path
 
 
+# ---------------------------------------------------------------- argument checks
+# Done before any heavy work: a bad path fails in one line, not after minutes.
+
+
+def _writable_dir(path: str | Path, flag: str) -> Path:
+    """``path`` can be used as an output directory: it is one, or can be created."""
+    import os
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file, not a directory")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: no permission to write in {existing}")
+    return path
+
+
+def _writable_file(path: str | Path, flag: str) -> Path:
+    """``path`` can be written as a file (not a directory; its folder writable or creatable)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a directory; give a file name")
+    _writable_dir(path.parent if str(path.parent) else ".", flag)
+    return path
+
+
+def _existing_bundle_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"bundle {path} does not exist")
+    if not path.is_dir():
+        raise ValueError(f"bundle {path} is a file, not a bundle directory")
+    return path
+
+
+def _write_json(path: str | Path | None, data) -> None:
+    """``--json PATH``: the command's result as JSON, written atomically."""
+    import json
+    import os
+
+    if not path:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+
+
 def _cmd_doctor(args) -> int:
+    from dataclasses import asdict
+
     from . import doctor
 
-    text, code = doctor.report()
+    if args.json:
+        _writable_file(args.json, "--json")
+    rows = doctor.components()
+    text, code = doctor.report(rows)
     print(text)
+    _write_json(args.json, {"components": [asdict(c) for c in rows], "ok": code == 0})
     return code
 
 
@@ -20,23 +80,39 @@ def _cmd_selfcheck(args) -> int:
 
     from . import selfcheck
 
-    dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
+    allowed = ("float32", "float16")
+    names = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    bad = [d for d in names if d not in allowed]
+    if bad or not names:
+        raise ValueError(f"--dtypes takes {' and/or '.join(allowed)}, got {args.dtypes!r}")
+    _writable_dir(args.out, "--out")
+    if args.json:
+        _writable_file(args.json, "--json")
+    dtypes = [getattr(torch, d) for d in names]
     print(f"vidtrt selfcheck: exporting every custom op to {args.out}/ and comparing backends", flush=True)
     rows = selfcheck.run(Path(args.out), dtypes=dtypes)
     print(selfcheck.format_table(rows))
     failed = [r for r in rows if not r.ok]
     print(f"{len(rows) - len(failed)} ok, {len(failed)} failed")
+    from dataclasses import asdict
+
+    _write_json(args.json, {"rows": [asdict(r) for r in rows], "failed": len(failed)})
     return 1 if failed else 0
 
 
 def _cmd_models(args) -> int:
     from .methods import all_methods
 
+    if args.json:
+        _writable_file(args.json, "--json")
     print(f"{'config':<20} {'method':<8} {'parameters':>12}  paper")
+    rows = []
     for method in all_methods():
         for name, cfg in method.configs.items():
             count = sum(p.numel() for p in method.build_detector(cfg).parameters())
+            rows.append({"config": name, "method": method.name, "parameters": count, "paper": method.paper_params.get(name)})
             print(f"{name:<20} {method.name:<8} {count / 1e6:>11.1f}M  {method.paper_params.get(name, '-')}")
+    _write_json(args.json, {"configs": rows})
     return 0
 
 
@@ -102,15 +178,18 @@ def _cmd_export(args) -> int:
     elif args.config is not None and method_of_config(args.config).name != args.method:
         raise ValueError(f"config {args.config!r} belongs to method {method_of_config(args.config).name}, not {args.method}")
     schedule = _schedule_options(args, get_method(args.method))
+    out = _writable_dir(args.out, "--out")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise FileExistsError(f"--out {out} is not empty; give --force to replace the bundle in it")
     print(f"vidtrt export: method {args.method}, config {args.config or '(from checkpoint)'} → {args.out}")
-    precisions = args.precisions.split(",")
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     unknown = set(precisions) - {"fp32", "fp16"}
     if unknown or "fp32" not in precisions:
-        print("vidtrt export: --precisions takes fp32 and optionally fp16 (INT8 comes from `vidtrt calibrate`)", file=sys.stderr)
+        print("vidtrt export: --precision takes fp32 and optionally fp16 (INT8 comes from `vidtrt calibrate`)", file=sys.stderr)
         return 2
     bundle = export_bundle(
         args.method, args.out, config_name=args.config, checkpoint=args.checkpoint, seed=args.seed,
-        verify=not args.no_verify, schedule=schedule,
+        verify=not args.no_verify, schedule=schedule, progress=not args.no_progress,
     )  # fmt: skip
     if "fp16" in precisions:
         from .export.precision import write_fp16_variants
@@ -123,14 +202,47 @@ def _cmd_export(args) -> int:
 def _cmd_calibrate(args) -> int:
     from .calibration.calibrate import calibrate_bundle
 
+    import os
+
     sources = [int(v) if v.isdigit() else v for v in args.videos]
+    bundle_dir = _existing_bundle_dir(args.bundle)
+    if not os.access(bundle_dir, os.W_OK | os.X_OK):
+        raise ValueError(f"bundle {bundle_dir} is read-only; calibration writes int8/ into it (copy the bundle first)")
     print(f"vidtrt calibrate: {args.bundle} on {len(sources)} video(s), up to {args.max_samples} inputs per stage")
     schedule = _bundle_schedule(args)
     counts, calls = calibrate_bundle(
-        args.bundle, sources, max_samples=args.max_samples, method=args.method, progress=not args.no_progress, schedule=schedule
+        args.bundle, sources, max_samples=args.max_samples, method=args.algorithm, progress=not args.no_progress, schedule=schedule
     )
     print("int8 graphs written; calibration inputs per stage: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
+
+
+def _precisions(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in names if p not in ("fp32", "fp16", "int8")]
+    if bad or not names:
+        raise ValueError(f"--precision takes a comma-separated list of fp32, fp16, int8; got {text!r}")
+    return names
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _score(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a score in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a score in [0, 1], got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -172,6 +284,9 @@ def _cmd_build(args) -> int:
         raise ValueError("TensorRT-RTX builds ahead of time for chosen GPUs: give --sm, e.g. --sm 75,86,89")
     if runtime == "tensorrt" and sms:
         raise ValueError("--sm is for --runtime tensorrt-rtx; standard TensorRT builds for the GPU it runs on")
+    precisions = _precisions(args.precision)
+    if args.json:
+        _writable_file(args.json, "--json")
     require(runtime, "vidtrt build")  # before loading anything: say what is missing first
     bundle = load_bundle(args.bundle)
     stages = [s for s in args.stages.split(",") if s] if args.stages else None
@@ -182,54 +297,95 @@ def _cmd_build(args) -> int:
         bundle.manifest.preprocess, opt_frame=args.frame_size, min_side=minimum_image_side(bundle.manifest)
     )
     target = f"SM {', '.join(sms)}" if sms else "this GPU"
+    missing = [p for p in precisions if p not in bundle.precisions()]
+    if missing:
+        raise ValueError(
+            f"bundle {args.bundle} has no {', '.join(missing)} graphs (it has {', '.join(bundle.precisions())}); "
+            "FP16 comes from `vidtrt export`, INT8 from `vidtrt calibrate`"
+        )
     print(
-        f"vidtrt build: {args.bundle}, {runtime} for {target}, {args.precision}, image profile min {profile.min} "
+        f"vidtrt build: {args.bundle}, {runtime} for {target}, {','.join(precisions)}, image profile min {profile.min} "
         f"opt {profile.opt} max {profile.max}, workspace {args.workspace} MB"
     )
-    result = build_engines(
-        bundle, args.precision, timing_cache=args.timing_cache, workspace_mb=args.workspace, profile=profile,
-        runtime=runtime, compute_capabilities=sms, stages=stages,
-    )  # fmt: skip
-    if runtime == "tensorrt-rtx":
-        for key, entry in result.items():
-            total = sum(s["bytes"] for s in entry["stages"].values())
-            seconds = sum(s["build_seconds"] for s in entry["stages"].values())
-            print(f"{key}: {len(entry['files'])} engines, {total / 2**20:.1f} MB, built in {seconds:.1f} s")
+    sets = {}
+    for precision in precisions:
+        result = build_engines(
+            bundle, precision, timing_cache=args.timing_cache, workspace_mb=args.workspace, profile=profile,
+            runtime=runtime, compute_capabilities=sms, stages=stages, progress=not args.no_progress,
+        )  # fmt: skip
+        sets.update(result if runtime == "tensorrt-rtx" else {precision: result})
+    for key, entry in sets.items():
+        total = sum(s["bytes"] for s in entry["stages"].values())
+        seconds = sum(s["build_seconds"] for s in entry["stages"].values())
+        print(f"{key}: {len(entry['files'])} engines, {total / 2**20:.1f} MB, built in {seconds:.1f} s")
+    _write_json(args.json, {"bundle": str(args.bundle), "engine_sets": sets})
     return 0
 
 
 def _cmd_bench(args) -> int:
-    import json
 
     from .bench import bench_bundle, format_report
 
+    from .core.bundle import load_bundle
+
     source = int(args.video) if args.video.isdigit() else args.video
-    schedule = _bundle_schedule(args)
-    report = bench_bundle(args.bundle, args.precision.split(","), source, backend=args.backend, warmup=args.warmup, schedule=schedule)
-    print(format_report(report))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        _writable_file(args.json, "--json")  # before the benchmark, not after it
+    schedule = _bundle_schedule(args)
+    bundle = load_bundle(args.bundle)
+    precisions = _precisions(args.precision) if args.precision else bundle.precisions()
+    if args.backend == "torch" and precisions != ["fp32"]:
+        raise ValueError("the torch backend runs the FP32 checkpoint eagerly; compare precisions with --backend onnxruntime")
+    report = bench_bundle(
+        bundle, precisions, source, backend=args.backend, warmup=args.warmup, schedule=schedule, progress=not args.no_progress
+    )
+    print(format_report(report))
+    _write_json(args.json, report)
     return 0
 
 
 def _cmd_run(args) -> int:
-    from .runtime.runner import run_video
+    from .runtime.runner import OUTPUT_FILES, run_video
 
     source = int(args.video) if args.video.isdigit() else args.video
     outputs = [o for o in args.outputs.split(",") if o]
-    summary = run_video(
-        args.bundle,
-        source,
-        backend=args.backend,
-        out_dir=args.out,
-        outputs=outputs,
-        pipeline_options=_bundle_schedule(args),
-        backend_options={} if args.precision == "fp32" else {"precision": args.precision},
-        progress=not args.no_progress,
-    )
+    unknown = sorted(set(outputs) - set(OUTPUT_FILES))
+    if unknown:
+        raise ValueError(f"--outputs: unknown {', '.join(unknown)}; choose from {', '.join(OUTPUT_FILES)}")
+    if args.backend == "torch" and args.precision != "fp32":
+        raise ValueError(
+            f"the torch backend runs the FP32 checkpoint eagerly; --precision {args.precision} needs "
+            "--backend onnxruntime, tensorrt or tensorrt-rtx"
+        )
+    out_dir = _writable_dir(args.out, "--out")
+    if args.json:
+        _writable_file(args.json, "--json")
+    created = not out_dir.exists()
+    try:
+        summary = run_video(
+            args.bundle,
+            source,
+            backend=args.backend,
+            out_dir=args.out,
+            outputs=outputs,
+            pipeline_options=_bundle_schedule(args),
+            backend_options={} if args.precision == "fp32" else {"precision": args.precision},
+            progress=not args.no_progress,
+            score_threshold=args.score_thr,
+            vid_frame_offset=args.vid_frame_offset,
+        )
+    except BaseException:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a failed run leaves no empty output directory behind
+        raise
     print(summary.format())
+    _write_json(args.json, summary.as_dict())
+    if summary.interrupted:
+        print("vidtrt run: interrupted; the outputs hold the frames completed before it", file=sys.stderr)
+        return 130
+    if summary.partial:
+        print(f"vidtrt run: error: {summary.partial} (the outputs hold the frames before it)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -242,48 +398,86 @@ def _cmd_demo(args) -> int:
     return 0 if report["frames_not_matching_reference"] == 0 else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands whose parser lists the methods' schedule options (which imports the
+# methods, and so torch): built only when that command is the one given, so
+# `vidtrt --help`, `doctor` and `build` start without importing torch.
+_SCHEDULE_COMMANDS = ("demo", "export", "calibrate", "bench", "run")
+
+
+def _command_of(argv: list[str] | None) -> str | None:
+    argv = sys.argv[1:] if argv is None else argv
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None, all_commands: bool | None = None) -> argparse.ArgumentParser:
+    """The parser; schedule flags are added to the command in ``argv`` only
+    (to every command when ``all_commands`` or when argv is not given)."""
+    from . import __version__
+    from .methods import method_names
+
     parser = argparse.ArgumentParser(
         prog="vidtrt",
         description="TensorRT deployment toolkit for video object detectors (PSLA, Impression Network, MEGA, "
         "Temporal RoI Align, MFSA).",
     )
+    parser.add_argument("--version", action="version", version=f"vidtrt {__version__}")
+    # Shared by every command (Polygraphy-style argument groups): output volume.
+    common = argparse.ArgumentParser(add_help=False)
+    volume = common.add_argument_group("output")
+    volume.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    volume.add_argument("-v", "--verbose", action="store_true", help="also show third-party log output (OpenCV, ONNX Runtime, TensorRT)")
+    long_work = argparse.ArgumentParser(add_help=False)
+    long_work.add_argument("--no-progress", action="store_true", help="no progress bars")
+    with_json = argparse.ArgumentParser(add_help=False)
+    with_json.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from .methods import method_names
+    if all_commands is None:
+        all_commands = argv is None
+    command = _command_of(argv)
 
-    p = sub.add_parser("demo", help="export a method's small model, run a generated clip, report speed and fidelity")
+    def schedule_flags(p, name: str, at_run: bool) -> None:
+        if all_commands or command == name:
+            _add_schedule_arguments(p, at_run=at_run)
+
+    p = sub.add_parser("demo", parents=[common, long_work], help="export a method's small model, run a generated clip, report speed and fidelity")
     p.add_argument("--method", default="psla", choices=method_names(), help="which method (default: %(default)s)")
     p.add_argument("--out", default="vidtrt-demo", help="output directory (default: %(default)s)")
     p.add_argument("--frames", type=_positive_int, default=40, help="length of the generated clip (default: %(default)s)")
-    _add_schedule_arguments(p, at_run=False)
+    schedule_flags(p, "demo", at_run=False)
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("export", help="export a detector to a bundle of ONNX stage graphs")
+    p = sub.add_parser("export", parents=[common, long_work], help="export a detector to a bundle of ONNX stage graphs")
     p.add_argument("--method", choices=method_names(), help="the method (default: the --config's)")
     p.add_argument("--config", help="named model config (see `vidtrt models`)")
     p.add_argument("--checkpoint", help="native checkpoint (its config travels with it); troi also reads mmtracking checkpoints")
     p.add_argument("--out", required=True, help="bundle directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights when no checkpoint is given")
     p.add_argument("--no-verify", action="store_true", help="skip running each graph in ONNX Runtime against PyTorch")
-    p.add_argument("--precisions", default="fp32,fp16", help="graph precisions to write: fp32[,fp16] (default: %(default)s)")
-    _add_schedule_arguments(p, at_run=False)
+    p.add_argument(
+        "--precision", "--precisions", dest="precision", default="fp32,fp16",
+        help="graph precisions to write: fp32[,fp16] (default: %(default)s)",
+    )
+    p.add_argument("--force", action="store_true", help="replace the bundle in a non-empty --out directory")
+    schedule_flags(p, "export", at_run=False)
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("calibrate", help="INT8 graphs calibrated on what the FP32 pipeline feeds each stage")
+    p = sub.add_parser("calibrate", parents=[common, long_work], help="INT8 graphs calibrated on what the FP32 pipeline feeds each stage")
     p.add_argument("bundle")
     p.add_argument("videos", nargs="+", help="calibration videos (files or camera indices)")
-    p.add_argument("--max-samples", type=int, default=32, help="recorded inputs per stage (default: %(default)s)")
-    p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"], help="calibration method (default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true")
-    _add_schedule_arguments(p, at_run=True)
+    p.add_argument("--max-samples", type=_positive_int, default=32, help="recorded inputs per stage (default: %(default)s)")
+    p.add_argument(
+        "--algorithm", default="minmax", choices=["minmax", "entropy", "percentile"],
+        help="how activation ranges are calibrated (default: %(default)s)",
+    )
+    schedule_flags(p, "calibrate", at_run=True)
     p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser(
-        "build",
+        "build", parents=[common, long_work, with_json],
         help="build TensorRT engines for every stage of a bundle (TensorRT 10.8+/11 on a GPU, or TensorRT-RTX without one)",
     )
     p.add_argument("bundle")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="which graphs to build from (default: %(default)s)")
+    p.add_argument("--precision", default="fp32", help="which graphs to build from: fp32, fp16, int8 or a comma-separated list (default: %(default)s)")
     p.add_argument(
         "--runtime", choices=["tensorrt", "tensorrt-rtx"],
         help="TensorRT flavour (default: tensorrt when importable, else tensorrt-rtx)",
@@ -301,35 +495,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_build)
 
-    p = sub.add_parser("bench", help="each precision against FP32 per stage and end to end, with timings")
+    p = sub.add_parser("bench", parents=[common, long_work, with_json], help="each precision against FP32 per stage and end to end, with timings")
     p.add_argument("bundle")
     p.add_argument("video", help="video file (or camera index) to measure on")
-    p.add_argument("--precision", default="fp32,fp16,int8", help="comma-separated (default: %(default)s)")
+    p.add_argument("--precision", help="comma-separated fp32,fp16,int8 (default: every precision the bundle has)")
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt", "tensorrt-rtx"])
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per stage (default: %(default)s)")
-    p.add_argument("--json", help="also write the report as JSON")
-    _add_schedule_arguments(p, at_run=True)
+    schedule_flags(p, "bench", at_run=True)
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("run", help="run a video through a bundle")
+    p = sub.add_parser("run", parents=[common, long_work, with_json], help="run a video through a bundle")
     p.add_argument("bundle")
     p.add_argument("video", help="video file, or a camera index")
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt", "tensorrt-rtx"])
     p.add_argument("--out", default="vidtrt-out", help="output directory (default: %(default)s)")
-    p.add_argument("--outputs", default="jsonl,video,vid", help="any of jsonl,video,vid (default: %(default)s)")
+    p.add_argument("--outputs", default="jsonl,video,vid", help="any of jsonl,video,vid,coco (default: %(default)s)")
+    p.add_argument(
+        "--score-thr", type=_score, default=0.0, metavar="S",
+        help="drop detections scoring below S from every output, drawn and written (default: %(default)s)",
+    )
+    p.add_argument(
+        "--vid-frame-offset", type=_non_negative_int, default=0, metavar="N",
+        help="ImageNet VID txt: frames of val.txt before this snippet, so per-snippet files concatenate (default: 0)",
+    )
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="graph/engine precision (onnxruntime, tensorrt)")
-    p.add_argument("--no-progress", action="store_true")
-    _add_schedule_arguments(p, at_run=True)
+    schedule_flags(p, "run", at_run=True)
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("models", help="list the model configs with their parameter counts")
+    p = sub.add_parser("models", parents=[common, with_json], help="list the model configs with their parameter counts")
     p.set_defaults(func=_cmd_models)
 
-    p = sub.add_parser("doctor", help="list the components found or missing, and what each missing one disables")
+    p = sub.add_parser("doctor", parents=[common, with_json], help="list the components found or missing, and what each missing one disables")
     p.set_defaults(func=_cmd_doctor)
 
     p = sub.add_parser(
-        "selfcheck",
+        "selfcheck", parents=[common, with_json],
         help="export every custom op to ONNX, run it in ONNX Runtime, compare with its reference and native kernel",
     )
     p.add_argument("--out", default="vidtrt-selfcheck", help="directory for the exported graphs (default: %(default)s)")
@@ -338,17 +538,71 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_third_party(verbose: bool) -> None:
+    """OpenCV/FFmpeg decoder chatter ("moov atom not found", v4l), ONNX
+    Runtime's and the quantiser's log lines: errors only, unless -v. vidtrt's
+    own errors are reported by vidtrt."""
+    import logging
+    import os
+
+    if verbose:
+        return
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs to the root logger
+    try:
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(3)
+    except Exception:  # noqa: BLE001 - the doctor reports a broken onnxruntime; quieting it is optional
+        pass
+
+
+def _sigterm_as_interrupt(signum, frame):
+    # SIGTERM unwinds like Ctrl-C, so writers publish or delete their
+    # temporary files and a run keeps the frames it completed.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
+    _quiet_third_party(args.verbose)
+    if args.quiet:
+        return _run_quietly(args)
+    return _run(args)
+
+
+def _run_quietly(args) -> int:
+    import contextlib
+    import os
+
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        return _run(args)
+
+
+def _run(args) -> int:
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"vidtrt {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
-        # Input problems (bad video, bundle, checkpoint, arguments) end with one clear line.
+    except (ValueError, OSError, RuntimeError) as err:
+        # Input problems (bad video, bundle, checkpoint, arguments, paths) end with
+        # one clear line. OSError covers FileNotFoundError, PermissionError and
+        # the other path errors; FileExistsError is one too.
         print(f"vidtrt {args.command}: error: {err}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

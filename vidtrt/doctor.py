@@ -25,11 +25,20 @@ class Component:
 
 
 def _module_version(name: str) -> str | None:
+    """The installed version, from the package metadata when the module can be
+    found (importing torch alone takes seconds; the doctor answers in one)."""
+    from importlib import metadata, util
+
     try:
-        module = importlib.import_module(name)
-    except Exception:  # a broken install counts as missing
+        if util.find_spec(name) is None:
+            return None
+    except (ImportError, ValueError):  # a broken install counts as missing
         return None
-    return getattr(module, "__version__", "unknown version")
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        module = importlib.import_module(name)
+        return getattr(module, "__version__", "unknown version")
 
 
 def _nvcc() -> tuple[bool, str]:
@@ -45,14 +54,11 @@ def _nvcc() -> tuple[bool, str]:
 
 
 def _gpus() -> tuple[bool, str]:
-    try:
-        import torch
+    from .tensorrt import cuda_available
 
-        if torch.cuda.is_available():
-            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-            return True, ", ".join(names)
-    except Exception:  # CUDA driver problems look like "no GPU" here
-        pass
+    ok, detail = cuda_available()  # cuda-python: fast, no torch
+    if ok:
+        return True, detail
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
@@ -142,8 +148,8 @@ def components() -> list[Component]:
     return found
 
 
-def report() -> tuple[str, int]:
-    rows = components()
+def report(rows: list[Component] | None = None) -> tuple[str, int]:
+    rows = components() if rows is None else rows
     lines = [f"vidtrt {__version__} on Python {platform.python_version()} ({platform.machine()})"]
     width = max(len(c.name) for c in rows)
     for c in rows:

@@ -93,6 +93,7 @@ def export_bundle(
     log: Callable[[str], None] = print,
     overrides: dict | None = None,
     schedule: dict | None = None,
+    progress: bool = False,
 ) -> Bundle:
     """Exports every stage of a method to ``out_dir`` and writes the manifest last.
 
@@ -114,6 +115,7 @@ def export_bundle(
         cfg = dataclasses.replace(cfg, **schedule_fields)
         detector.cfg = cfg
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous_files = _bundle_files(out_dir)
     written: list[Path] = []
     try:
         (out_dir / "manifest.json").unlink(missing_ok=True)  # re-export: the old manifest goes first
@@ -128,7 +130,12 @@ def export_bundle(
         second = method.stage_samples(detector, seed + 100, *_other_size(first_image))
         stages: dict[str, StageSpec] = {}
         verification = {}
-        for name, module in export_stages.items():
+        stage_items = list(export_stages.items())
+        if progress:
+            from tqdm import tqdm
+
+            stage_items = tqdm(stage_items, desc="vidtrt export", unit="stage", leave=True, disable=None)
+        for name, module in stage_items:
             sample = samples[name]
             names_in, names_out = list(module.input_names), list(module.output_names)
             axes = method.dynamic_axes(name)
@@ -168,6 +175,13 @@ def export_bundle(
             verification=verification,
         )
         write_manifest(out_dir, manifest)
+        # A bundle replaced by this one (another method, precisions, engines)
+        # leaves nothing of its own behind.
+        for relative in previous_files - {p.relative_to(out_dir).as_posix() for p in written}:
+            (out_dir / relative).unlink(missing_ok=True)
+        for directory in sorted((p for p in out_dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            if not any(directory.iterdir()):
+                directory.rmdir()
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -175,6 +189,17 @@ def export_bundle(
             shutil.rmtree(out_dir)
         raise
     return load_bundle(out_dir)
+
+
+def _bundle_files(directory: Path) -> set[str]:
+    """The files an existing bundle's manifest lists (empty when there is none)."""
+    import json
+
+    try:
+        files = json.loads((directory / "manifest.json").read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {f for f in files if isinstance(f, str) and ".." not in Path(f).parts and not Path(f).is_absolute()}
 
 
 def _other_size(image: torch.Tensor) -> tuple[int, int]:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence
 
 from ..core.bundle import StateSpec
-from .common import load_native
 
 
 @dataclass(frozen=True)
@@ -135,6 +134,8 @@ class Method(ABC):
         with it), or a named config (with ``overrides`` of its fields) and
         seeded weights."""
         if checkpoint is not None:
+            from .common import load_native  # torch: imported when a detector is loaded, not with the registry
+
             return load_native(self.name, self.config_class, self.detector_class, checkpoint, config_name)
         if config_name is None:
             raise ValueError("give a config name or a checkpoint")

@@ -1,15 +1,22 @@
 """Detections out: the per-frame record and the writers that store it.
 
-:class:`Detections` holds one frame's detections in original-image coordinates.
-Three writers store them, each a context manager with
-``write(frame_index, detections, frame=None)``:
+:class:`Detections` holds one frame's detections in original-image coordinates,
+and optionally what produced them (the pipeline stage, the image size, the
+class names). Four writers store them, each a context manager with
+``write(frame_index, detections, frame=None)`` and an optional ``min_score``:
+detections scoring below it are neither written nor drawn.
 
 - :class:`JsonLinesWriter` — one JSON object per frame, every frame (also those
   without detections)::
 
-      {"frame": 0, "detections": [{"box": [x1, y1, x2, y2], "score": 0.93, "label": 4, "class": "bird"}]}
+      {"frame": 0, "source": "clip.mp4", "width": 640, "height": 360, "stage": "key",
+       "detections": [{"box": [x1, y1, x2, y2], "score": 0.93, "label": 4, "class": "bird"}]}
 
-  box is rounded to 1/1000 px and score to 6 decimals; label is the 0-based class
+  (on one line). source is the video's path, a camera index (an integer) or
+  "frames" (in-memory frames), null when the writer was not told; width and
+  height are the original image's, stage the pipeline stage that produced the
+  frame ("key", "nonkey", "batch", "head", ...), null when unknown. box is
+  rounded to 1/1000 px and score to 6 decimals; label is the 0-based class
   index (background excluded), class its name.
 - :class:`AnnotatedVideoWriter` — the frames with boxes and "class score" tags
   drawn, one stable colour per class, mp4v in whatever container the suffix
@@ -17,6 +24,9 @@ Three writers store them, each a context manager with
 - :class:`ImageNetVidWriter` — the ILSVRC2015 VID devkit result format, one line
   per detection: ``<frame_index> <ILSVRC2015_VID_ID> <confidence> <xmin> <ymin> <xmax> <ymax>``.
   See the class for the numbering.
+- :class:`CocoResultsWriter` — the COCO results format (what pycocotools'
+  ``COCO.loadRes`` reads): one JSON list of
+  ``{"image_id": frame, "category_id": label + 1, "bbox": [x, y, w, h], "score": s}``.
 
 Frames must be written in strictly increasing frame order (gaps allowed): every
 consumer of these files reads them in order, and a pipeline that emits frames
@@ -35,8 +45,10 @@ from __future__ import annotations
 
 import abc
 import colorsys
+import dataclasses
 import json
 import math
+import numbers
 import operator
 import os
 import secrets
@@ -50,6 +62,7 @@ import numpy as np
 
 __all__ = [
     "AnnotatedVideoWriter",
+    "CocoResultsWriter",
     "DetectionWriter",
     "Detections",
     "ImageNetVidWriter",
@@ -78,12 +91,21 @@ class Detections:
     the 0-based class index with background excluded (class_names[label]).
     Inputs are converted to these dtypes; shapes, finiteness and label signs are
     checked so that no writer has to.
+
+    What produced them, when known (keyword-only, None otherwise): ``stage``,
+    the pipeline stage that detected the frame ("key", "nonkey", "batch",
+    "head", ...); ``image_hw``, the original image's (height, width);
+    ``class_names``, every class's name by label (then ``names`` gives each
+    detection's).
     """
 
     boxes: np.ndarray = field(repr=False)
     scores: np.ndarray = field(repr=False)
     labels: np.ndarray = field(repr=False)
     frame_index: int
+    stage: str | None = field(default=None, kw_only=True)
+    image_hw: tuple[int, int] | None = field(default=None, kw_only=True)
+    class_names: tuple[str, ...] | None = field(default=None, kw_only=True, repr=False)
 
     def __post_init__(self):
         boxes = np.asarray(self.boxes, dtype=np.float32)
@@ -110,22 +132,41 @@ class Detections:
         object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "frame_index", _as_frame_index(self.frame_index))
+        if self.stage is not None and not isinstance(self.stage, str):
+            raise TypeError(f"stage must be a string or None, got {type(self.stage).__name__}")
+        if self.image_hw is not None:
+            object.__setattr__(self, "image_hw", _as_image_hw(self.image_hw))
+        if self.class_names is not None:
+            names = _check_class_names(self.class_names)
+            object.__setattr__(self, "class_names", names)
+            if len(labels) and int(labels.max()) >= len(names):
+                raise ValueError(f"label {int(labels.max())} has no name ({len(names)} class names)")
 
     def __len__(self) -> int:
         return len(self.scores)
 
     def __repr__(self) -> str:
-        return f"Detections(frame_index={self.frame_index}, count={len(self)})"
+        stage = f", stage={self.stage!r}" if self.stage is not None else ""
+        return f"Detections(frame_index={self.frame_index}, count={len(self)}{stage})"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Each detection's class name (needs ``class_names``)."""
+        if self.class_names is None:
+            raise ValueError("these Detections were made without class_names; look labels up in the bundle's")
+        return tuple(self.class_names[int(label)] for label in self.labels)
 
     @classmethod
-    def empty(cls, frame_index: int) -> Detections:
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), frame_index)
+    def empty(cls, frame_index: int, **about) -> Detections:
+        """No detections; ``about``: stage, image_hw, class_names."""
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), frame_index, **about)
 
     @classmethod
-    def from_padded(cls, frame_index: int, boxes, scores, labels, *, valid=None, count=None) -> Detections:
+    def from_padded(cls, frame_index: int, boxes, scores, labels, *, valid=None, count=None, **about) -> Detections:
         """From fixed-size [N, ...] engine outputs, keeping the rows marked by
         ``valid`` (a [N] boolean or 0/1 mask) or the first ``count`` rows (an
-        int or a one-element array). Exactly one of the two is required."""
+        int or a one-element array). Exactly one of the two is required.
+        ``about``: stage, image_hw, class_names."""
         if (valid is None) == (count is None):
             raise ValueError("give exactly one of valid (a [N] mask) or count (number of leading valid rows)")
         boxes = np.asarray(boxes)
@@ -145,18 +186,46 @@ class Detections:
                 if not np.isin(mask, (0, 1)).all():
                     raise ValueError("valid must be boolean or contain only 0 and 1")
                 mask = mask.astype(bool)
-            return cls(boxes[mask], scores[mask], labels[mask], frame_index)
+            return cls(boxes[mask], scores[mask], labels[mask], frame_index, **about)
         count_array = np.asarray(count)
         if count_array.size != 1 or not np.issubdtype(count_array.dtype, np.integer):
             raise ValueError(f"count must be one integer, got {count!r}")
         n = int(count_array.reshape(-1)[0])
         if not 0 <= n <= capacity:
             raise ValueError(f"count must be in [0, {capacity}], got {n}")
-        return cls(boxes[:n], scores[:n], labels[:n], frame_index)
+        return cls(boxes[:n], scores[:n], labels[:n], frame_index, **about)
 
     def with_min_score(self, threshold: float) -> Detections:
+        """The detections scoring at least ``threshold`` (self when that is all of them)."""
         keep = self.scores >= threshold
-        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.frame_index)
+        if keep.all():
+            return self
+        return dataclasses.replace(self, boxes=self.boxes[keep], scores=self.scores[keep], labels=self.labels[keep])
+
+
+def _as_image_hw(value) -> tuple[int, int]:
+    try:
+        height, width = (operator.index(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_hw must be two integers (height, width), got {value!r}") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"image_hw must be positive, got {value!r}")
+    return (height, width)
+
+
+def _as_min_score(value) -> float | None:
+    """A score threshold: None (keep every detection) or a finite number (NaN
+    would silently drop everything)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError("min_score must be a number, not a bool")
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"min_score must be a number, got {value!r}")
+    threshold = float(value)
+    if not math.isfinite(threshold):
+        raise ValueError(f"min_score must be a finite number, got {value!r}")
+    return threshold
 
 
 def _as_labels(values) -> np.ndarray:
@@ -201,9 +270,11 @@ def _check_class_names(class_names) -> tuple[str, ...]:
 
 
 class DetectionWriter(abc.ABC):
-    """Common behaviour: temporary file, ordered frames, commit on clean close."""
+    """Common behaviour: temporary file, ordered frames, score threshold,
+    commit on clean close."""
 
-    def __init__(self, path):
+    def __init__(self, path, *, min_score: float | None = None):
+        self.min_score = _as_min_score(min_score)
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise FileNotFoundError(f"output directory does not exist: {self.path.parent}")
@@ -251,6 +322,8 @@ class DetectionWriter(abc.ABC):
                 "frames must be written in increasing order"
             )
         self._check(frame_index, detections, frame)
+        if self.min_score is not None:
+            detections = detections.with_min_score(self.min_score)
         try:
             self._write(frame_index, detections, frame)
         except BaseException:
@@ -301,8 +374,8 @@ class DetectionWriter(abc.ABC):
 
 
 class _TextWriter(DetectionWriter):
-    def __init__(self, path):
-        super().__init__(path)
+    def __init__(self, path, *, min_score: float | None = None):
+        super().__init__(path, min_score=min_score)
         try:
             # "x": never clobber an existing file, however unlikely the name clash.
             self._file = open(self.temporary_path, "x", encoding="utf-8", newline="\n")
@@ -321,16 +394,29 @@ class _TextWriter(DetectionWriter):
 
 
 class JsonLinesWriter(_TextWriter):
-    """One JSON object per frame: {"frame": i, "detections": [{"box", "score", "label", "class"}]}."""
+    """One JSON object per frame: {"frame", "source", "width", "height", "stage",
+    "detections": [{"box", "score", "label", "class"}]} (see the module docstring).
 
-    def __init__(self, path, class_names: Sequence[str]):
+    ``source`` names the video in every record: a path (str or PathLike,
+    written as a string), a camera index (int), "frames", or None (null). The
+    image size comes from ``detections.image_hw``, else from the frame when
+    one is given, else it is null; the stage from ``detections.stage``.
+    """
+
+    def __init__(self, path, class_names: Sequence[str], *, source=None, min_score: float | None = None):
         self.class_names = _check_class_names(class_names)
-        super().__init__(path)
+        self.source = _as_source(source)
+        super().__init__(path, min_score=min_score)
 
     def _check(self, frame_index, detections, frame) -> None:
         _check_labels(detections, self.class_names)
 
     def _write(self, frame_index, detections, frame) -> None:
+        height = width = None
+        if detections.image_hw is not None:
+            height, width = detections.image_hw
+        elif isinstance(frame, np.ndarray) and frame.ndim >= 2:
+            height, width = int(frame.shape[0]), int(frame.shape[1])
         items = [
             {
                 "box": [round(float(v), 3) for v in box],
@@ -340,7 +426,25 @@ class JsonLinesWriter(_TextWriter):
             }
             for box, score, label in zip(detections.boxes, detections.scores, detections.labels)
         ]
-        self._file.write(json.dumps({"frame": frame_index, "detections": items}) + "\n")
+        record = {
+            "frame": frame_index,
+            "source": self.source,
+            "width": width,
+            "height": height,
+            "stage": detections.stage,
+            "detections": items,
+        }
+        self._file.write(json.dumps(record) + "\n")
+
+
+def _as_source(source):
+    if source is None or isinstance(source, str):
+        return source
+    if isinstance(source, os.PathLike):
+        return os.fsdecode(os.fspath(source))
+    if isinstance(source, (int, np.integer)) and not isinstance(source, bool):
+        return int(source)
+    raise TypeError(f"source must be a path, a camera index, a string or None, got {type(source).__name__}")
 
 
 class ImageNetVidWriter(_TextWriter):
@@ -367,9 +471,9 @@ class ImageNetVidWriter(_TextWriter):
     snippets go into one file by concatenating the per-snippet files.
     """
 
-    def __init__(self, path, video_frame_offset: int = 0):
+    def __init__(self, path, video_frame_offset: int = 0, *, min_score: float | None = None):
         self.video_frame_offset = _as_frame_index(video_frame_offset)
-        super().__init__(path)
+        super().__init__(path, min_score=min_score)
 
     def _write(self, frame_index, detections, frame) -> None:
         frame_id = self.video_frame_offset + frame_index + 1
@@ -379,6 +483,43 @@ class ImageNetVidWriter(_TextWriter):
             for box, score, label in zip(detections.boxes, detections.scores, detections.labels)
         ]
         self._file.write("".join(lines))
+
+
+class CocoResultsWriter(_TextWriter):
+    """COCO detection results: one JSON list of
+    ``{"image_id": frame_index, "category_id": label + 1, "bbox": [x, y, w, h], "score": s}``.
+
+    image_id is the frame index; category_id is the 0-based label + 1 (COCO
+    category ids start at 1, and detectors trained on VID number their classes
+    so, background being 0); bbox is (left, top, width, height) in original
+    pixels, rounded to 1/1000 px, score to 6 decimals. One entry per line, so
+    the file can also be read line by line. Frames without detections add
+    nothing.
+    """
+
+    def __init__(self, path, *, min_score: float | None = None):
+        super().__init__(path, min_score=min_score)
+        self._entries = 0
+        self._file.write("[")
+
+    def _write(self, frame_index, detections, frame) -> None:
+        parts = []
+        for box, score, label in zip(detections.boxes, detections.scores, detections.labels):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            entry = {
+                "image_id": frame_index,
+                "category_id": int(label) + 1,
+                "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+                "score": round(float(score), 6),
+            }
+            separator = ",\n" if self._entries + len(parts) else "\n"
+            parts.append(separator + json.dumps(entry))
+        self._file.write("".join(parts))
+        self._entries += len(parts)
+
+    def _finish(self) -> None:
+        self._file.write("\n]\n" if self._entries else "]\n")
+        super()._finish()
 
 
 def _check_labels(detections: Detections, class_names: tuple[str, ...]) -> None:
@@ -392,14 +533,14 @@ def _check_labels(detections: Detections, class_names: tuple[str, ...]) -> None:
 class AnnotatedVideoWriter(DetectionWriter):
     """The frames with their detections drawn, encoded with mp4v.
 
-    Detections scoring below min_score are not drawn. The frame passed to
+    Detections scoring below min_score (when given) are not drawn. The frame passed to
     write() is not modified. Odd frame sizes get one black row/column at the
     bottom/right, as mp4v needs even sizes.
     """
 
     fourcc = "mp4v"
 
-    def __init__(self, path, fps: float, class_names: Sequence[str], *, min_score: float = 0.0):
+    def __init__(self, path, fps: float, class_names: Sequence[str], *, min_score: float | None = None):
         try:
             fps_value = float(fps)
         except (TypeError, ValueError):
@@ -408,8 +549,7 @@ class AnnotatedVideoWriter(DetectionWriter):
             raise ValueError(f"fps must be a positive number, got {fps!r}")
         self.fps = fps_value
         self.class_names = _check_class_names(class_names)
-        self.min_score = float(min_score)
-        super().__init__(path)
+        super().__init__(path, min_score=min_score)
         self._video: cv2.VideoWriter | None = None
         self._frame_shape: tuple[int, ...] | None = None
 
@@ -444,7 +584,7 @@ class AnnotatedVideoWriter(DetectionWriter):
                 )
             self._video = video
             self._frame_shape = frame.shape
-        canvas = draw_detections(frame, detections.with_min_score(self.min_score), self.class_names)
+        canvas = draw_detections(frame, detections, self.class_names)
         if pad_bottom or pad_right:
             canvas = cv2.copyMakeBorder(canvas, 0, pad_bottom, 0, pad_right, cv2.BORDER_CONSTANT, value=(0, 0, 0))
         self._video.write(canvas)

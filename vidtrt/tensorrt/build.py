@@ -222,6 +222,7 @@ def build_engines(
     device: int = 0,
     runtime: str = "tensorrt",
     compute_capabilities: list[str] | None = None,
+    progress: bool = False,
 ) -> dict:
     """Builds an engine for every stage of the bundle (or ``stages``) in one
     precision, records the set in ``manifest.engines`` and saves the manifest.
@@ -240,17 +241,44 @@ def build_engines(
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if workspace_mb <= 0:
         raise ValueError(f"workspace must be a positive number of MB, got {workspace_mb}")
-    if runtime == "tensorrt-rtx":
-        return _build_rtx(bundle, precision, compute_capabilities, workspace_mb, profile, log, stages)
-    if runtime != "tensorrt":
+    if runtime != "tensorrt-rtx":
         from .flavours import flavour
 
         flavour(runtime)  # raises, naming the runtimes there are
-    if compute_capabilities:
-        raise ValueError(
-            "standard TensorRT builds for the GPU it runs on; --sm (compute capabilities) is for --runtime tensorrt-rtx"
-        )
-    return _build_tensorrt(bundle, precision, timing_cache, workspace_mb, profile, log, stages, device)
+        if compute_capabilities:
+            raise ValueError(
+                "standard TensorRT builds for the GPU it runs on; --sm (compute capabilities) is for --runtime tensorrt-rtx"
+            )
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        targets = len(compute_capabilities or [None]) if runtime == "tensorrt-rtx" else 1
+        total = targets * len(stages or bundle.stages)
+        bar = tqdm(total=total, desc=f"vidtrt build {precision}", unit="engine", leave=True, disable=None)
+        log = _logging_through(bar, log)
+    try:
+        if runtime == "tensorrt-rtx":
+            return _build_rtx(bundle, precision, compute_capabilities, workspace_mb, profile, log, stages)
+        return _build_tensorrt(bundle, precision, timing_cache, workspace_mb, profile, log, stages, device)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _logging_through(bar, log):
+    """A log that prints above the progress bar and advances it once per
+    finished engine (the builders report each engine on a line indented by two)."""
+
+    def write(line: str) -> None:
+        if log is print:
+            bar.write(line)
+        else:
+            log(line)
+        if line.startswith("  "):
+            bar.update(1)
+
+    return write
 
 
 def _onnx_files(bundle: Bundle, precision: str, stages) -> dict[str, Path]:

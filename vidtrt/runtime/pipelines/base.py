@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ...core.bundle import DETECTION_OUTPUTS
+from ...core.bundle import DETECTION_OUTPUTS, BundleError
 from ...methods import Method, get_method
 from ..backends.base import Backend
 
@@ -53,6 +53,13 @@ class Pipeline:
             raise ValueError(f"{type(self).__name__} needs a {self.method_name} bundle, got method {manifest.method!r}")
         self.backend = backend
         self.method: Method = get_method(manifest.method)
+        needed = set(self.method.stages) - {self.method.baseline_stage}
+        missing = sorted(needed - set(manifest.stages))
+        if missing:
+            raise BundleError(
+                f"bundle {backend.bundle.directory} has no stage {', '.join(missing)}, which the {self.method.name} "
+                f"schedule runs (it has {', '.join(manifest.stages)}); re-export it"
+            )
         self.schedule: dict[str, Any] = self.method.resolve_schedule(manifest.schedule, options)
 
     def stream(self):
