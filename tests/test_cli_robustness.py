@@ -259,3 +259,35 @@ def test_run_score_threshold_coco_and_vid_offset_flags(bundle_dir, clip, tmp_pat
         with pytest.raises(SystemExit) as exc:
             cli.main(argv + bad)
         assert exc.value.code == 2
+
+
+def test_more_commands_under_bad_input(bundle_dir, clip, tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    missing = tmp_path / "missing"
+    _fails_in_one_line(capsys, ["build", str(missing), "--runtime", "tensorrt-rtx", "--sm", "86"], "missing")
+    _fails_in_one_line(capsys, ["build", str(bundle_dir), "--runtime", "tensorrt-rtx", "--sm", "70"], "cannot target compute capability")
+    _fails_in_one_line(capsys, ["build", str(bundle_dir), "--runtime", "tensorrt-rtx", "--sm", "86", "--precision", "fp64"], "--precision")
+    _fails_in_one_line(capsys, ["build", str(bundle_dir), "--runtime", "tensorrt-rtx", "--sm", "86", "--json", str(tmp_path)], "is a directory")
+    _fails_in_one_line(capsys, ["calibrate", str(missing), str(clip)], "does not exist")
+    _fails_in_one_line(capsys, ["calibrate", str(a_file), str(clip)], "is a file")
+    _fails_in_one_line(capsys, ["demo", "--out", str(a_file), "--frames", "2"], "is a file")
+    _fails_in_one_line(capsys, ["doctor", "--json", str(tmp_path)], "is a directory")
+    _fails_in_one_line(capsys, ["models", "--json", str(tmp_path)], "is a directory")
+    _fails_in_one_line(capsys, ["export", "--config", "no_such_config", "--out", str(tmp_path / "e")], "no_such_config")
+    _fails_in_one_line(capsys, ["export", "--method", "troi", "--checkpoint", str(a_file), "--out", str(tmp_path / "e2")], "a_file")
+    _fails_in_one_line(capsys, ["bench", str(bundle_dir), str(missing / "v.mp4")], "v.mp4")
+
+
+def test_decoder_noise_is_quiet_unless_verbose(bundle_dir, tmp_path):
+    """FFmpeg's own messages ("moov atom not found") go to the process's
+    stderr, past Python: the CLI turns them off; -v lets them through."""
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(4000))
+    argv = [sys.executable, "-m", "vidtrt.cli", "run", str(bundle_dir), str(corrupt), "--out", str(tmp_path / "o"), "--no-progress"]
+    quiet = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 1
+    assert quiet.stderr.strip().splitlines() == [line for line in quiet.stderr.strip().splitlines() if line.startswith("vidtrt run: error:")]
+    assert len(quiet.stderr.strip().splitlines()) == 1, quiet.stderr
+    loud = subprocess.run(argv + ["-v"], capture_output=True, text=True, timeout=120)
+    assert loud.returncode == 1 and len(loud.stderr.strip().splitlines()) > 1  # the decoder's own lines, now shown

@@ -391,10 +391,11 @@ def _cmd_run(args) -> int:
 
 def _cmd_demo(args) -> int:
     from .demo import run_demo
-
     from .methods import get_method
 
-    report = run_demo(args.out, num_frames=args.frames, method=args.method, schedule=_schedule_options(args, get_method(args.method)))
+    schedule = _schedule_options(args, get_method(args.method))
+    _writable_dir(args.out, "--out")
+    report = run_demo(args.out, num_frames=args.frames, method=args.method, schedule=schedule)
     return 0 if report["frames_not_matching_reference"] == 0 else 1
 
 

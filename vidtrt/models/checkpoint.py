@@ -70,7 +70,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file: {err}") from err
+        # torch's message runs over several lines (and advice about weights_only): its first says what failed.
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file ({first})") from err
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(
             f"checkpoint {path} is not a vidtrt checkpoint (no format={FORMAT!r} field); "
