@@ -15,8 +15,9 @@ op refuses. The base gives it
   is compared with the oracle evaluated on the same FP16-rounded inputs);
 - the tests every op has: the exported graph's structure
   (test_onnx_graph_structure), the bad inputs it refuses on the reference and
-  the native layer (test_bad_input), and an unknown impl and the native
-  layer's dtype rule (test_bad_impl_and_native_dtype);
+  the native layer (test_bad_input), an unknown impl and the native
+  layer's dtype rule (test_bad_impl_and_native_dtype), and the native layer's
+  refusal of inputs that require grad (test_native_refuses_gradients);
 - small helpers the op tests share (binding calls with defaults, thread-count
   invariance, walking a graph's subgraphs).
 
@@ -108,6 +109,10 @@ class OpTester:
     # FLOAT64_INPUTS (None: the op refuses float64 on every layer, in BAD_INPUTS).
     NATIVE_FLOAT64_MESSAGE: ClassVar[str | None] = None
     FLOAT64_INPUTS: ClassVar[tuple[str, ...]] = ()
+    # The inputs the reference differentiates (its output requires grad when
+    # one of them does); the native layer refuses exactly these when they
+    # require grad. Every op states it, () included.
+    DIFFERENTIABLE_INPUTS: ClassVar[tuple[str, ...]]
 
     def oracle(self, *inputs, **attrs):
         """The naive loop the layers are compared with (float64 numpy)."""
@@ -262,3 +267,38 @@ class OpTester:
             doubles = {name: self.GOOD[name].double() for name in self.FLOAT64_INPUTS}
             with pytest.raises(ValueError, match=self.NATIVE_FLOAT64_MESSAGE):
                 self.function(**{**self.GOOD, **doubles}, impl="native")
+
+    def test_native_refuses_gradients(self):
+        """The fused kernels have no backward. With grad mode on, an input the
+        reference differentiates that requires grad makes impl="native" raise
+        (naming the op and the inputs, pointing to impl="reference"), and the
+        reference does give that input a gradient; an input the reference does
+        not differentiate, or any input under torch.no_grad(), runs and
+        agrees with the reference."""
+        name = self.function.__name__
+        float_inputs = [k for k, v in self.GOOD.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+        assert set(self.DIFFERENTIABLE_INPUTS) <= set(float_inputs)
+        cases = [(k,) for k in float_inputs]
+        if len(self.DIFFERENTIABLE_INPUTS) > 1:
+            cases.append(tuple(self.DIFFERENTIABLE_INPUTS))
+        for requiring in cases:
+            call = {**self.GOOD, **{k: self.GOOD[k].clone().requires_grad_() for k in requiring}}
+            reference = self.function(**call, impl="reference")
+            differentiable = [k for k in requiring if k in self.DIFFERENTIABLE_INPUTS]
+            assert reference.requires_grad == bool(differentiable), requiring
+            if differentiable:
+                reference.float().sum().backward()
+                assert all(call[k].grad is not None for k in differentiable), requiring
+                verb = "requires" if len(differentiable) == 1 else "require"
+                message = (
+                    rf"^{name}: impl='native' has no backward pass, but {', '.join(differentiable)} {verb} grad; "
+                    r"use impl='reference' for gradients"
+                )
+                with pytest.raises(ValueError, match=message):
+                    self.function(**call, impl="native")
+                with torch.no_grad():
+                    native = self.function(**call, impl="native")
+            else:
+                native = self.function(**call, impl="native")
+            assert not native.requires_grad
+            torch.testing.assert_close(native.double(), reference.detach().double(), rtol=1e-5, atol=1e-5)

@@ -128,6 +128,7 @@ class TestMostSimilarRoIAlign(OpTester):
     ]  # fmt: skip
     NATIVE_FLOAT64_MESSAGE = r"impl='native' takes float32 or float16, got torch.float64"
     FLOAT64_INPUTS = ("roi_feats", "support_feats")
+    DIFFERENTIABLE_INPUTS = ("roi_feats", "support_feats")
 
     def oracle(self, roi_feats, support_feats, top_k):
         return msra_naive(roi_feats, support_feats, top_k)

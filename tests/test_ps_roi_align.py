@@ -1,6 +1,8 @@
 """Position-sensitive RoI Align: reference, native (fused host kernel) and ONNX
 graph (ONNX Runtime) against a naive loop written from the equations, and
-against torchvision.ops.ps_roi_align."""
+against torchvision.ops.ps_roi_align; fixed and adaptive (sampling_ratio ≤ 0)
+sampling; and the forward scenarios of torchvision's own PSRoIAlign tests
+(test/test_ops.py), restated here against this API."""
 
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ import torch
 import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from op_tester import IMPLS, OpTester
+from op_tester import EAGER_IMPLS, IMPLS, OpTester
+from torchvision.models.feature_extraction import get_graph_node_names
 
 from vidtrt import _native
 from vidtrt.ops import ps_roi_align
-from vidtrt.ops.ps_roi_align import ps_roi_align_native
+from vidtrt.ops.ps_roi_align import PSRoIAlign, ps_roi_align_native
 
 
 def bilinear_naive(plane, y, x):
@@ -51,15 +54,27 @@ def bilinear_naive(plane, y, x):
     )
 
 
+def samples_per_bin(bin_size, sampling_ratio):
+    """The fixed ratio, or torchvision's adaptive grid: the bin size rounded
+    up (≤ 0 for a RoI of zero or negative extent; NaN, for which torchvision's
+    int conversion is undefined, counts as 0)."""
+    if sampling_ratio > 0:
+        return sampling_ratio
+    return 0 if math.isnan(bin_size) else math.ceil(bin_size)
+
+
 def ps_roi_align_naive(features, rois, output_size, spatial_scale, sampling_ratio):
-    """RoI by RoI, channel by channel, bin by bin, sample by sample, float64."""
+    """RoI by RoI, channel by channel, bin by bin, sample by sample, float64.
+
+    The sum of a bin's samples is divided by gh·gw as torchvision divides it:
+    with no samples (an adaptive grid ≤ 0), 0/0 is NaN and 0 over a negative
+    count is −0."""
     k = output_size
     f = np.asarray(features, dtype=np.float64)
 
     rois = np.asarray(rois, dtype=np.float64)
     _, channels, _, _ = f.shape
     out_channels = channels // (k * k)
-    s = sampling_ratio
     out = np.zeros((len(rois), out_channels, k, k))
     for r, (batch, x1, y1, x2, y2) in enumerate(rois):
         n = int(batch)  # truncation toward zero
@@ -67,17 +82,18 @@ def ps_roi_align_naive(features, rois, output_size, spatial_scale, sampling_rati
         start_x, start_y = x1 * spatial_scale - 0.5, y1 * spatial_scale - 0.5
         bin_w = (x2 * spatial_scale - 0.5 - start_x) / k
         bin_h = (y2 * spatial_scale - 0.5 - start_y) / k
+        gh, gw = samples_per_bin(bin_h, sampling_ratio), samples_per_bin(bin_w, sampling_ratio)
         for c in range(out_channels):
             for i in range(k):
                 for j in range(k):
                     plane = f[n, c * k * k + i * k + j]  # position-sensitive score map of bin (i, j)
                     total = 0.0
-                    for iy in range(s):
-                        y = start_y + (i + (iy + 0.5) / s) * bin_h
-                        for ix in range(s):
-                            x = start_x + (j + (ix + 0.5) / s) * bin_w
+                    for iy in range(gh):  # no samples when gh ≤ 0
+                        y = start_y + (i + (iy + 0.5) / gh) * bin_h
+                        for ix in range(gw):
+                            x = start_x + (j + (ix + 0.5) / gw) * bin_w
                             total += bilinear_naive(plane, y, x)
-                    out[r, c, i, j] = total / (s * s)
+                    out[r, c, i, j] = math.nan if gh * gw == 0 else total / (gh * gw)
     return out
 
 
@@ -171,9 +187,11 @@ class TestPSRoIAlign(OpTester):
         (dict(features=torch.zeros(2, 17, 5, 6)), r"multiple of output_size\*\*2 = 9 .*features \[2, 17, 5, 6\]"),
         (dict(features=torch.zeros(2, 18, 0, 6)), r"H >= 1 and W >= 1, got features \[2, 18, 0, 6\]"),
         (dict(output_size=0), r"output_size must be >= 1, got 0"),
-        (dict(output_size=(3, 3)), r"output_size must be an int \(square bins\), got tuple"),
-        (dict(sampling_ratio=-1), r"sampling_ratio must be a positive int, got -1; torchvision's adaptive"),
-        (dict(sampling_ratio=0), r"sampling_ratio must be a positive int, got 0"),
+        (dict(output_size=(0, 0)), r"output_size must be >= 1, got 0"),
+        (dict(output_size=(3, 4)), r"output_size \(3, 4\) is not square; the kernel, the ONNX function and the plugin pool k×k bins"),
+        (dict(output_size=(3,)), r"output_size must be an int or a pair of ints \(k, k\), got \(3,\)"),
+        (dict(output_size=(3, 3.0)), r"output_size must be an int or a pair of ints \(k, k\), got \(3, 3.0\)"),
+        (dict(output_size=3.0), r"output_size must be an int or a pair of ints \(k, k\), got float"),
         (dict(sampling_ratio=2.0), r"sampling_ratio must be an int, got float"),
         (dict(sampling_ratio=True), r"sampling_ratio must be an int, got bool"),
         (dict(spatial_scale=0.0), r"spatial_scale must be finite and > 0, got 0.0"),
@@ -182,14 +200,25 @@ class TestPSRoIAlign(OpTester):
         (dict(spatial_scale=float("nan")), r"spatial_scale must be finite and > 0, got nan"),
         (dict(spatial_scale="0.5"), r"spatial_scale must be a float, got str"),
         (dict(features=torch.zeros(2, 18, 5, 6, dtype=torch.int64)), r"features must be float32 or float16, got torch.int64"),
-        (dict(rois=torch.zeros(1, 5, dtype=torch.float64)), r"rois must be float32 or the features' dtype \(torch.float32\), got torch.float64"),
+        (dict(rois=torch.zeros(1, 5, dtype=torch.float64)),
+         r"rois must be float16, float32 or the features' dtype \(torch.float32\), got torch.float64"),
         (dict(features=torch.zeros(2, 18, 5, 6, dtype=torch.float16), rois=torch.zeros(1, 5, dtype=torch.bfloat16)),
-         r"rois must be float32 or the features' dtype \(torch.float16\)"),
+         r"rois must be float16, float32 or the features' dtype \(torch.float16\)"),
+        # torchvision's boxes: a list of [K, 4] per image, not [K, 5] rows
+        (dict(rois=torch.zeros(2, 4)), r"rois must have shape \[R, 5\] .*got shape \[2, 4\]"),
+        (dict(rois=[torch.zeros(2, 4), torch.zeros(1, 5)]), r"one \[K, 4\] tensor .* per image, got rois\[1\] of shape \[1, 5\]"),
+        (dict(rois=[torch.zeros(2, 4), [0.0, 0, 1, 1]]), r"rois\[1\] must be a torch.Tensor \[K, 4\], got list"),
+        (dict(rois=[torch.zeros(2, 4), torch.zeros(1, 4, dtype=torch.float16)]),
+         r"the boxes of every image must have one dtype and device, got torch.float32 on cpu for rois\[0\] and torch.float16"),
+        (dict(rois=[]), r"rois is an empty list"),
+        (dict(rois=[torch.zeros(1, 4), torch.zeros(1, 4), torch.zeros(1, 4)]),
+         r"rois\[2, 0\] = 2.0 is not a batch index of features with N = 2"),
         (dict(features=torch.zeros(2, 18, 5, 6, device="meta")), r"must be on one device, got meta and cpu"),
         (dict(rois=torch.tensor([[0.0, 0, 0, 8, 8], [2.0, 0, 0, 8, 8]])), r"rois\[1, 0\] = 2.0 is not a batch index of features with N = 2"),
     ]  # fmt: skip
     NATIVE_FLOAT64_MESSAGE = r"impl='native' takes float32 or float16 features, got torch.float64"
     FLOAT64_INPUTS = ("features",)
+    DIFFERENTIABLE_INPUTS = ("features",)  # the RoIs are constants, as in torchvision
 
     oracle = staticmethod(ps_roi_align_naive)
 
@@ -356,9 +385,256 @@ class TestPSRoIAlign(OpTester):
         )  # fmt: skip
         call()
         torch.testing.assert_close(out, torch.zeros_like(out))
-        for bad in (dict(output_size=4), dict(sampling_ratio=0), dict(spatial_scale=0.0), dict(spatial_scale=math.inf),
+        for bad in (dict(output_size=4), dict(spatial_scale=0.0), dict(spatial_scale=math.inf),
                     dict(shape=(2, 18, 0, 6, 1))):  # fmt: skip
             with pytest.raises(ValueError, match="ps_roi_align: invalid shape or attribute"):
                 call(**bad)
         with pytest.raises(ValueError, match="ps_roi_align: unsupported dtype"):
             call(features_dtype="float32", rois_dtype="float16")
+
+    # ---- adaptive sampling (sampling_ratio ≤ 0): eager layers only
+
+    @pytest.mark.parametrize("impl", EAGER_IMPLS)
+    @settings(max_examples=60, deadline=None)
+    @given(problem=problems, seed=st.integers(0, 2**31 - 1), sampling_ratio=st.sampled_from([0, -1, -7]))
+    def test_adaptive_matches_naive_and_torchvision(self, impl, problem, seed, sampling_ratio):
+        """Every sampling_ratio ≤ 0 is the adaptive grid. The random RoIs
+        include reversed ones (a grid ≤ 0: NaN or ±0, as torchvision gives)."""
+        n, c, k, h, w, r, scale, _ = problem
+        features, rois = random_problem(seed, n, c, k, h, w, r, scale)
+        got = self.check(impl, features, rois, directory=None, **attrs(k, scale, sampling_ratio))
+        expected = torchvision_ps_roi_align(features, rois, k, scale, sampling_ratio)
+        torch.testing.assert_close(got, expected, **FP32_TOL, equal_nan=True)
+        # Where no sample is taken the result is exactly torchvision's, sign of zero included.
+        empty = (expected == 0) | expected.isnan()
+        assert torch.equal(got[empty].signbit() | got[empty].isnan(), expected[empty].signbit() | expected[empty].isnan())
+
+    @pytest.mark.parametrize("impl", EAGER_IMPLS)
+    @settings(max_examples=20, deadline=None)
+    @given(problem=problems, seed=st.integers(0, 2**31 - 1), rois_dtype=st.sampled_from([torch.float16, torch.float32]))
+    def test_adaptive_fp16(self, impl, problem, seed, rois_dtype):
+        n, c, k, h, w, r, scale, _ = problem
+        features, rois = random_problem(seed, n, c, k, h, w, r, scale, dtype=torch.float16, rois_dtype=rois_dtype)
+        got = self.check(impl, features, rois, directory=None, **attrs(k, scale, -1))
+        assert got.dtype == torch.float16
+
+    @pytest.mark.parametrize("impl", EAGER_IMPLS)
+    def test_adaptive_special_rois(self, impl, special_problem):
+        """Per RoI grids on the special RoIs plus three reversed ones. A grid of
+        0 on an axis (zero extent, or reversed by less than k map pixels)
+        makes torchvision's count 0 and the output NaN; reversed by k pixels
+        or more on one axis makes the count negative (−0), on both positive
+        (+0). A NaN corner gives NaN here (torchvision's integer conversion of
+        NaN is undefined)."""
+        features, rois = special_problem
+        scale = 1.0 / 8
+        extra = {  # 3 × 3 bins at scale 1/8: reversed by 64 image px = 8 map px gives a grid of ceil(-8/3) = -2
+            "reversed_far_both": [0, 40, 30, -24, -34],
+            "reversed_far_x": [1, 40, 4, -24, 28],
+            "reversed_far_y": [0, 8, 30, 30, -34],
+        }
+        rois = torch.cat([rois, torch.tensor(list(extra.values()))])
+        names = list(SPECIAL_ROIS) + list(extra)
+        got = ps_roi_align(features, rois, 3, scale, -1, impl=impl)
+        expected = ps_roi_align_naive(features, rois, 3, scale, -1)
+        for r, name in enumerate(names):
+            np.testing.assert_allclose(got[r].numpy(), expected[r], **FP32_TOL, err_msg=name)
+
+        def row(name):
+            return got[names.index(name)]
+
+        for name in ("zero_size", "zero_width", "reversed", "nan_corner"):
+            assert row(name).isnan().all(), name
+        assert torch.equal(row("reversed_far_both"), torch.zeros(2, 3, 3)) and not row("reversed_far_both").signbit().any()
+        for name in ("reversed_far_x", "reversed_far_y"):
+            assert torch.equal(row(name), torch.zeros(2, 3, 3)) and row(name).signbit().all(), name
+        for name in ("inside", "whole_image", "partly_left_above", "one_pixel_at_corner"):
+            assert row(name).isfinite().all() and row(name).abs().sum() > 0, name
+        finite = rois.isfinite().all(dim=1)
+        tv = torchvision_ps_roi_align(features, rois[finite], 3, scale, -1)
+        torch.testing.assert_close(got[finite], tv, **FP32_TOL, equal_nan=True)
+        assert torch.equal(got[finite].signbit() | got[finite].isnan(), tv.signbit() | tv.isnan())
+
+    def test_adaptive_grid_is_per_roi_and_per_axis(self):
+        """One RoI 6 map pixels tall and 3 wide at k = 2: the adaptive grid is
+        3 × 2 (no fixed ratio gives it) and differs from the 2 × 2 a neighbour
+        in the same call needs; that neighbour equals a fixed-ratio call."""
+        features = torch.randn(1, 4, 12, 12, generator=torch.Generator().manual_seed(2))
+        tall = torch.tensor([[0.0, 2.5, 1.5, 5.5, 7.5]])  # start (2, 1), height 6 and width 3 map pixels
+        square = torch.tensor([[0.0, 1.5, 1.5, 5.5, 5.5]])  # 4 × 4: grid 2 × 2
+        both = torch.cat([tall, square])
+        for impl in EAGER_IMPLS:
+            got = ps_roi_align(features, both, 2, 1.0, -1, impl=impl)
+            torch.testing.assert_close(got[1:], ps_roi_align(features, square, 2, 1.0, 2, impl=impl), rtol=0, atol=0)
+            np.testing.assert_allclose(got[:1].numpy(), ps_roi_align_naive(features, tall, 2, 1.0, -1), **FP32_TOL)
+            for fixed in (1, 2, 3):
+                assert not torch.allclose(got[:1], ps_roi_align(features, tall, 2, 1.0, fixed, impl=impl)), fixed
+
+    def test_adaptive_zero_and_negative_are_the_same_grid(self):
+        features, rois = random_problem(8, 2, 2, 3, 9, 9, 6, 0.5)
+        for impl in EAGER_IMPLS:
+            zero = ps_roi_align(features, rois, 3, 0.5, 0, impl=impl)
+            torch.testing.assert_close(ps_roi_align(features, rois, 3, 0.5, -1, impl=impl), zero, rtol=0, atol=0, equal_nan=True)
+
+    def test_adaptive_empty_roi_set(self):
+        features = torch.randn(1, 9, 4, 4)
+        for impl in EAGER_IMPLS:
+            assert ps_roi_align(features, torch.zeros(0, 5), 3, impl=impl).shape == (0, 1, 3, 3)
+
+    def test_adaptive_reference_gradient_matches_torchvision(self):
+        features, rois = random_problem(12, 2, 2, 3, 7, 8, 5, 0.5)
+        rois = rois[(rois[:, 3] > rois[:, 1]) & (rois[:, 4] > rois[:, 2])]  # a NaN output has a NaN gradient
+        assert len(rois) > 0
+        grad_out = torch.randn(len(rois), 2, 3, 3, dtype=torch.float64)
+        ours = features.double().requires_grad_()
+        theirs = features.double().requires_grad_()
+        (ps_roi_align(ours, rois.double(), 3, 0.5, -1) * grad_out).sum().backward()
+        (torchvision.ops.ps_roi_align(theirs, rois.double(), 3, 0.5, -1) * grad_out).sum().backward()
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-12, atol=1e-12)
+
+    @pytest.mark.parametrize("sampling_ratio", [0, -1])
+    def test_adaptive_export_is_refused(self, sampling_ratio, onnx_dir):
+        """A static graph cannot follow a per-RoI grid: export says so and why."""
+        with pytest.raises(ValueError, match=rf"ps_roi_align: sampling_ratio = {sampling_ratio} \(torchvision's adaptive "
+                                             r"sampling.*cannot be exported.*fixed sampling_ratio > 0"):  # fmt: skip
+            self.export_path(onnx_dir, (torch.float32, torch.float32), attrs(3, 0.5, sampling_ratio))
+
+    def test_kernel_library_adaptive_binding(self):
+        """The binding takes sampling_ratio ≤ 0 as the adaptive grid too."""
+        features, rois = random_problem(10, 2, 2, 3, 6, 7, 4, 0.5)
+        out = torch.empty(4, 2, 3, 3)
+        _native.kernels().ps_roi_align_forward(
+            "float32", "float32", features.data_ptr(), rois.data_ptr(), out.data_ptr(), (2, 18, 6, 7, 4), 3, 0.5, -1,
+            features.stride(), rois.stride(), out.stride(), 1,
+        )  # fmt: skip
+        torch.testing.assert_close(out, ps_roi_align(features, rois, 3, 0.5, -1), rtol=0, atol=0, equal_nan=True)
+
+    # ---- the call as torchvision takes it
+
+    @pytest.mark.parametrize("impl", IMPLS)
+    def test_boxes_list_equals_roi_table(self, impl, onnx_dir):
+        """A list of [K_i, 4] boxes per image (K_i may be 0) is the table with
+        the batch index i in front; torchvision agrees."""
+        features, _ = random_problem(11, 3, 2, 3, 6, 7, 0, 0.5)
+        g = torch.Generator().manual_seed(4)
+        boxes = [torch.rand(3, 4, generator=g) * 10, torch.zeros(0, 4), torch.rand(2, 4, generator=g) * 10]
+        table = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b], dim=1) for i, b in enumerate(boxes)])
+        expected = ps_roi_align(features, table, 3, 0.5, 2)
+        if impl == "onnx":  # the list is converted by traced ops in front of the node
+            module = PSRoIAlign((3, 3), 0.5, 2)
+            path = onnx_dir / "ps_roi_align_boxes_list.onnx"
+            from vidtrt.export.onnx import export_module
+
+            export_module(module, (features, boxes), path, ["features", "boxes0", "boxes1", "boxes2"], ["out"],
+                          {"features": {0: "N", 2: "H", 3: "W"}, "boxes0": {0: "K0"}, "boxes2": {0: "K2"}})  # fmt: skip
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            feeds = {"features": features.numpy(), **{f"boxes{i}": b.numpy() for i, b in enumerate(boxes)}}
+            got = torch.from_numpy(session.run(None, feeds)[0])
+        else:
+            got = ps_roi_align(features, boxes, (3, 3), 0.5, 2, impl=impl)
+        torch.testing.assert_close(got, expected, **FP32_TOL)
+        torch.testing.assert_close(got, torchvision.ops.ps_roi_align(features, boxes, 3, 0.5, 2), **FP32_TOL)
+
+    def test_defaults_and_module_form_are_torchvision_s(self):
+        features, rois = random_problem(13, 2, 2, 3, 8, 8, 5, 1.0)
+        expected = torchvision.ops.ps_roi_align(features, rois, 3)  # spatial_scale 1.0, sampling_ratio -1
+        torch.testing.assert_close(ps_roi_align(features, rois, 3), expected, **FP32_TOL, equal_nan=True)
+        module = PSRoIAlign(3, spatial_scale=0.5, sampling_ratio=2, impl="native")
+        assert "sampling_ratio=2" in repr(module) and "impl='native'" in repr(module)
+        torch.testing.assert_close(module(features, rois), torchvision.ops.PSRoIAlign(3, 0.5, 2)(features, rois),
+                                   **FP32_TOL)  # fmt: skip
+
+    # ---- torchvision's PSRoIAlign forward scenarios (its test/test_ops.py),
+    # restated: its device axis is our layer axis (reference, native); the
+    # ONNX layer refuses them all, since they sample adaptively (see above).
+
+    TV_POOL = 5  # 5 × 5 bins, 2 output channels: 50 channels, 10 × 10 maps, 2 images
+
+    def tv_problem(self, dtype, rois_dtype, contiguous):
+        g = torch.Generator().manual_seed(0)
+        channels = 2 * self.TV_POOL**2
+        features = torch.rand(2, channels, 10, 10, generator=g).to(dtype)
+        if not contiguous:
+            features = features.permute(0, 1, 3, 2)  # a transposed view
+            assert not features.is_contiguous()
+        # Whole map of image 0, its lower-left and lower-right parts, whole map of image 1
+        # (x1, y1, x2, y2 in map pixels; spatial_scale 1).
+        rois = torch.tensor([[0, 0, 0, 9, 9], [0, 0, 5, 4, 9], [0, 5, 5, 9, 9], [1, 0, 0, 9, 9]], dtype=rois_dtype)
+        return features, rois
+
+    @pytest.mark.parametrize("impl", EAGER_IMPLS)
+    @pytest.mark.parametrize("contiguous", [True, False])
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64], ids=str)
+    def test_torchvision_forward(self, impl, contiguous, dtype):
+        """(pool_h, pool_w) as a pair, spatial_scale 1 and sampling_ratio −1
+        (adaptive), RoIs of the features' dtype, against the float64 loop at
+        torchvision's tolerances (1e-5; 4e-3 in FP16). float64 is for the
+        reference only: the fused kernel stores FP32 or FP16 and refuses it."""
+        features, rois = self.tv_problem(dtype, dtype, contiguous)
+        if impl == "native" and dtype == torch.float64:
+            with pytest.raises(ValueError, match=self.NATIVE_FLOAT64_MESSAGE):
+                ps_roi_align(features, rois, (5, 5), spatial_scale=1, sampling_ratio=-1, impl=impl)
+            return
+        got = ps_roi_align(features, rois, (self.TV_POOL, self.TV_POOL), spatial_scale=1, sampling_ratio=-1, impl=impl)
+        assert got.dtype == features.dtype and got.shape == (4, 2, 5, 5)
+        tol = 4e-3 if dtype == torch.float16 else 1e-5
+        expected = ps_roi_align_naive(features.double(), rois.double(), 5, 1.0, -1)
+        np.testing.assert_allclose(got.double().numpy(), expected, rtol=tol, atol=tol)
+        # torchvision's FP16 CPU kernel rounds intermediates to FP16; ours computes in FP32.
+        torch.testing.assert_close(got, torchvision.ops.ps_roi_align(features, rois, 5), rtol=tol, atol=tol)
+
+    @pytest.mark.parametrize("impl", EAGER_IMPLS)
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+    @pytest.mark.parametrize("rois_dtype", [torch.float32, torch.float16], ids=str)
+    def test_torchvision_mixed_dtypes(self, impl, dtype, rois_dtype):
+        """torchvision's autocast cases: features and RoIs of different types
+        (transposed features). Under autocast torchvision computes in FP32 and
+        returns the features' type, which is what this op does for FP16."""
+        features, rois = self.tv_problem(dtype, rois_dtype, contiguous=False)
+        got = ps_roi_align(features, rois, (5, 5), 1, -1, impl=impl)
+        assert got.dtype == dtype
+        tol = 4e-3 if dtype == torch.float16 else 1e-5
+        expected = ps_roi_align_naive(features.double(), rois.double(), 5, 1.0, -1)
+        np.testing.assert_allclose(got.double().numpy(), expected, rtol=tol, atol=tol)
+        in_fp32 = torchvision.ops.ps_roi_align(features.float(), rois.float(), 5).to(dtype)
+        torch.testing.assert_close(got, in_fp32, rtol=tol, atol=tol)
+
+    @pytest.mark.parametrize("impl", EAGER_IMPLS)
+    def test_torchvision_fx_trace(self, impl):
+        """torch.fx traces the module form with the op as one leaf call, and
+        the traced module gives the same output."""
+        module = PSRoIAlign((5, 5), impl=impl)
+        traced = torch.fx.symbolic_trace(module)
+        calls = [n for n in traced.graph.nodes if n.op == "call_function"]
+        assert [n.target for n in calls] == [ps_roi_align]
+        g = torch.Generator().manual_seed(1)
+        features = torch.rand(2, 50, 5, 5, generator=g)
+        rois = self.tv_problem(torch.float32, torch.float32, True)[1]
+        got = traced(features, rois)
+        assert got.dtype == features.dtype
+        torch.testing.assert_close(got, module(features, rois), rtol=1e-5, atol=1e-5, equal_nan=True)
+
+    def test_torchvision_is_leaf_node(self):
+        """torchvision's feature-extraction tracer sees the inputs and one node for the op."""
+
+        class Wrapper(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = PSRoIAlign((5, 5))
+
+            def forward(self, features, rois):
+                return self.layer(features, rois)
+
+        train_names, eval_names = get_graph_node_names(Wrapper())
+        assert train_names == eval_names and len(train_names) == 2 + 1  # two inputs and the op
+
+    def test_torchvision_boxes_shape(self):
+        """Boxes in the wrong layout are refused: [K, 4] rows in a tensor (the
+        table needs the batch index) and [K, 3] boxes in a list."""
+        features = torch.linspace(1, 64, 64).reshape(1, 1, 8, 8)
+        with pytest.raises(ValueError, match=r"rois must have shape \[R, 5\]"):
+            ps_roi_align(features, torch.tensor([[0.0, 0, 3, 3]]), output_size=(1, 1))
+        with pytest.raises(ValueError, match=r"one \[K, 4\] tensor"):
+            ps_roi_align(features, [torch.tensor([[0.0, 0, 3]])], output_size=(1, 1))

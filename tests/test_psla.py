@@ -93,6 +93,7 @@ class TestPSLA(OpTester):
     ]
     NATIVE_FLOAT64_MESSAGE = "takes float32 or float16, got torch.float64"
     FLOAT64_INPUTS = ("query", "key", "value")
+    DIFFERENTIABLE_INPUTS = ("query", "key", "value")
 
     oracle = staticmethod(psla_naive)
 

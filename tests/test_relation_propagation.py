@@ -124,6 +124,7 @@ class TestRelationPropagation(OpTester):
     ]
     NATIVE_FLOAT64_MESSAGE = "impl='native' takes float32 or float16, got torch.float64"
     FLOAT64_INPUTS = ("sigma", "phi", "regions")
+    DIFFERENTIABLE_INPUTS = ("sigma", "phi", "regions")  # not valid: a 0/1 mask
 
     oracle = staticmethod(relation_propagation_naive)
 

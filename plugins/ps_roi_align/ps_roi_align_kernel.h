@@ -1,19 +1,25 @@
 // Position-sensitive RoI Align (R-FCN score maps pooled with RoI Align
-// sampling), with torchvision.ops.ps_roi_align's semantics for a fixed
-// sampling_ratio: the one kernel body shared by the host launcher
-// (ps_roi_align_host.cpp) and the CUDA launcher (ps_roi_align_cuda.cu).
+// sampling), with torchvision.ops.ps_roi_align's semantics: the one kernel
+// body shared by the host launcher (ps_roi_align_host.cpp) and the CUDA
+// launcher (ps_roi_align_cuda.cu).
 //
 // features [N, C·k·k, H, W], rois [R, 5] = (batch, x1, y1, x2, y2) in image
 // coordinates, out [R, C, k, k]. For RoI r, output channel c and bin (i, j):
 //   start  = (x1, y1) · spatial_scale − 0.5        (no rounding, no minimum size)
 //   bin    = ((x2, y2) · spatial_scale − 0.5 − start) / k   (may be ≤ 0)
-//   sample (iy, ix) ∈ [0, s)²:  y = (i·bin_h + start_y) + ((iy + 0.5)·bin_h) / s, x likewise
-//   out[r, c, i, j] = mean over the s² samples of bilinear(features[batch, c·k·k + i·k + j], y, x)
+//   grid   = (gh, gw) = (s, s) for sampling_ratio s > 0; for s ≤ 0
+//            torchvision's adaptive grid (ceil(bin_h), ceil(bin_w)), per RoI
+//   sample (iy, ix) ∈ [0, gh) × [0, gw):
+//            y = (i·bin_h + start_y) + ((iy + 0.5)·bin_h) / gh, x likewise with gw
+//   out[r, c, i, j] = (sum over the samples of bilinear(features[batch, c·k·k + i·k + j], y, x)) / (gh·gw)
 // where a sample with y ∉ [−1, H] or x ∉ [−1, W] (or NaN) contributes 0 but
-// still counts in the mean, and inside that band coordinates below 0 snap to
-// 0 and those at or past the last row/column snap to it. The expressions keep
-// torchvision's order of FP32 operations so results agree to rounding.
-// All arithmetic is FP32 whatever the storage type.
+// still counts in gh·gw, and inside that band coordinates below 0 snap to
+// 0 and those at or past the last row/column snap to it. An adaptive grid
+// of 0 or less on an axis (a RoI of zero or negative extent there) samples
+// nothing, and the sum 0 is divided by gh·gw as torchvision does: NaN when
+// the product is 0, −0 when it is negative, +0 when it is positive.
+// The expressions keep torchvision's order of FP32 operations so results
+// agree to rounding. All arithmetic is FP32 whatever the storage type.
 #pragma once
 
 #include "../common/vidtrt_kernel_common.h"
@@ -33,7 +39,7 @@ struct Shape {
     int64_t W;
     int64_t R;  // number of RoIs
     int output_size;  // k
-    int sampling_ratio;  // s: s×s samples per bin
+    int sampling_ratio;  // s > 0: s×s samples per bin; s <= 0: adaptive (ceil of the bin size, per RoI)
     float spatial_scale;
 };
 
@@ -55,8 +61,9 @@ struct Args {
 inline bool valid_shape(const Shape& s) {
     // H, W >= 1 because bilinear sampling snaps to the last row/column, which
     // an empty map does not have.
+    // Every sampling_ratio is valid: <= 0 selects the adaptive grid.
     return s.N >= 0 && s.channels >= 0 && s.H >= 1 && s.W >= 1 && s.R >= 0 && s.output_size >= 1 &&
-           s.sampling_ratio >= 1 && std::isfinite(s.spatial_scale) && s.spatial_scale > 0.f &&
+           std::isfinite(s.spatial_scale) && s.spatial_scale > 0.f &&
            s.channels % (static_cast<int64_t>(s.output_size) * s.output_size) == 0;
 }
 
@@ -82,6 +89,22 @@ VIDTRT_HD VIDTRT_FORCEINLINE AxisSample axis_sample(float v, int64_t size) {
     }
     const float frac = v - static_cast<float>(low);
     return AxisSample{low, high, 1.f - frac, frac, true};
+}
+
+// Samples per bin along one axis. A fixed sampling_ratio > 0 is used as it
+// is. Otherwise torchvision's adaptive rule, ceil(roi_size / k) converted to
+// int, where roi_size / k is the bin size computed by the same FP32
+// expression. torchvision's conversion is undefined for NaN and for values
+// outside int; here NaN gives 0 (no samples: the output is NaN, as for a
+// zero-size RoI) and the rest is clamped to the int32 range, which only RoIs
+// whose every bin holds 2^31 samples reach.
+VIDTRT_HD VIDTRT_FORCEINLINE int64_t samples_per_bin(int sampling_ratio, float bin_size) {
+    if (sampling_ratio > 0) return sampling_ratio;
+    const float up = ceilf(bin_size);
+    if (!(up == up)) return 0;
+    if (up >= 2147483647.f) return 2147483647;
+    if (up <= -2147483648.f) return -2147483648LL;
+    return static_cast<int64_t>(up);
 }
 
 // Computes out[r, c, i, j] for element index e = ((r·C + c)·k + i)·k + j.
@@ -116,20 +139,22 @@ VIDTRT_HD void ps_roi_align_element(const Args<T, TRoi>& a, int64_t e) {
     const float bin_h = (end_y - start_y) / static_cast<float>(k);
     const float bin_x0 = static_cast<float>(j) * bin_w + start_x;
     const float bin_y0 = static_cast<float>(i) * bin_h + start_y;
-    const int grid = s.sampling_ratio;
-    const float grid_f = static_cast<float>(grid);
+    const int64_t grid_h = samples_per_bin(s.sampling_ratio, bin_h);
+    const int64_t grid_w = samples_per_bin(s.sampling_ratio, bin_w);
+    const float grid_h_f = static_cast<float>(grid_h);
+    const float grid_w_f = static_cast<float>(grid_w);
 
     const int64_t channel = (c * k + i) * k + j;
     const T* plane = a.features + n * a.sf.n + channel * a.sf.c;
     float sum = 0.f;
-    for (int iy = 0; iy < grid; ++iy) {
-        const float y = bin_y0 + (static_cast<float>(iy) + 0.5f) * bin_h / grid_f;
+    for (int64_t iy = 0; iy < grid_h; ++iy) {
+        const float y = bin_y0 + (static_cast<float>(iy) + 0.5f) * bin_h / grid_h_f;
         const AxisSample sy = axis_sample(y, s.H);
         if (!sy.inside) continue;  // the row of samples contributes 0, still counted in the mean
         const T* row_low = plane + sy.low * a.sf.y;
         const T* row_high = plane + sy.high * a.sf.y;
-        for (int ix = 0; ix < grid; ++ix) {
-            const float x = bin_x0 + (static_cast<float>(ix) + 0.5f) * bin_w / grid_f;
+        for (int64_t ix = 0; ix < grid_w; ++ix) {
+            const float x = bin_x0 + (static_cast<float>(ix) + 0.5f) * bin_w / grid_w_f;
             const AxisSample sx = axis_sample(x, s.W);
             if (!sx.inside) continue;
             const float w1 = sy.weight_low * sx.weight_low;
@@ -140,7 +165,9 @@ VIDTRT_HD void ps_roi_align_element(const Args<T, TRoi>& a, int64_t e) {
                    w3 * Num::to_float(row_high[sx.low * a.sf.x]) + w4 * Num::to_float(row_high[sx.high * a.sf.x]);
         }
     }
-    *o = Num::from_float(sum / (grid_f * grid_f));
+    // torchvision's count: the product of the two grids, whatever their signs
+    // (0 samples over a count of 0 is NaN, over a negative count −0).
+    *o = Num::from_float(sum / static_cast<float>(grid_h * grid_w));
 }
 
 }  // namespace ps_roi_align

@@ -237,8 +237,13 @@ IPluginV3* PsRoiAlignPluginCreator::createFromFields(const std::string& tag, con
         return nullptr;
     }
     if (params.samplingRatio < 1) {
+        // The kernel body could follow torchvision's adaptive grid, but the
+        // model's ONNX function (what runs without this library) cannot, and
+        // one node must mean the same with and without the plugin; vidtrt's
+        // exporter refuses it for the same reason.
         logError(tag, ": ", kPsRoiAlignSamplingRatioField, " = ", params.samplingRatio,
-                 " is out of range (>= 1); adaptive sampling (<= 0 in torchvision) is not supported");
+                 " is out of range (>= 1); torchvision's adaptive sampling (<= 0: a grid per RoI) cannot be "
+                 "expressed in a static graph, so graphs carry a fixed sampling_ratio");
         return nullptr;
     }
     if (!(std::isfinite(params.spatialScale) && params.spatialScale > 0.F)) {

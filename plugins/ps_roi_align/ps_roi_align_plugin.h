@@ -25,7 +25,9 @@ inline constexpr const char* kPsRoiAlignSpatialScaleField = "spatial_scale";
 inline constexpr const char* kPsRoiAlignSamplingRatioField = "sampling_ratio";
 
 // The attributes, validated by the creator: output_size >= 1,
-// sampling_ratio >= 1, spatial_scale finite and > 0.
+// sampling_ratio >= 1 (the kernel body also has torchvision's adaptive
+// grid, sampling_ratio <= 0, but graphs never carry it: see README.md),
+// spatial_scale finite and > 0.
 struct PsRoiAlignParams {
     int32_t outputSize;
     float spatialScale;

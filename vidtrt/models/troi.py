@@ -13,9 +13,13 @@ mmtracking checkpoint is a prefix strip (models/troi_checkpoint.py):
 - ``roi_head.bbox_roi_extractor``: RoIAlign 7×7, sampling 2, aligned; for
   target RoIs MS RoI Align (ops.most_similar_roi_align, top_k) over every
   support frame *and the target itself* (mmtracking appends the target to its
-  reference features), then TAFA through ``embed_network.conv``.
+  reference features), then TAFA through ``embed_network.conv`` — or, with
+  ``tafa_blocks = 0`` (mmtracking's num_temporal_attention_blocks ≤ 0), the
+  plain mean of the target's RoI features and the MS RoI Align features, and
+  no ``embed_network``.
 - ``roi_head.bbox_head``: SelsaBBoxHead, 3 shared FCs, after each
-  ``x = x + aggregator_i(x, ref_x)`` then ReLU; ``ref_x`` are the plain
+  ``x = x + aggregator_i(x, ref_x)`` then ReLU (with no valid reference the
+  aggregator returns ``fc(0)``, upstream's result for an empty set); ``ref_x`` are the plain
   RoIAlign features of every support frame's proposals *and the target's
   own* (mmtracking runs the RPN on all its reference frames, the target
   included). ``fc_cls`` puts background last (mmdet ≥ 2.0), ``fc_reg`` is
@@ -56,7 +60,7 @@ class TroiConfig:
     roi_size: int = 7
     sampling_ratio: int = 2
     top_k: int = 2  # MS RoI Align points (mmtracking's configs; the paper's ablation picked 4)
-    tafa_blocks: int = 4
+    tafa_blocks: int = 4  # TAFA attention blocks; 0: average instead (mmtracking's num_temporal_attention_blocks <= 0)
     fc_channels: int = 1024
     num_shared_fcs: int = 3
     selsa_blocks: int = 16
@@ -82,8 +86,17 @@ class TroiConfig:
             raise ValueError(f"num_support must be >= 1, got {self.num_support}")
         if self.online_stride < 1:
             raise ValueError(f"online_stride must be >= 1, got {self.online_stride}")
-        if self.neck_channels % self.tafa_blocks or self.fc_channels % self.selsa_blocks:
-            raise ValueError("neck_channels must divide by tafa_blocks and fc_channels by selsa_blocks")
+        if self.tafa_blocks < 0:
+            raise ValueError(
+                f"tafa_blocks must be >= 0, got {self.tafa_blocks}; 0 averages the target's and the most similar "
+                "RoI features instead of attending (mmtracking's num_temporal_attention_blocks <= 0)"
+            )
+        if self.tafa_blocks and self.neck_channels % self.tafa_blocks:
+            raise ValueError(f"neck_channels ({self.neck_channels}) must divide by tafa_blocks ({self.tafa_blocks})")
+        if self.selsa_blocks < 1:
+            raise ValueError(f"selsa_blocks must be >= 1, got {self.selsa_blocks}")
+        if self.fc_channels % self.selsa_blocks:
+            raise ValueError(f"fc_channels ({self.fc_channels}) must divide by selsa_blocks ({self.selsa_blocks})")
 
     @property
     def num_classes(self) -> int:
@@ -207,14 +220,18 @@ class MmdetRPNHead(nn.Module):
 
 
 class TemporalRoIAlign(nn.Module):
-    """MS RoI Align + TAFA (mmtracking's TemporalRoIAlign with
-    ``num_temporal_attention_blocks`` > 0)."""
+    """MS RoI Align + TAFA (mmtracking's TemporalRoIAlign). ``blocks`` > 0:
+    attention over frames in that many channel blocks, through
+    ``embed_network``; ``blocks`` = 0: the mean over frames, and no
+    ``embed_network`` (so an mmtracking checkpoint of that kind has no such
+    keys, as here)."""
 
     def __init__(self, channels: int, top_k: int, blocks: int):
         super().__init__()
         self.top_k = top_k
         self.blocks = blocks
-        self.embed_network = _ConvModule(channels, channels, 3, relu=False)
+        if blocks > 0:
+            self.embed_network = _ConvModule(channels, channels, 3, relu=False)
 
     def forward(self, roi_feats, support_maps, support_valid, impl: str = "reference"):
         """roi_feats [R, C, h, w] (the target's RoIAlign features), support_maps
@@ -224,9 +241,15 @@ class TemporalRoIAlign(nn.Module):
         ms = most_similar_roi_align(roi_feats, support_maps, self.top_k, impl=impl)  # [S, R, C, h, w]
         x = torch.cat([roi_feats.unsqueeze(0), ms], dim=0)  # the target's own RoI feature first
         n, r, c, h, w = x.shape
+        frame_valid = torch.cat([torch.ones_like(support_valid[:1]), support_valid])
+        if self.blocks == 0:
+            # mmtracking: the mean of the target's and the support frames' features; a
+            # missing frame (absent upstream) is left out of the mean. The target
+            # always counts, so the divisor is at least 1.
+            weight = frame_valid.to(x.dtype).view(n, 1, 1, 1, 1)
+            return (x * weight).sum(dim=0) / weight.sum()
         embed = self.embed_network(x.reshape(n * r, c, h, w)).reshape(n, r, self.blocks, c // self.blocks, h, w)
         logits = (embed * embed[:1]).sum(dim=3, keepdim=True) / math.sqrt(c / self.blocks)
-        frame_valid = torch.cat([torch.ones_like(support_valid[:1]), support_valid])
         logits = torch.where(frame_valid.view(n, 1, 1, 1, 1, 1), logits, torch.full_like(logits, float("-inf")))
         weights = torch.softmax(logits, dim=0)  # over frames, per block and cell
         return (x.reshape(n, r, self.blocks, c // self.blocks, h, w) * weights).sum(dim=0).reshape(r, c, h, w)
@@ -243,15 +266,23 @@ class SelsaAggregator(nn.Module):
 
     def forward(self, x, ref_x, ref_valid):
         """x [N, C], ref_x [M, C], ref_valid [M] bool → [N, C]; invalid
-        references get zero weight (they are absent upstream)."""
+        references get zero weight (they are absent upstream). With no valid
+        reference the weighted sum is 0 and the result fc(0) = fc.bias, as
+        upstream's softmax over an empty set of references gives (an empty
+        weight matrix, a zero product), not the NaN of a softmax over logits
+        that are all −inf."""
         n, c = x.shape
         m = ref_x.shape[0]
         d = c // self.blocks
         q = self.fc_embed(x).reshape(n, self.blocks, d).permute(1, 0, 2)
         k = self.ref_fc_embed(ref_x).reshape(m, self.blocks, d).permute(1, 2, 0)
         logits = torch.bmm(q, k) / math.sqrt(d)  # [B, N, M]
-        logits = torch.where(ref_valid.view(1, 1, m), logits, torch.full_like(logits, float("-inf")))
-        weights = torch.softmax(logits, dim=2)
+        valid = ref_valid.view(1, 1, m)
+        logits = torch.where(valid, logits, torch.full_like(logits, float("-inf")))
+        # With nothing valid, finite logits keep the softmax defined and the mask
+        # below zeroes it; otherwise the mask changes nothing (exp(−inf) is 0).
+        logits = torch.where(ref_valid.any(), logits, torch.zeros_like(logits))
+        weights = torch.softmax(logits, dim=2) * valid.to(logits.dtype)
         v = self.ref_fc(ref_x).reshape(m, self.blocks, d).permute(1, 0, 2)
         out = torch.bmm(weights, v).permute(1, 0, 2).reshape(n, c)
         return self.fc(out)

@@ -150,7 +150,11 @@ def fixed_size_nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_thre
 
 
 def fixed_size_nms_native(boxes, scores, iou_threshold: float, max_output: int, num_threads=0):
-    """The fused kernel body (bitmask NMS), host build. CPU tensors only."""
+    """The fused kernel body (bitmask NMS), host build. CPU tensors only.
+
+    No refuse_autograd here, unlike the other ops' fused paths: the result
+    is a set of indices, which has no gradient on either path, so nothing is
+    lost by detaching the inputs."""
     if boxes.device.type != "cpu":
         raise ValueError(f"fixed_size_nms: impl='native' runs on the CPU, got tensors on {boxes.device}")
     b, s = boxes.detach(), scores.detach()  # the body takes any strides

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 
 from .. import _native
 from .function_builder import FunctionBuilder
-from .registry import CustomOp, DOMAIN, register, untraced
+from .registry import CustomOp, DOMAIN, refuse_autograd, register, untraced
 
 OP_TYPE = "MostSimilarRoIAlign"
 PLUGIN_VERSION = "1"
@@ -158,8 +158,10 @@ def most_similar_roi_align_native(roi_feats, support_feats, top_k: int, num_thre
     """The fused kernel body, host build. CPU tensors, FP32 or FP16; no autograd.
 
     Returns a [T, R, C, h, w] view of channels-last memory ([T, R, h, w, C]),
-    the layout the kernel writes with unit stride.
+    the layout the kernel writes with unit stride. Refuses inputs that
+    require grad while grad mode is on.
     """
+    refuse_autograd("most_similar_roi_align", roi_feats=roi_feats, support_feats=support_feats)
     if roi_feats.device.type != "cpu":
         raise ValueError(f"most_similar_roi_align: impl='native' runs on the CPU, got tensors on {roi_feats.device}")
     if roi_feats.dtype not in _STORAGE_TYPES:

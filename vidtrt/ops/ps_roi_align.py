@@ -1,26 +1,45 @@
 """Position-sensitive RoI Align (R-FCN's position-sensitive pooling with RoI
-Align sampling), with the semantics of torchvision.ops.ps_roi_align for a
-fixed sampling_ratio.
+Align sampling), with the semantics of torchvision.ops.ps_roi_align.
 
 features [N, C·k·k, H, W] and rois [R, 5] = (batch, x1, y1, x2, y2) in image
-coordinates give out [R, C, k, k] (k = output_size, s = sampling_ratio):
+coordinates give out [R, C, k, k] (k = output_size):
 
   start = (x1, y1)·spatial_scale − 0.5; bin = ((x2, y2)·spatial_scale − 0.5 − start) / k
       (no rounding and no minimum size: a RoI with x2 < x1 has negative bins)
-  sample (iy, ix) of bin (i, j): y = (i·bin_h + start_y) + ((iy + 0.5)·bin_h) / s, x likewise
-  out[r, c, i, j] = mean over the s² samples of the bilinear value of
-      features[trunc(batch), c·k·k + i·k + j] at (y, x)
+  grid (gh, gw) = (s, s) for sampling_ratio s > 0; for s ≤ 0 torchvision's
+      adaptive grid (ceil(bin_h), ceil(bin_w)), chosen per RoI
+  sample (iy, ix) of bin (i, j): y = (i·bin_h + start_y) + ((iy + 0.5)·bin_h) / gh, x likewise with gw
+  out[r, c, i, j] = (sum over the gh·gw samples of the bilinear value of
+      features[trunc(batch), c·k·k + i·k + j] at (y, x)) / (gh·gw)
 
 A sample with y outside [−1, H] or x outside [−1, W] contributes 0 but still
-counts in the mean; inside that band, coordinates below 0 snap to 0 and those
-at or past the last row/column snap to it.
+counts in gh·gw; inside that band, coordinates below 0 snap to 0 and those at
+or past the last row/column snap to it.
 
-sampling_ratio must be a positive int. torchvision's adaptive mode
-(sampling_ratio ≤ 0: ceil(RoI size / k) samples per bin) makes the number of
-samples depend on each RoI's size at run time; the ONNX function holds the
-samples of all RoIs in one tensor [R, C, k, k, s, s], which needs one s for
-every RoI, and the fused kernel's work per element would become data
-dependent. A fixed ratio (2 is the usual choice) keeps both static.
+Adaptive sampling follows torchvision to the letter, including what its
+count does for a RoI of zero or negative extent on an axis: that axis has a
+grid of ceil(bin) ≤ 0, no sample is taken, and torchvision divides 0 by
+gh·gw — NaN when the product is 0 (a zero-size RoI), −0 when it is negative,
++0 when it is positive. (torchvision's roi_align clamps its count at 1; its
+ps_roi_align does not.) A NaN RoI size, undefined behaviour in torchvision's
+int conversion, gives a grid of 0 here.
+
+Adaptive sampling runs eagerly only (reference and native). Exporting it is
+refused: the number of samples per bin would depend on each RoI's size at
+run time, while the ONNX function holds the samples of all RoIs in one tensor
+[R, C, k, k, s, s] (one s for every RoI), and a bounded grid with masked
+samples would have to allocate the largest grid any RoI may need — or give
+other numbers than torchvision when a RoI needs more, which a graph cannot
+report. A fixed ratio (2 is the usual choice) keeps the graph static; the
+plugin refuses sampling_ratio ≤ 0 for the same reason, so a node means the
+same with and without the plugin library.
+
+The call follows torchvision's: rois may be a [R, 5] tensor or a list of
+[K_i, 4] boxes per image (batch index = position in the list), output_size an
+int or a pair (k, k) (the kernels pool square grids only), spatial_scale
+defaults to 1.0 and sampling_ratio to −1 (adaptive). torchvision's
+ps_roi_align has no ``aligned`` argument (it always applies the −0.5 shift),
+so neither does this one. ``PSRoIAlign`` is the module form.
 
 Batch indices must truncate into [0, N). The Python entry point checks them
 in eager mode (one reduction over R values); the ONNX function and the fused
@@ -29,7 +48,7 @@ reading outside the features.
 
 Three implementations that agree (tests/test_ps_roi_align.py holds the naive oracle):
   reference  vectorised PyTorch below (differentiable w.r.t. features)
-  portable   the ONNX function ``vidtrt.PSRoIAlign`` (``onnx_function``)
+  portable   the ONNX function ``vidtrt.PSRoIAlign`` (``onnx_function``), fixed grid only
   fused      plugins/ps_roi_align/ps_roi_align_kernel.h, host build via
              vidtrt._kernels and CUDA build inside the TensorRT plugin
 """
@@ -45,7 +64,7 @@ import torch
 
 from .. import _native
 from .function_builder import FunctionBuilder
-from .registry import CustomOp, DOMAIN, register, untraced
+from .registry import CustomOp, DOMAIN, refuse_autograd, register, untraced
 
 OP_TYPE = "PSRoIAlign"
 PLUGIN_VERSION = "1"
@@ -62,11 +81,54 @@ def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
-def check_inputs(features, rois, output_size, spatial_scale, sampling_ratio) -> None:
+def square_output_size(output_size) -> int:
+    """k from an int or a pair (k, k), as torchvision takes it; ValueError otherwise."""
+    if isinstance(output_size, (tuple, list)):
+        if len(output_size) != 2 or not all(_is_int(v) for v in output_size):
+            raise ValueError(f"ps_roi_align: output_size must be an int or a pair of ints (k, k), got {output_size!r}")
+        if output_size[0] != output_size[1]:
+            raise ValueError(
+                f"ps_roi_align: output_size {tuple(output_size)} is not square; the kernel, the ONNX function and "
+                "the plugin pool k×k bins (R-FCN's layout), so give (k, k) or k"
+            )
+        output_size = output_size[0]
+    if not _is_int(output_size):
+        raise ValueError(f"ps_roi_align: output_size must be an int or a pair of ints (k, k), got {type(output_size).__name__}")
+    if output_size < 1:
+        raise ValueError(f"ps_roi_align: output_size must be >= 1, got {output_size}")
+    return int(output_size)
+
+
+def roi_table(rois) -> torch.Tensor:
+    """rois as the [R, 5] table: a tensor is returned as it is (check_inputs
+    checks it); a list or tuple of [K_i, 4] boxes, one per image, becomes
+    (i, x1, y1, x2, y2) rows in list order, as torchvision converts it."""
+    if isinstance(rois, torch.Tensor) or not isinstance(rois, (list, tuple)):
+        return rois
+    for i, boxes in enumerate(rois):
+        if not isinstance(boxes, torch.Tensor):
+            raise ValueError(f"ps_roi_align: rois[{i}] must be a torch.Tensor [K, 4], got {type(boxes).__name__}")
+        if boxes.dim() != 2 or boxes.shape[1] != 4:
+            raise ValueError(
+                f"ps_roi_align: a list of boxes holds one [K, 4] tensor (x1, y1, x2, y2) per image, "
+                f"got rois[{i}] of shape {_shape(boxes)}"
+            )
+        if boxes.dtype != rois[0].dtype or boxes.device != rois[0].device:
+            raise ValueError(
+                f"ps_roi_align: the boxes of every image must have one dtype and device, got {rois[0].dtype} on "
+                f"{rois[0].device} for rois[0] and {boxes.dtype} on {boxes.device} for rois[{i}]"
+            )
+    if len(rois) == 0:
+        raise ValueError("ps_roi_align: rois is an empty list; give one [K, 4] tensor per image (K may be 0)")
+    return torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(rois)], dim=0)
+
+
+def check_inputs(features, rois, output_size: int, spatial_scale, sampling_ratio) -> None:
     """Raises ValueError (naming the argument and the shapes) for invalid input.
 
-    Batch indices are checked separately (``check_batch_indices``): that reads
-    the RoI values, which export must not do.
+    output_size is k as ``square_output_size`` returns it; rois the [R, 5]
+    table. Batch indices are checked separately (``check_batch_indices``):
+    that reads the RoI values, which export must not do.
     """
     for name, t, rank, layout in (("features", features, 4, "[N, C*k*k, H, W]"), ("rois", rois, 2, "[R, 5]")):
         if not isinstance(t, torch.Tensor):
@@ -77,18 +139,8 @@ def check_inputs(features, rois, output_size, spatial_scale, sampling_ratio) -> 
         raise ValueError(
             f"ps_roi_align: rois must have shape [R, 5] (batch_index, x1, y1, x2, y2), got shape {_shape(rois)}"
         )
-    if not _is_int(output_size):
-        raise ValueError(f"ps_roi_align: output_size must be an int (square bins), got {type(output_size).__name__}")
-    if output_size < 1:
-        raise ValueError(f"ps_roi_align: output_size must be >= 1, got {output_size}")
     if not _is_int(sampling_ratio):
         raise ValueError(f"ps_roi_align: sampling_ratio must be an int, got {type(sampling_ratio).__name__}")
-    if sampling_ratio < 1:
-        raise ValueError(
-            f"ps_roi_align: sampling_ratio must be a positive int, got {sampling_ratio}; torchvision's adaptive "
-            "sampling (sampling_ratio <= 0) is not supported because the number of samples per bin would depend "
-            "on each RoI's size at run time (see vidtrt.ops.ps_roi_align's module docstring)"
-        )
     if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, numbers.Real):
         raise ValueError(f"ps_roi_align: spatial_scale must be a float, got {type(spatial_scale).__name__}")
     if not (math.isfinite(spatial_scale) and spatial_scale > 0):
@@ -104,9 +156,11 @@ def check_inputs(features, rois, output_size, spatial_scale, sampling_ratio) -> 
         raise ValueError(f"ps_roi_align: features must have H >= 1 and W >= 1, got features {_shape(features)}")
     if features.dtype not in _REFERENCE_TYPES:
         raise ValueError(f"ps_roi_align: features must be float32 or float16, got {features.dtype}")
-    if rois.dtype not in (torch.float32, features.dtype):
+    # float16 RoIs widen exactly to float32; float32 RoIs next to float16
+    # features stay float32 (FP16 coordinates are 1 px apart above 1024).
+    if rois.dtype not in (torch.float16, torch.float32, features.dtype):
         raise ValueError(
-            f"ps_roi_align: rois must be float32 or the features' dtype ({features.dtype}), got {rois.dtype}"
+            f"ps_roi_align: rois must be float16, float32 or the features' dtype ({features.dtype}), got {rois.dtype}"
         )
     if features.device != rois.device:
         raise ValueError(
@@ -150,17 +204,61 @@ def _axis_samples(start, bin_size, size: int, output_size: int, sampling_ratio: 
     return low.long(), high.long(), (1 - frac) * inside, frac * inside
 
 
+def adaptive_grid(bin_size: torch.Tensor) -> torch.Tensor:
+    """torchvision's adaptive samples per bin along one axis, ceil(bin size)
+    as an int64 per RoI (≤ 0 for a RoI of zero or negative extent); NaN gives
+    0 and the rest is clamped to the int32 range, as in the kernel body."""
+    up = torch.nan_to_num(torch.ceil(bin_size).double(), nan=0.0)
+    return up.clamp(-(2.0**31), 2.0**31 - 1).to(torch.int64)
+
+
+# The reference holds [R, C, k, k, gh, gw] indices and values for a block of
+# RoIs at once; blocks of at most this many elements bound its memory.
+_BLOCK_ELEMENTS = 1 << 24
+
+
+def _pool(flat, channels, height, width, k, batch, start_y, start_x, bin_h, bin_w, grid_h: int, grid_w: int):
+    """RoIs sharing one grid (grid_h, grid_w ≥ 1) → [R, C, k, k], vectorised."""
+    y_low, y_high, wy_low, wy_high = _axis_samples(start_y, bin_h, height, k, grid_h)
+    x_low, x_high, wx_low, wx_high = _axis_samples(start_x, bin_w, width, k, grid_w)
+
+    # Flat index of plane (batch, c·k·k + i·k + j): [R, C, k, k, 1, 1].
+    device = flat.device
+    out_channels = channels // (k * k)
+    channel = torch.arange(out_channels, device=device)[None, :] * (k * k) + batch[:, None] * channels  # [R, C]
+    bin_index = torch.arange(k * k, device=device).view(k, k)
+    plane = ((channel[:, :, None, None] + bin_index) * (height * width))[..., None, None]
+
+    def rows(t):  # [R, k(i), gh(iy)] → [R, 1, k, 1, gh, 1]
+        return t[:, None, :, None, :, None]
+
+    def cols(t):  # [R, k(j), gw(ix)] → [R, 1, 1, k, 1, gw]
+        return t[:, None, None, :, None, :]
+
+    total = None
+    for y_index, wy in ((y_low, wy_low), (y_high, wy_high)):
+        for x_index, wx in ((x_low, wx_low), (x_high, wx_high)):
+            # The in-plane offset and weight are [R, 1, k, k, gh, gw]: only the
+            # plane broadcast to C channels is full size.
+            value = flat[plane + (rows(y_index) * width + cols(x_index))] * (rows(wy) * cols(wx))
+            total = value if total is None else total + value
+    return total.sum(dim=(4, 5)) / (grid_h * grid_w)
+
+
 def ps_roi_align_reference(features, rois, output_size: int, spatial_scale: float, sampling_ratio: int):
     """Vectorised over RoIs, channels, bins and samples (no Python loop over RoIs).
 
-    Holds [R, C, k, k, s, s] indices and values at once, like the ONNX function.
-    Differentiable w.r.t. features; the RoIs are constants (as in torchvision).
-    Computes in FP32 for FP16 input, like the kernel.
+    rois: the [R, 5] table. With a fixed sampling_ratio every RoI has one
+    grid and blocks of RoIs hold [R, C, k, k, s, s] indices and values at
+    once, like the ONNX function; adaptive sampling (≤ 0) groups the RoIs by
+    their (gh, gw) and pools each group the same way. Differentiable w.r.t.
+    features; the RoIs are constants (as in torchvision). Computes in FP32 for
+    FP16 input, like the kernel.
     """
     compute = torch.float32 if features.dtype == torch.float16 else features.dtype
     f = features.to(compute)
     _, channels, height, width = f.shape
-    k, s = output_size, sampling_ratio
+    k = output_size
     out_channels = channels // (k * k)
     r = rois.detach().to(compute)
     batch = r[:, 0].to(torch.int64)  # truncation toward zero, like the kernel
@@ -168,35 +266,43 @@ def ps_roi_align_reference(features, rois, output_size: int, spatial_scale: floa
     start_x, start_y = corners[:, 0], corners[:, 1]
     bin_w = (corners[:, 2] - start_x) / k
     bin_h = (corners[:, 3] - start_y) / k
-    y_low, y_high, wy_low, wy_high = _axis_samples(start_y, bin_h, height, k, s)
-    x_low, x_high, wx_low, wx_high = _axis_samples(start_x, bin_w, width, k, s)
-
-    # Flat index of plane (batch, c·k·k + i·k + j): [R, C, k, k, 1, 1].
-    device = f.device
-    channel = torch.arange(out_channels, device=device)[None, :] * (k * k) + batch[:, None] * channels  # [R, C]
-    bin_index = torch.arange(k * k, device=device).view(k, k)
-    plane = ((channel[:, :, None, None] + bin_index) * (height * width))[..., None, None]
-
-    def rows(t):  # [R, k(i), s(iy)] → [R, 1, k, 1, s, 1]
-        return t[:, None, :, None, :, None]
-
-    def cols(t):  # [R, k(j), s(ix)] → [R, 1, 1, k, 1, s]
-        return t[:, None, None, :, None, :]
-
     flat = f.reshape(-1)
-    total = None
-    for y_index, wy in ((y_low, wy_low), (y_high, wy_high)):
-        for x_index, wx in ((x_low, wx_low), (x_high, wx_high)):
-            # The in-plane offset and weight are [R, 1, k, k, s, s]: only the
-            # plane broadcast to C channels is full size.
-            value = flat[plane + (rows(y_index) * width + cols(x_index))] * (rows(wy) * cols(wx))
-            total = value if total is None else total + value
-    out = total.sum(dim=(4, 5)) / (s * s)
+
+    if sampling_ratio > 0:
+        groups = [((sampling_ratio, sampling_ratio), None)]
+    else:
+        grids = torch.stack([adaptive_grid(bin_h), adaptive_grid(bin_w)], dim=1)  # [R, 2]
+        unique, which = torch.unique(grids, dim=0, return_inverse=True)
+        groups = [(tuple(int(v) for v in grid), (which == g).nonzero().squeeze(1)) for g, grid in enumerate(unique)]
+
+    parts, order = [f.new_zeros(0, out_channels, k, k)], []  # the empty part: R may be 0
+    for (grid_h, grid_w), index in groups:
+        geometry = [t if index is None else t[index] for t in (batch, start_y, start_x, bin_h, bin_w)]
+        count = geometry[0].numel()
+        if grid_h < 1 or grid_w < 1:
+            # No samples: torchvision's 0 / (gh·gw), NaN for a count of 0 and −0 for a negative one.
+            parts.append(f.new_zeros(count, out_channels, k, k) / float(grid_h * grid_w))
+        else:
+            block = max(1, _BLOCK_ELEMENTS // (out_channels * k * k * grid_h * grid_w or 1))
+            for first in range(0, count, block):
+                chunk = [t[first : first + block] for t in geometry]
+                parts.append(_pool(flat, channels, height, width, k, *chunk, grid_h, grid_w))
+        if index is not None:
+            order.append(index)
+    out = torch.cat(parts) if len(parts) > 2 else parts[-1]
+    if order:
+        # Groups come out in grid order; put every RoI back in its row.
+        position = torch.empty_like(batch)
+        position[torch.cat(order)] = torch.arange(batch.numel(), device=batch.device)
+        out = out[position]
     return out.to(features.dtype)
 
 
 def ps_roi_align_native(features, rois, output_size: int, spatial_scale: float, sampling_ratio: int, num_threads=0):
-    """The fused kernel body, host build. CPU tensors, FP32 or FP16; no autograd."""
+    """The fused kernel body, host build. CPU tensors, FP32 or FP16; rois the
+    [R, 5] table, FP32 or the features' dtype. No autograd: refuses features
+    that require grad while grad mode is on."""
+    refuse_autograd("ps_roi_align", features=features)
     if features.device.type != "cpu":
         raise ValueError(f"ps_roi_align: impl='native' runs on the CPU, got tensors on {features.device}")
     if features.dtype not in _STORAGE_TYPES:
@@ -247,24 +353,41 @@ class _PSRoIAlignExport(torch.autograd.Function):
 IMPLEMENTATIONS = ("reference", "native")
 
 
+@torch.fx.wrap  # one leaf node when torch.fx traces a module that calls it (PSRoIAlign below)
 def ps_roi_align(
     features: torch.Tensor,
-    rois: torch.Tensor,
-    output_size: int,
-    spatial_scale: float,
-    sampling_ratio: int,
+    rois,
+    output_size,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
     impl: str = "reference",
 ) -> torch.Tensor:
-    """Position-sensitive RoI Align: torchvision.ops.ps_roi_align for sampling_ratio > 0.
+    """Position-sensitive RoI Align: torchvision.ops.ps_roi_align, same
+    arguments and defaults, plus ``impl``.
 
-    features: [N, C·k·k, H, W] (float32 or float16); rois: [R, 5] =
-    (batch_index, x1, y1, x2, y2) in image coordinates, float32 or the
-    features' dtype; returns [R, C, k, k] in the features' dtype.
-    impl: "reference" (PyTorch, differentiable) or "native" (fused host kernel).
+    features: [N, C·k·k, H, W] (float32 or float16; float64 on the reference
+    only). rois: [R, 5] = (batch_index, x1, y1, x2, y2) in image coordinates,
+    or a list of [K_i, 4] boxes per image; float16, float32 or the features'
+    dtype. output_size: k or (k, k). sampling_ratio: samples per bin along
+    each axis; ≤ 0 is torchvision's adaptive ceil(RoI size / k) per RoI
+    (eager only: exporting it raises, see the module docstring). Returns
+    [R, C, k, k] in the features' dtype.
+    impl: "reference" (PyTorch, differentiable) or "native" (fused host kernel,
+    no gradients).
     """
-    check_inputs(features, rois, output_size, spatial_scale, sampling_ratio)
-    k, scale, s = int(output_size), float(spatial_scale), int(sampling_ratio)
+    k = square_output_size(output_size)
+    rois = roi_table(rois)
+    check_inputs(features, rois, k, spatial_scale, sampling_ratio)
+    if rois.dtype == torch.float16 and features.dtype != torch.float16:
+        rois = rois.to(torch.float32)  # exact; the kernel and the plugin take FP32 or the features' type
+    scale, s = float(spatial_scale), int(sampling_ratio)
     if torch.onnx.is_in_onnx_export():
+        if s <= 0:
+            raise ValueError(
+                f"ps_roi_align: sampling_ratio = {s} (torchvision's adaptive sampling, ceil(RoI size / k) samples "
+                "per bin for each RoI) cannot be exported: a static graph needs one sample grid for every RoI, "
+                "known when it is built. Export with a fixed sampling_ratio > 0 (2 is the usual choice)"
+            )
         return _PSRoIAlignExport.apply(features, rois, k, scale, s)
     check_batch_indices(rois, features.shape[0])
     if impl == "reference":
@@ -274,8 +397,29 @@ def ps_roi_align(
     raise ValueError(f"ps_roi_align: impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
 
 
+class PSRoIAlign(torch.nn.Module):
+    """The module form of ``ps_roi_align``, as torchvision.ops.PSRoIAlign."""
+
+    def __init__(self, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1, impl: str = "reference"):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.impl = impl
+
+    def forward(self, features: torch.Tensor, rois) -> torch.Tensor:
+        return ps_roi_align(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio, impl=self.impl)
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}, impl={self.impl!r}"
+        )
+
+
 def onnx_function(opset: int) -> onnx.FunctionProto:
-    """Portable decomposition of vidtrt.PSRoIAlign into standard ONNX ops.
+    """Portable decomposition of vidtrt.PSRoIAlign into standard ONNX ops, for
+    a fixed sampling_ratio ≥ 1 (the only kind exported: see the module docstring).
 
     Bilinear taps per axis are computed for every (RoI, bin, sample) as
     [R, k, s]; the four corner values of every (RoI, channel, bin, sample) are

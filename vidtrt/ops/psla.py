@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .. import _native
 from .function_builder import FunctionBuilder
-from .registry import CustomOp, DOMAIN, register, untraced
+from .registry import CustomOp, DOMAIN, refuse_autograd, register, untraced
 
 OP_TYPE = "PSLA"
 PLUGIN_VERSION = "1"
@@ -118,7 +118,9 @@ def psla_reference(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, 
 
 
 def psla_native(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, max_disp: int, num_threads: int = 0):
-    """The fused kernel body, host build. CPU tensors, FP32 or FP16; no autograd."""
+    """The fused kernel body, host build. CPU tensors, FP32 or FP16; no autograd
+    (refuses inputs that require grad while grad mode is on)."""
+    refuse_autograd("psla", query=query, key=key, value=value)
     if query.device.type != "cpu":
         raise ValueError(f"psla: impl='native' runs on the CPU, got tensors on {query.device}")
     if query.dtype not in _FLOAT_TYPES:

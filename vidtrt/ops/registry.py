@@ -90,6 +90,28 @@ def attach_local_functions(model: onnx.ModelProto) -> list[str]:
     return used
 
 
+def refuse_autograd(op_name: str, **inputs: torch.Tensor | None) -> None:
+    """Called first by every fused (impl="native") path whose reference is
+    differentiable, with the inputs the reference differentiates.
+
+    The fused kernels have no backward, and detaching their inputs would hand
+    back an output without a gradient, so a training loop would silently
+    stop learning; this raises ValueError instead, while grad mode is on and
+    any of ``inputs`` requires grad. Under torch.no_grad() (inference,
+    export) nothing is checked.
+    """
+    if not torch.is_grad_enabled():
+        return
+    needing = [name for name, t in inputs.items() if isinstance(t, torch.Tensor) and t.requires_grad]
+    if needing:
+        names = ", ".join(needing)
+        raise ValueError(
+            f"{op_name}: impl='native' has no backward pass, but {names} "
+            f"{'requires' if len(needing) == 1 else 'require'} grad; use impl='reference' for gradients "
+            "(or call it under torch.no_grad() when no gradient is wanted)"
+        )
+
+
 @contextlib.contextmanager
 def untraced():
     """Switches the TorchScript tracer off inside an export Function's forward.

@@ -38,7 +38,7 @@ import torch
 
 from .. import _native
 from .function_builder import FunctionBuilder
-from .registry import CustomOp, DOMAIN, register, untraced
+from .registry import CustomOp, DOMAIN, refuse_autograd, register, untraced
 
 OP_TYPE = "RelationPropagation"
 PLUGIN_VERSION = "1"
@@ -133,8 +133,11 @@ def relation_propagation_native(sigma, phi, regions, valid=None, num_threads: in
     """The fused kernel, host build. CPU tensors, FP32 or FP16; no autograd.
 
     isa="generic" forces the baseline build of the body (for tests); "auto"
-    takes the AVX2 + FMA build when the CPU has it.
+    takes the AVX2 + FMA build when the CPU has it. Refuses inputs the
+    reference differentiates (sigma, phi, regions; not the valid mask) that
+    require grad while grad mode is on.
     """
+    refuse_autograd("relation_propagation", sigma=sigma, phi=phi, regions=regions)
     if sigma.device.type != "cpu":
         raise ValueError(f"relation_propagation: impl='native' runs on the CPU, got tensors on {sigma.device}")
     if sigma.dtype not in _STORAGE_TYPES:
