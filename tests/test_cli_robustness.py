@@ -288,9 +288,11 @@ def test_decoder_noise_is_quiet_unless_verbose(bundle_dir, tmp_path):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(4000))
     argv = [sys.executable, "-m", "vidtrt.cli", "run", str(bundle_dir), str(corrupt), "--out", str(tmp_path / "o"), "--no-progress"]
-    quiet = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    # In-process CLI calls of other tests set these in this process; the child must start without them.
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_LOG_LEVEL", "OPENCV_FFMPEG_LOGLEVEL", "ORT_LOGGING_LEVEL")}
+    quiet = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     assert quiet.returncode == 1
     assert quiet.stderr.strip().splitlines() == [line for line in quiet.stderr.strip().splitlines() if line.startswith("vidtrt run: error:")]
     assert len(quiet.stderr.strip().splitlines()) == 1, quiet.stderr
-    loud = subprocess.run(argv + ["-v"], capture_output=True, text=True, timeout=120)
+    loud = subprocess.run(argv + ["-v"], capture_output=True, text=True, timeout=120, env=env)
     assert loud.returncode == 1 and len(loud.stderr.strip().splitlines()) > 1  # the decoder's own lines, now shown
