@@ -204,6 +204,31 @@ inline std::string describeInt32FieldError(FieldLookup result, const char* name,
     return concat("field '", name, "' is invalid");
 }
 
+// Reads a FLOAT32 scalar field; the counterpart of readInt32Field. No implicit
+// conversion from FLOAT64 or FLOAT16, for the same reason: a silent
+// conversion would hide a mismatch between exporter and plugin.
+inline FieldLookup readFloat32Field(const nvinfer1::PluginFieldCollection* fc, const char* name, float& value,
+                                    const nvinfer1::PluginField** found) noexcept {
+    const nvinfer1::PluginField* f = findField(fc, name);
+    *found = f;
+    if (f == nullptr) return FieldLookup::kMissing;
+    if (f->type != nvinfer1::PluginFieldType::kFLOAT32) return FieldLookup::kWrongType;
+    if (f->length != 1) return FieldLookup::kWrongLength;
+    if (f->data == nullptr) return FieldLookup::kNoData;
+    std::memcpy(&value, f->data, sizeof(value));  // no alignment promise on `data`
+    return FieldLookup::kFound;
+}
+
+// Why readFloat32Field failed, for a log line.
+inline std::string describeFloat32FieldError(FieldLookup result, const char* name, const nvinfer1::PluginField* f) {
+    if (result == FieldLookup::kWrongType) {
+        return concat("field '", name, "' must be PluginFieldType::kFLOAT32, got ",
+                      f != nullptr ? fieldTypeName(f->type) : "?", " (from Python, build it from np.float32)");
+    }
+    // The remaining cases do not depend on the field's type.
+    return describeInt32FieldError(result, name, f);
+}
+
 // ---------------------------------------------------------------- error handling
 
 // Thrown inside the library only; guard() turns it into a log line and a

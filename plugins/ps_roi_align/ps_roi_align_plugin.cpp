@@ -83,30 +83,6 @@ std::string checkIoDims(const Dims& features, const Dims& rois, const Dims* out,
     return {};
 }
 
-// Reads a FLOAT32 scalar field; the counterpart of readInt32Field. No implicit
-// conversion from FLOAT64 or FLOAT16, for the same reason: a silent
-// conversion would hide a mismatch between exporter and plugin.
-FieldLookup readFloat32Field(const PluginFieldCollection* fc, const char* name, float& value,
-                             const PluginField** found) noexcept {
-    const PluginField* f = findField(fc, name);
-    *found = f;
-    if (f == nullptr) return FieldLookup::kMissing;
-    if (f->type != PluginFieldType::kFLOAT32) return FieldLookup::kWrongType;
-    if (f->length != 1) return FieldLookup::kWrongLength;
-    if (f->data == nullptr) return FieldLookup::kNoData;
-    std::memcpy(&value, f->data, sizeof(value));  // no alignment promise on `data`
-    return FieldLookup::kFound;
-}
-
-std::string describeFloat32FieldError(FieldLookup result, const char* name, const PluginField* f) {
-    if (result == FieldLookup::kWrongType) {
-        return concat("field '", name, "' must be PluginFieldType::kFLOAT32, got ",
-                      f != nullptr ? fieldTypeName(f->type) : "?", " (from Python, build it from np.float32)");
-    }
-    // The remaining cases do not depend on the field's type.
-    return describeInt32FieldError(result, name, f);
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------- PsRoiAlignPlugin
