@@ -146,8 +146,7 @@ def _add_schedule_arguments(parser: argparse.ArgumentParser, at_run: bool) -> No
 def _schedule_options(args, method) -> dict:
     """The schedule flags given on the command line, checked against ``method``."""
     given = {k.removeprefix("schedule__"): v for k, v in vars(args).items() if k.startswith("schedule__") and v is not None}
-    for name, value in given.items():
-        method.option(name).parse(value, method.name)  # an unknown option lists the method's
+    # method.option() refuses an option the method lacks, listing the ones it has.
     return {name: method.option(name).parse(value, method.name) for name, value in given.items()}
 
 

@@ -250,35 +250,23 @@ def build_engines(
                 "standard TensorRT builds for the GPU it runs on; --sm (compute capabilities) is for --runtime tensorrt-rtx"
             )
     bar = None
+    built: Callable[[], None] = lambda: None  # noqa: E731 - called once per finished engine
     if progress:
         from tqdm import tqdm
 
         targets = len(compute_capabilities or [None]) if runtime == "tensorrt-rtx" else 1
         total = targets * len(stages or bundle.stages)
         bar = tqdm(total=total, desc=f"vidtrt build {precision}", unit="engine", leave=True, disable=None)
-        log = _logging_through(bar, log)
+        built = lambda: bar.update(1)  # noqa: E731
+        if log is print:
+            log = bar.write  # lines above the bar, not through it
     try:
         if runtime == "tensorrt-rtx":
-            return _build_rtx(bundle, precision, compute_capabilities, workspace_mb, profile, log, stages)
-        return _build_tensorrt(bundle, precision, timing_cache, workspace_mb, profile, log, stages, device)
+            return _build_rtx(bundle, precision, compute_capabilities, workspace_mb, profile, log, stages, built)
+        return _build_tensorrt(bundle, precision, timing_cache, workspace_mb, profile, log, stages, device, built)
     finally:
         if bar is not None:
             bar.close()
-
-
-def _logging_through(bar, log):
-    """A log that prints above the progress bar and advances it once per
-    finished engine (the builders report each engine on a line indented by two)."""
-
-    def write(line: str) -> None:
-        if log is print:
-            bar.write(line)
-        else:
-            log(line)
-        if line.startswith("  "):
-            bar.update(1)
-
-    return write
 
 
 def _onnx_files(bundle: Bundle, precision: str, stages) -> dict[str, Path]:
@@ -306,7 +294,7 @@ def _commit_set(bundle: Bundle, temporaries: dict[str, Path], paths: dict[str, s
         entry["files"][stage] = paths[stage]
 
 
-def _build_tensorrt(bundle, precision, timing_cache, workspace_mb, profile, log, stages, device) -> dict:
+def _build_tensorrt(bundle, precision, timing_cache, workspace_mb, profile, log, stages, device, built=lambda: None) -> dict:
     from . import cuda_check, load_plugin_library, require_gpu, require_tensorrt
     from .compat import current_environment, make_record
 
@@ -384,6 +372,7 @@ def _build_tensorrt(bundle, precision, timing_cache, workspace_mb, profile, log,
             size = temporaries[stage].stat().st_size
             entry["stages"][stage] = {"bytes": size, "build_seconds": round(time.perf_counter() - started, 3)}
             log(f"  {stage}: {size / 2**20:.1f} MB")
+            built()
             del parser, network, config, serialized
     except BaseException:
         for tmp in temporaries.values():
@@ -428,10 +417,14 @@ def aot_build(
     require("tensorrt-rtx", "building TensorRT-RTX engines")
     trt = module("tensorrt-rtx")
     logger = capturing_logger("tensorrt-rtx")
-    logger.echo = None  # the errors go into EngineBuildError instead
     logger.take_errors()
     builder = builder if builder is not None else trt.Builder(logger.trt_logger)
     what = what or f"{Path(onnx_path).name} for SM{sm}"
+    with logger.quiet():  # the errors go into EngineBuildError instead of the terminal
+        return _aot_build(trt, builder, logger, onnx_path, sm, input_shapes, workspace_mb, what)
+
+
+def _aot_build(trt, builder, logger, onnx_path, sm, input_shapes, workspace_mb, what):
     try:
         network, parser = _parse_stage(trt, builder, Path(onnx_path), False, logger.trt_logger)
     except EngineBuildError as err:
@@ -455,7 +448,7 @@ def aot_build(
     return serialized
 
 
-def _build_rtx(bundle, precision, compute_capabilities, workspace_mb, profile, log, stages) -> dict:
+def _build_rtx(bundle, precision, compute_capabilities, workspace_mb, profile, log, stages, built=lambda: None) -> dict:
     """TensorRT-RTX: ahead-of-time builds, no GPU, no plugin library (flavours.py)."""
     from .compat import engine_set_key, make_aot_record
     from .flavours import capturing_logger, module, parse_compute_capabilities, require
@@ -507,6 +500,7 @@ def _build_rtx(bundle, precision, compute_capabilities, workspace_mb, profile, l
                 size = temporaries[stage].stat().st_size
                 entry["stages"][stage] = {"bytes": size, "build_seconds": round(seconds, 3)}
                 log(f"  SM{sm} {precision} {stage}: {size / 2**20:.1f} MB in {seconds:.1f} s")
+                built()
                 del serialized
         except BaseException:
             for tmp in temporaries.values():

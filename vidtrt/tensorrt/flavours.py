@@ -18,6 +18,7 @@ Nothing here imports TensorRT at module import.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import threading
@@ -166,6 +167,16 @@ class CapturingLogger:
         self.echo = echo
         self.flavour_name = getattr(trt, "__name__", "tensorrt")
         self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def quiet(self):
+        """Errors are kept but not printed inside the block (a caller that
+        reports them itself); the previous echo comes back after it."""
+        echo, self.echo = self.echo, None
+        try:
+            yield self
+        finally:
+            self.echo = echo
 
     def take_errors(self) -> list[str]:
         with self._lock:
