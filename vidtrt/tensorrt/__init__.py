@@ -1,12 +1,14 @@
-"""The TensorRT half of vidtrt: engine building (``build.py``), engine/host
-compatibility records (``compat.py``) and the helpers both share.
+"""The TensorRT half of vidtrt: the flavours (``flavours.py``: TensorRT 10/11
+and TensorRT-RTX), engine building (``build.py``), engine/host compatibility
+records (``compat.py``) and the helpers they share.
 
 Importing this package loads neither TensorRT nor CUDA: ``vidtrt doctor``,
 the CLI and the tests import it on machines that have neither, and ask
 ``tensorrt_available()`` / ``cuda_available()`` before doing anything real.
-The helpers below that do touch TensorRT or CUDA are written against the
-TensorRT 11 Python API and cuda-python (``cuda.bindings.runtime``) and could
-not be run where this was written (no GPU, no TensorRT library).
+The helpers below that touch standard TensorRT or CUDA are written against
+the TensorRT 10/11 Python API and cuda-python (``cuda.bindings.runtime``) and
+could not be run where this was written (no GPU, no TensorRT library);
+TensorRT-RTX builds did run there (ahead of time, without a GPU).
 """
 
 from __future__ import annotations
@@ -188,14 +190,6 @@ def load_plugin_library(registry=None) -> Path | None:
     return path
 
 
-def numpy_dtype(trt_dtype):
-    """The numpy dtype of a TensorRT DataType (BOOL → bool, INT64 → int64, ...)."""
-    import numpy as np
-    import tensorrt as trt
-
-    return np.dtype(trt.nptype(trt_dtype))
-
-
 __all__ = [
     "DOCTOR_HINT",
     "MIN_TENSORRT",
@@ -207,7 +201,6 @@ __all__ = [
     "decode_name",
     "load_plugin_library",
     "logger",
-    "numpy_dtype",
     "require_gpu",
     "require_tensorrt",
     "tensorrt_available",

@@ -1,19 +1,21 @@
 """`vidtrt build`: a TensorRT engine for every stage of a bundle, in one precision.
 
-TensorRT 11 networks are strongly typed: the precision of every layer comes
-from the ONNX graph (the FP32 graphs, or the FP16 / INT8-Q/DQ variants made by
-``vidtrt export --precisions`` and ``vidtrt calibrate``); there are no FP16 or
-INT8 builder flags to set. Building therefore only chooses which graph to
-parse (``Bundle.stage_file(stage, precision)``), the shape range, the
-workspace and the timing cache.
+Networks are strongly typed (TensorRT 11 and TensorRT-RTX always; TensorRT 10
+through the STRONGLY_TYPED flag): the precision of every layer comes from the
+ONNX graph (the FP32 graphs, or the FP16 / INT8-Q/DQ variants made by
+``vidtrt export`` and ``vidtrt calibrate``); there are no FP16 or INT8
+builder flags to set. Building therefore only chooses which graph to parse
+(``Bundle.stage_file(stage, precision)``), the shape range, the workspace,
+the timing cache and, for TensorRT-RTX, the compute capabilities.
 
 Shapes: stage graphs are static except the image (H, W) and the feature map
 (h, w) = ceil(H / stride), ceil(W / stride). ``stage_profiles`` derives one
 optimisation profile per stage from the bundle's preprocessing — the range of
-padded sizes the runtime's ``Preprocessor`` can produce — so an engine never
-refuses a frame the pipeline can feed it. That derivation is pure and tested
-here; ``build_engines`` itself needs TensorRT and a GPU and was written
-against the TensorRT 11 Python API without either being available.
+padded sizes the runtime's ``Preprocessor`` can produce, from a floor of
+``MIN_FEATURE_SIDE`` feature cells — so an engine never refuses a frame the
+pipeline can feed it. The TensorRT-RTX path (``aot_build``) runs here, without
+a GPU; the standard TensorRT path needs TensorRT and a GPU and was written
+against the TensorRT 10/11 Python API without either being available.
 """
 
 from __future__ import annotations

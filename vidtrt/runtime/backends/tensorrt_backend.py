@@ -1,9 +1,8 @@
 """The ``tensorrt`` backend: the bundle's TensorRT engines, with every tensor
 kept on the GPU between calls.
 
-Written against the TensorRT 11 Python API and cuda-python
-(``cuda.bindings.runtime``). Neither a GPU nor the TensorRT library existed
-where this was written: the code paths below are complete but have only been
+Written against the TensorRT 10/11 (and TensorRT-RTX) Python API and
+cuda-python (``cuda.bindings.runtime``). No GPU existed where this was written: the code paths below are complete but have only been
 executed against simulated TensorRT/CUDA modules in the tests (which check
 the bookkeeping — buffers, ping-pong, graph caching, copies — not TensorRT).
 
