@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from native_helpers import plugin_library_or_skip
 from vidtrt import _native
 from vidtrt.ops import registry
 
@@ -103,19 +104,11 @@ def test_build_reports_its_contents():
         assert info["cuda_kernels"] and info["tensorrt_headers_version"]
 
 
-def _plugin_library_or_skip() -> Path:
-    info = _native.build_info()
-    if not info["plugins"]:
-        why = "no nvcc" if not info["cuda_kernels"] else "TensorRT headers not found (set TENSORRT_ROOT and reinstall)"
-        pytest.skip(f"the plugin library was not built: {why}")
-    path = _native.plugin_library_path()
-    assert path is not None, "the build says it has the plugin library, but libvidtrt_plugins.so is not installed"
-    return path
 
 
 def test_plugin_library_cpp_test():
     """Runs plugins/tests/plugin_library_test.cpp against the built library."""
-    library = _plugin_library_or_skip()
+    library = plugin_library_or_skip()
     binary = _native.library_dir() / "vidtrt_plugin_library_test"
     result = subprocess.run([str(binary), str(library)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -125,7 +118,7 @@ def test_plugin_library_cpp_test():
 def test_plugin_library_exports_only_entry_points():
     """TensorRT's two entry points and the info record vidtrt reads
     (vidtrtPluginLibraryInfo); every other function stays hidden."""
-    library = _plugin_library_or_skip()
+    library = plugin_library_or_skip()
     nm = shutil.which("nm")
     if nm is None:
         pytest.skip("nm (binutils) not found: cannot list the library's dynamic symbols")

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from native_helpers import plugin_library_or_skip
 from vidtrt import _native
 from vidtrt import tensorrt as vtrt
 from vidtrt.ops import registry
@@ -205,25 +206,17 @@ def test_op_table_refuses_malformed_lines(tmp_path, line, message):
 # ---------------------------------------------------------------- the built library
 
 
-def built_library_or_skip() -> Path:
-    info = _native.build_info()
-    if not info["plugins"]:
-        why = "no nvcc" if not info["cuda_kernels"] else "TensorRT headers not found (set TENSORRT_ROOT and reinstall)"
-        pytest.skip(f"the plugin library was not built: {why}")
-    path = _native.plugin_library_path()
-    assert path is not None, "the build says it has the plugin library, but libvidtrt_plugins.so is not installed"
-    return path
 
 
 def test_library_records_the_tensorrt_it_was_built_against():
-    built_library_or_skip()
+    plugin_library_or_skip()
     info = _native.plugin_library_info()
     headers = tuple(int(part) for part in _native.build_info()["tensorrt_headers_version"].split(".")[:2])
     assert info.tensorrt == headers
 
 
 def test_library_lists_each_creator_once():
-    built_library_or_skip()
+    plugin_library_or_skip()
     creators = _native.plugin_library_info().creators
     assert creators, "the plugin library lists no creators"
     assert len(set(creators)) == len(creators), creators
@@ -231,7 +224,7 @@ def test_library_lists_each_creator_once():
 
 
 def test_every_registered_op_has_a_creator_in_the_library():
-    built_library_or_skip()
+    plugin_library_or_skip()
     creators = set(_native.plugin_library_info().creators)
     ops = registry.registered_ops()
     assert ops, "no custom op is registered"
@@ -248,14 +241,14 @@ def test_library_creators_are_the_op_table_in_order():
     and versions, in the file's order. (With test_op_table_lists_the_registered_ops,
     the .def file, the registry and the library list the same ops.)"""
     table = op_table_or_skip()
-    built_library_or_skip()
+    plugin_library_or_skip()
     expected = [(entry.op_type, entry.plugin_version, registry.DOMAIN) for entry in table]
     assert list(_native.plugin_library_info().creators) == expected
 
 
 def test_every_vidtrt_creator_is_a_registered_op():
     # A creator no exporter emits a node for is dead code inside TensorRT.
-    built_library_or_skip()
+    plugin_library_or_skip()
     ops = {(op.op_type, op.plugin_version) for op in registry.registered_ops().values()}
     orphans = [
         f"{name} v{version}"
@@ -297,7 +290,7 @@ def fresh_loader(monkeypatch):
 
 
 def test_load_refuses_a_library_of_another_major_before_tensorrt_sees_it(fresh_loader):
-    built_library_or_skip()
+    plugin_library_or_skip()
     info = _native.plugin_library_info()
     other_major = 10 if info.tensorrt[0] != 10 else 11
     fresh_loader.__version__ = f"{other_major}.3.0"
@@ -309,7 +302,7 @@ def test_load_refuses_a_library_of_another_major_before_tensorrt_sees_it(fresh_l
 
 
 def test_load_registers_the_library_and_checks_every_creator(fresh_loader):
-    path = built_library_or_skip()
+    path = plugin_library_or_skip()
     info = _native.plugin_library_info()
     fresh_loader.__version__ = f"{info.tensorrt[0]}.{info.tensorrt[1] + 1}.0"  # another minor is fine
     registry_ = FakeRegistry(info.creators)
@@ -321,7 +314,7 @@ def test_load_registers_the_library_and_checks_every_creator(fresh_loader):
 
 
 def test_load_fails_when_a_creator_is_missing_after_loading(fresh_loader):
-    built_library_or_skip()
+    plugin_library_or_skip()
     info = _native.plugin_library_info()
     fresh_loader.__version__ = f"{info.tensorrt[0]}.{info.tensorrt[1]}.0"
     dropped = info.creators[-1]
@@ -331,7 +324,7 @@ def test_load_fails_when_a_creator_is_missing_after_loading(fresh_loader):
 
 
 def test_doctor_shows_the_library_tensorrt_and_creators():
-    built_library_or_skip()
+    plugin_library_or_skip()
     from vidtrt import doctor
 
     info = _native.plugin_library_info()
@@ -342,7 +335,7 @@ def test_doctor_shows_the_library_tensorrt_and_creators():
 
 
 def test_doctor_flags_a_library_of_another_major_than_the_installed_tensorrt(monkeypatch):
-    built_library_or_skip()
+    plugin_library_or_skip()
     from vidtrt import doctor
 
     info = _native.plugin_library_info()

@@ -229,6 +229,24 @@ inline std::string describeFloat32FieldError(FieldLookup result, const char* nam
     return describeInt32FieldError(result, name, f);
 }
 
+// A required scalar field, read into `value`; on failure the reason is logged
+// (prefixed by `tag`) and false returned — the creators' common case.
+inline bool readRequiredField(const std::string& tag, const nvinfer1::PluginFieldCollection* fc, const char* name,
+                              int32_t& value) {
+    const nvinfer1::PluginField* f = nullptr;
+    const FieldLookup result = readInt32Field(fc, name, value, &f);
+    if (result != FieldLookup::kFound) logError(tag, ": ", describeInt32FieldError(result, name, f));
+    return result == FieldLookup::kFound;
+}
+
+inline bool readRequiredField(const std::string& tag, const nvinfer1::PluginFieldCollection* fc, const char* name,
+                              float& value) {
+    const nvinfer1::PluginField* f = nullptr;
+    const FieldLookup result = readFloat32Field(fc, name, value, &f);
+    if (result != FieldLookup::kFound) logError(tag, ": ", describeFloat32FieldError(result, name, f));
+    return result == FieldLookup::kFound;
+}
+
 // ---------------------------------------------------------------- error handling
 
 // Thrown inside the library only; guard() turns it into a log line and a

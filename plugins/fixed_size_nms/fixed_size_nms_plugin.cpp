@@ -208,15 +208,8 @@ IPluginV3* FixedSizeNmsPluginCreator::createFromFields(const std::string& tag, c
     // is right for every detector, and a guessed one gives plausible but
     // wrong detections.
     FixedSizeNmsParams params{};
-    const PluginField* field = nullptr;
-    FieldLookup lookup = readFloat32Field(fc, kFixedSizeNmsIouThresholdField, params.iouThreshold, &field);
-    if (lookup != FieldLookup::kFound) {
-        logError(tag, ": ", describeFloat32FieldError(lookup, kFixedSizeNmsIouThresholdField, field));
-        return nullptr;
-    }
-    lookup = readInt32Field(fc, kFixedSizeNmsMaxOutputField, params.maxOutput, &field);
-    if (lookup != FieldLookup::kFound) {
-        logError(tag, ": ", describeInt32FieldError(lookup, kFixedSizeNmsMaxOutputField, field));
+    if (!readRequiredField(tag, fc, kFixedSizeNmsIouThresholdField, params.iouThreshold) ||
+        !readRequiredField(tag, fc, kFixedSizeNmsMaxOutputField, params.maxOutput)) {
         return nullptr;
     }
     if (!std::isfinite(params.iouThreshold)) {

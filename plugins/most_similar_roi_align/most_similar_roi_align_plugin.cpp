@@ -207,12 +207,7 @@ IPluginV3* MostSimilarRoiAlignPluginCreator::createFromFields(const std::string&
     // Required in both phases: mmtracking uses 2 and the paper 4, so no
     // default is right, and a guessed one changes the features silently.
     int32_t topK = 0;
-    const PluginField* field = nullptr;
-    const FieldLookup lookup = readInt32Field(fc, kMsraTopKField, topK, &field);
-    if (lookup != FieldLookup::kFound) {
-        logError(tag, ": ", describeInt32FieldError(lookup, kMsraTopKField, field));
-        return nullptr;
-    }
+    if (!readRequiredField(tag, fc, kMsraTopKField, topK)) return nullptr;
     if (topK < 1 || topK > msra::kMaxTopK) {
         logError(tag, ": ", kMsraTopKField, " = ", topK, " is out of range [1, ", msra::kMaxTopK,
                  "] (the kernel sizes its per-query arrays for at most ", msra::kMaxTopK, ")");

@@ -192,20 +192,9 @@ IPluginV3* PsRoiAlignPluginCreator::createFromFields(const std::string& tag, con
     // value of spatial_scale (the backbone's stride) or of the grid is right
     // for every model, and a guessed one gives plausible but wrong boxes.
     PsRoiAlignParams params{};
-    const PluginField* field = nullptr;
-    FieldLookup lookup = readInt32Field(fc, kPsRoiAlignOutputSizeField, params.outputSize, &field);
-    if (lookup != FieldLookup::kFound) {
-        logError(tag, ": ", describeInt32FieldError(lookup, kPsRoiAlignOutputSizeField, field));
-        return nullptr;
-    }
-    lookup = readFloat32Field(fc, kPsRoiAlignSpatialScaleField, params.spatialScale, &field);
-    if (lookup != FieldLookup::kFound) {
-        logError(tag, ": ", describeFloat32FieldError(lookup, kPsRoiAlignSpatialScaleField, field));
-        return nullptr;
-    }
-    lookup = readInt32Field(fc, kPsRoiAlignSamplingRatioField, params.samplingRatio, &field);
-    if (lookup != FieldLookup::kFound) {
-        logError(tag, ": ", describeInt32FieldError(lookup, kPsRoiAlignSamplingRatioField, field));
+    if (!readRequiredField(tag, fc, kPsRoiAlignOutputSizeField, params.outputSize) ||
+        !readRequiredField(tag, fc, kPsRoiAlignSpatialScaleField, params.spatialScale) ||
+        !readRequiredField(tag, fc, kPsRoiAlignSamplingRatioField, params.samplingRatio)) {
         return nullptr;
     }
     if (params.outputSize < 1) {

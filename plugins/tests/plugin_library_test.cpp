@@ -380,6 +380,22 @@ struct Fields {
     PluginFieldCollection collection() const { return PluginFieldCollection{int32_t(fields.size()), fields.data()}; }
 };
 
+// A plugin's good fields with field `index` replaced, or left out: the
+// creation-error cases of every plugin start from these.
+template <typename ParamFieldsT>
+Fields withField(const ParamFieldsT& base, size_t index, PluginField replacement) {
+    Fields f = base.fields();
+    f.fields[index] = replacement;
+    return f;
+}
+
+template <typename ParamFieldsT>
+Fields without(const ParamFieldsT& base, size_t index) {
+    Fields f = base.fields();
+    f.fields.erase(f.fields.begin() + static_cast<std::ptrdiff_t>(index));
+    return f;
+}
+
 // ---------------------------------------------------------------- checks shared by every plugin
 //
 // The four plugins meet TensorRT through the same interfaces and share their
@@ -1094,16 +1110,6 @@ void testCreationErrors(IPluginCreatorV3One& creator) {
     auto refusedAndLogged = [&](const Fields& f, std::initializer_list<const char*> parts, const std::string& what,
                                 TensorRTPhase phase = TensorRTPhase::kBUILD) {
         checkRefused(creator, "psroi_test", f, parts, "PSRoIAlign " + what, phase);
-    };
-    auto withField = [](const ParamFields& base, size_t index, PluginField replacement) {
-        Fields f = base.fields();
-        f.fields[index] = replacement;
-        return f;
-    };
-    auto without = [](const ParamFields& base, size_t index) {
-        Fields f = base.fields();
-        f.fields.erase(f.fields.begin() + static_cast<std::ptrdiff_t>(index));
-        return f;
     };
     const ParamFields good(kRfcn);
 
@@ -2098,16 +2104,6 @@ void testCreationErrors(IPluginCreatorV3One& creator) {
     auto refusedAndLogged = [&](const Fields& f, std::initializer_list<const char*> parts, const std::string& what,
                                 TensorRTPhase phase = TensorRTPhase::kBUILD) {
         checkRefused(creator, "nms_test", f, parts, "FixedSizeNMS " + what, phase);
-    };
-    auto withField = [](const ParamFields& base, size_t index, PluginField replacement) {
-        Fields f = base.fields();
-        f.fields[index] = replacement;
-        return f;
-    };
-    auto without = [](const ParamFields& base, size_t index) {
-        Fields f = base.fields();
-        f.fields.erase(f.fields.begin() + static_cast<std::ptrdiff_t>(index));
-        return f;
     };
     const ParamFields good(kRpn);
 
