@@ -16,7 +16,8 @@ from ..core.bundle import StateSpec
 from ..models.init import calibrate_logits, seeded_weights
 from ..models.postprocess import DetectionConfig
 from ..models.preprocess_config import PreprocessConfig
-from ..models.psla import KEY_PLACEMENTS, PerFrameStage, PslaConfig, PslaDetector, PslaKeyStage, PslaNonKeyStage
+from ..models.key_frames import KEY_PLACEMENTS, key_index
+from ..models.psla import PerFrameStage, PslaConfig, PslaDetector, PslaKeyStage, PslaNonKeyStage
 from ..models.rfcn import RFCNConfig
 from ..models.rpn import RPNConfig
 from .base import Method, ScheduleOption
@@ -43,21 +44,6 @@ CONFIGS = {
         key_interval=10,
     ),
 }
-
-
-def key_index(segment_length: int, interval: int, placement: str) -> int:
-    """Index of the key frame inside a segment of ``segment_length`` ≤ ``interval`` frames.
-
-    "first": frame 0. "middle": frame interval // 2 (5 of 10, the paper's
-    middle frame) when the segment reaches it, else segment_length // 2. The
-    rule is decidable online: a pipeline either sees frame interval // 2
-    arrive, or reaches the end of the video knowing the segment's length.
-    """
-    if placement not in KEY_PLACEMENTS:
-        raise ValueError(f"key placement must be one of {KEY_PLACEMENTS}, got {placement!r}")
-    if placement == "first":
-        return 0
-    return interval // 2 if segment_length > interval // 2 else segment_length // 2
 
 
 @torch.no_grad()

@@ -23,13 +23,13 @@ from torch import nn
 from ..ops import psla
 from .classes import IMAGENET_VID_CLASSES
 from .config_io import config_from_dict
+from .key_frames import KEY_PLACEMENTS
 from .postprocess import DetectionConfig, detect
 from .preprocess_config import PreprocessConfig
 from .resnet import ResNet
 from .rfcn import RFCNConfig, RFCNHead
 from .rpn import RPN, RPNConfig
 
-KEY_PLACEMENTS = ("first", "middle")
 
 
 @dataclass
