@@ -154,6 +154,13 @@ def test_schedule_options_are_validated(method_name, tmp_path_factory):
             if option.at_export:
                 with pytest.raises(ValueError, match="fixed at export"):
                     create_pipeline(backend, **{option.name: bundle.manifest.schedule[option.field] + 1})
+        elif option.kind is float:
+            bad_values = ["x", float("nan"), True]
+            bad_values += [option.minimum - 0.5] if option.minimum is not None else []
+            bad_values += [option.maximum + 0.5] if option.maximum is not None else []
+            for bad in bad_values:
+                with pytest.raises(ValueError, match=option.name):
+                    create_pipeline(backend, **{option.name: bad})
         else:
             with pytest.raises(ValueError, match=f"{option.name} must be one of"):
                 create_pipeline(backend, **{option.name: "no-such-choice"})

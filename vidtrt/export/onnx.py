@@ -59,7 +59,9 @@ def export_module(
                 opset_version=opset,
                 input_names=list(input_names),
                 output_names=list(output_names),
-                dynamic_axes={k: dict(v) for k, v in (dynamic_axes or {}).items()},
+                # Axes of names the module does not have (a method lists every name its
+                # stages can have; which exist can depend on the config) are left out.
+                dynamic_axes={k: dict(v) for k, v in (dynamic_axes or {}).items() if k in {*input_names, *output_names}},
                 do_constant_folding=True,
             )
         model = onnx.load(tmp)

@@ -36,10 +36,11 @@ class ScheduleOption:
     are set when exporting and fixed in the bundle."""
 
     name: str
-    kind: type  # int or str
+    kind: type  # int, float or str
     help: str
     choices: tuple[str, ...] = ()
-    minimum: int | None = None
+    minimum: float | None = None
+    maximum: float | None = None
     config_field: str | None = None
     at_export: bool = False
     symbol: str | None = None  # the paper's letter (K, T), used in messages
@@ -63,18 +64,38 @@ class ScheduleOption:
                 number = int(value)
             except (TypeError, ValueError):
                 raise ValueError(f"{where} must be an integer, got {value!r}{flag}") from None
-            if self.minimum is not None and number < self.minimum:
-                raise ValueError(f"{where} must be >= {self.minimum}, got {number}{flag}")
-            return number
+            return self._bounded(number, where, flag)
+        if self.kind is float:
+            try:
+                if isinstance(value, bool):
+                    raise ValueError
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{where} must be a number, got {value!r}{flag}") from None
+            if number != number:
+                raise ValueError(f"{where} must be a number, got {value!r}{flag}")
+            return self._bounded(number, where, flag)
         text = str(value)
         if self.choices and text not in self.choices:
             raise ValueError(f"{where} must be one of {', '.join(self.choices)}, got {text!r}{flag}")
         return text
 
+    def _bounded(self, number, where: str, flag: str):
+        if self.minimum is not None and number < self.minimum:
+            raise ValueError(f"{where} must be >= {self.minimum}, got {number}{flag}")
+        if self.maximum is not None and number > self.maximum:
+            raise ValueError(f"{where} must be <= {self.maximum}, got {number}{flag}")
+        return number
+
     def describe(self) -> str:
         """``help [values]``, for --help."""
-        values = "|".join(self.choices) if self.choices else ("integer" if self.kind is int else "text")
-        bound = f" >= {self.minimum}" if self.minimum is not None else ""
+        kinds = {int: "integer", float: "number"}
+        values = "|".join(self.choices) if self.choices else kinds.get(self.kind, "text")
+        bound = ""
+        if self.minimum is not None and self.maximum is not None:
+            bound = f" in [{self.minimum}, {self.maximum}]"
+        elif self.minimum is not None:
+            bound = f" >= {self.minimum}"
         when = "; fixed at export" if self.at_export else ""
         return f"{self.help} [{values}{bound}{when}]"
 

@@ -16,7 +16,7 @@ class RPNConfig:
     anchor_sizes: tuple[float, ...] = (128.0, 256.0, 512.0)  # sqrt(area) in input pixels
     anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # h / w
     stride: int = 16
-    mid_channels: int = 512
+    mid_channels: int = 512  # 0: no 3x3 conv, the 1x1 score layers read the feature (R-FCN / DFF)
     pre_nms: int = 3840  # upstream uses 6000; TensorRT's TopK allows ≤ 3840
     post_nms: int = 300
     nms_iou: float = 0.7
@@ -31,20 +31,22 @@ class RPNConfig:
 
 
 class RPN(nn.Module):
-    """3x3 conv + ReLU, then per-anchor objectness (sigmoid) and box deltas."""
+    """3x3 conv + ReLU (unless ``mid_channels`` is 0), then per-anchor
+    objectness (sigmoid) and box deltas."""
 
     def __init__(self, in_channels: int, cfg: RPNConfig):
         super().__init__()
         self.cfg = cfg
         a = cfg.num_anchors
-        self.conv = nn.Conv2d(in_channels, cfg.mid_channels, 3, padding=1)
-        self.cls = nn.Conv2d(cfg.mid_channels, a, 1)
-        self.reg = nn.Conv2d(cfg.mid_channels, 4 * a, 1)
+        self.conv = nn.Conv2d(in_channels, cfg.mid_channels, 3, padding=1) if cfg.mid_channels else None
+        score_in = cfg.mid_channels or in_channels
+        self.cls = nn.Conv2d(score_in, a, 1)
+        self.reg = nn.Conv2d(score_in, 4 * a, 1)
         self.register_buffer("base_anchors", box_ops.base_anchors(cfg.anchor_sizes, cfg.anchor_ratios), persistent=False)
 
     def forward(self, feature: torch.Tensor, image_height, image_width):
         """feature [1, C, h, w] → proposals [P, 4] (input pixels), scores [P], valid [P]."""
-        x = torch.relu(self.conv(feature))
+        x = torch.relu(self.conv(feature)) if self.conv is not None else feature
         # [1, A, h, w] → [h·w·A], position-major like grid_anchors.
         logits = self.cls(x).permute(0, 2, 3, 1).reshape(-1)
         deltas = self.reg(x).permute(0, 2, 3, 1).reshape(-1, 4)
