@@ -773,6 +773,10 @@ class FakeContext:
 def fakes(bundle, monkeypatch):
     """FakeTensorRT and FakeCuda in place of tensorrt and cuda-python, for the
     build and the backend; this machine's environment matches the engines."""
+    yield from _install_fakes(bundle, monkeypatch)
+
+
+def _install_fakes(bundle, monkeypatch):
     from vidtrt.runtime.backends import tensorrt_backend
     from vidtrt.tensorrt import build, compat
 
@@ -842,6 +846,36 @@ def test_simulated_backend_matches_onnxruntime_pipeline(bundle, simulated, cuda_
         assert len(cuda.graphs) <= 4 and cuda.launches >= 13 - len(cuda.graphs) - 1
     backend.close()
     assert not cuda.heap and cuda.frees == cuda.mallocs  # everything returned
+
+
+@pytest.fixture(scope="module")
+def impression_bundle(tmp_path_factory):
+    return export_bundle("impression", tmp_path_factory.mktemp("trt") / "impression_small", config_name="impression_small", log=lambda _: None)
+
+
+def test_simulated_backend_runs_impression_state(impression_bundle, monkeypatch, tmp_path):
+    """Impression Network's state includes the key frame's image (H × W, not
+    h × w), read by the next key stage — which writes it too (ping-pong) —
+    and by every non-key frame; the memory gate is a per-call input."""
+    from vidtrt.tensorrt.build import build_engines
+
+    fakes = _install_fakes(impression_bundle, monkeypatch)
+    cuda, _, _ = next(fakes)
+    try:
+        build_engines(impression_bundle, "fp32", timing_cache=tmp_path / "timing.cache", log=lambda _: None)
+        images = _images(9, seed=3, hw=(128, 160))
+        options = dict(key_interval=3, key_placement="middle", memory_gate=0.5)
+        streams = [create_pipeline(create_backend(name, impression_bundle), **options).stream() for name in ("onnxruntime", "tensorrt")]
+        want, got = ([r for i, im in enumerate(images) for r in s.push(i, im)] + s.flush() for s in streams)
+        assert [(r.index, r.stage) for r in got] == [(r.index, r.stage) for r in want]
+        assert [r.index for r in got if r.stage == "key"] == [1, 4, 7]
+        for w, g in zip(want, got):
+            for name in DETECTIONS:
+                np.testing.assert_array_equal(w.detections[name], g.detections[name], err_msg=f"frame {w.index} {name}")
+        streams[1].pipeline.backend.close()
+        assert not cuda.heap
+    finally:
+        next(fakes, None)
 
 
 def test_simulated_state_ping_pongs_and_memory_is_recycled(bundle, simulated):

@@ -129,7 +129,7 @@ class VideoDetector:
 
     @property
     def method(self) -> str:
-        """The bundle's method ("psla", "mfsa", "troi")."""
+        """The bundle's method ("psla", "mfsa", "troi", "impression")."""
         return self.bundle.manifest.method
 
     @property

@@ -439,7 +439,7 @@ def build_parser(argv: list[str] | None = None, all_commands: bool | None = None
     p = sub.add_parser("export", parents=[common, long_work], help="export a detector to a bundle of ONNX stage graphs")
     p.add_argument("--method", choices=method_names(), help="the method (default: the --config's)")
     p.add_argument("--config", help="named model config (see `vidtrt models`)")
-    p.add_argument("--checkpoint", help="native checkpoint (its config travels with it); troi also reads mmtracking checkpoints")
+    p.add_argument("--checkpoint", help="native checkpoint (its config travels with it); troi and impression also read mmtracking (SELSA+TRoI, DFF) checkpoints")
     p.add_argument("--out", required=True, help="bundle directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights when no checkpoint is given")
     p.add_argument("--no-verify", action="store_true", help="skip running each graph in ONNX Runtime against PyTorch")

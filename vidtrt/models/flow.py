@@ -11,7 +11,7 @@ is close to, but not exactly, the identity. Checkpoints are trained with it.
 Impression Network parts (paper Sec. 3.3): ``ScaleMap`` (1x1 conv on the flow
 net's top concat, weights 0 / bias 1 at init, as in the original DFF code's
 ``Convolution5_scale``), and ``ImpressionFusion`` (quality net N_q and Eq. 3-4).
-The method itself is not registered yet; see docs/ARCHITECTURE.md.
+The method is models/impression.py and methods/impression.py.
 """
 
 from __future__ import annotations
@@ -250,9 +250,11 @@ class ImpressionFusion(nn.Module):
         scores = torch.cat((self.quality(warped_impression), self.quality(feature)), dim=1)
         return torch.softmax(scores, dim=1)[:, 1:2]
 
-    def forward(self, feature: torch.Tensor, warped_impression: torch.Tensor):
+    def forward(self, feature: torch.Tensor, warped_impression: torch.Tensor, gate: torch.Tensor | None = None):
+        """``gate``: g as a tensor of one element (a graph input, so that it can
+        change without re-export); None uses ``memory_gate``."""
         w = self.weight(feature, warped_impression)
         task = (1 - w) * warped_impression + w * feature
-        g = self.memory_gate
+        g = self.memory_gate if gate is None else gate.reshape(1, 1, 1, 1).to(feature.dtype)
         impression = (1 - g) * feature + g * task
         return task, impression
