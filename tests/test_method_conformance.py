@@ -148,7 +148,8 @@ def test_schedule_options_are_validated(method_name, tmp_path_factory):
             create_pipeline(backend, **{name: 1})
     for option in method.schedule_options:
         if option.kind is int:
-            for bad in (0, -1, "x", 2.5):
+            below = option.minimum - 1 if option.minimum is not None else None
+            for bad in ("x", 2.5, *([below, below - 1] if below is not None else [])):
                 with pytest.raises(ValueError, match=option.name):
                     create_pipeline(backend, **{option.name: bad})
             if option.at_export:

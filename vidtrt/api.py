@@ -51,7 +51,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -129,7 +129,7 @@ class VideoDetector:
 
     @property
     def method(self) -> str:
-        """The bundle's method ("psla", "mfsa", "troi", "impression")."""
+        """The bundle's method ("psla", "mfsa", "troi", "impression", "mega")."""
         return self.bundle.manifest.method
 
     @property
@@ -145,9 +145,15 @@ class VideoDetector:
 
     # ------------------------------------------------------------ streams
 
-    def stream(self) -> DetectionStream:
-        """A new, independent video stream (own state) over this detector's backend."""
-        return DetectionStream(self)
+    def stream(self, video_length: int | None = None, frame_source: Callable[[int], np.ndarray] | None = None) -> DetectionStream:
+        """A new, independent video stream (own state) over this detector's backend.
+
+        For a schedule that reads frames out of order (``pipeline.needs_random_access()``:
+        MEGA offline), ``video_length`` and ``frame_source`` (frame index → BGR
+        uint8 frame of this video) let the stream run in constant memory; without
+        them it keeps the video's frame outputs until ``flush()``. They describe
+        one video: after ``flush()`` the stream is a plain one again."""
+        return DetectionStream(self, video_length, frame_source)
 
     @property
     def default_stream(self) -> DetectionStream:
@@ -209,9 +215,21 @@ class DetectionStream:
     frames waiting for their detections. Frame indices count the frames pushed
     since the video began (the last ``flush()`` or ``reset()``), from 0."""
 
-    def __init__(self, detector: VideoDetector):
+    def __init__(self, detector: VideoDetector, video_length: int | None = None, frame_source=None):
         self.detector = detector
-        self._stream = detector.pipeline.stream()
+        if video_length is None and frame_source is None:
+            self._stream = detector.pipeline.stream()
+        else:
+            if not detector.pipeline.needs_random_access():
+                raise ValueError(
+                    f"video_length and frame_source are for schedules that read frames out of order (MEGA offline); "
+                    f"the {detector.method} schedule {detector.schedule} reads them in order"
+                )
+
+            def preprocessed(index: int) -> np.ndarray:
+                return detector.preprocess(self._checked_frame(frame_source(index), index)).tensor
+
+            self._stream = detector.pipeline.stream(video_length=video_length, frame_source=preprocessed)
         self._in_use = threading.Lock()
         self._begin_video()
 

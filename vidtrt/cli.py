@@ -439,7 +439,7 @@ def build_parser(argv: list[str] | None = None, all_commands: bool | None = None
     p = sub.add_parser("export", parents=[common, long_work], help="export a detector to a bundle of ONNX stage graphs")
     p.add_argument("--method", choices=method_names(), help="the method (default: the --config's)")
     p.add_argument("--config", help="named model config (see `vidtrt models`)")
-    p.add_argument("--checkpoint", help="native checkpoint (its config travels with it); troi and impression also read mmtracking (SELSA+TRoI, DFF) checkpoints")
+    p.add_argument("--checkpoint", help="native checkpoint (its config travels with it); troi and impression also read mmtracking (SELSA+TRoI, DFF) checkpoints, mega mega.pytorch ones")
     p.add_argument("--out", required=True, help="bundle directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights when no checkpoint is given")
     p.add_argument("--no-verify", action="store_true", help="skip running each graph in ONNX Runtime against PyTorch")
@@ -579,6 +579,12 @@ def _run(args) -> int:
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        # Python's handlers make a signal interrupt system calls (EINTR); one
+        # landing in FFmpeg's write of the annotated video left a corrupt file
+        # that was then published as complete. Restarted calls finish, and the
+        # handler still runs at the next bytecode.
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.siginterrupt(number, False)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ import importlib
 from .base import Method, ScheduleOption
 
 # The registry entry of each method: the module vidtrt.methods.<name> holds METHOD.
-REGISTERED = ("psla", "mfsa", "troi", "impression")
+REGISTERED = ("psla", "mfsa", "troi", "impression", "mega")
 
 
 @functools.cache

@@ -20,6 +20,9 @@ def load_native(method: str, config_cls, detector_cls, checkpoint, config_name: 
     return cfg, detector
 
 
+IMAGENET_PIXEL_STD = (57.375, 57.12, 58.395)
+
+
 def sample_image(cfg, seed: int = 0, height: int | None = None, width: int | None = None) -> torch.Tensor:
     """A normalised-looking input of the config's usual size (short side, 4:3, padded)."""
     p = cfg.preprocess
@@ -29,4 +32,9 @@ def sample_image(cfg, seed: int = 0, height: int | None = None, width: int | Non
     g = torch.Generator().manual_seed(seed)
     # Smooth random structure (upsampled noise) rather than white noise, like an image.
     coarse = torch.randn(1, 3, max(1, height // 16), max(1, width // 16), generator=g)
-    return torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+    image = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+    # Pixels spread about as much as ImageNet's (std ≈ 57.6) after this config's
+    # normalisation: 1 for the usual std, ≈ 58 for maskrcnn-benchmark's std of 1.
+    # Weights calibrated on these images then suit real frames too.
+    spread = sum(IMAGENET_PIXEL_STD) / sum(p.std)
+    return image if spread == 1.0 else image * spread

@@ -2,7 +2,8 @@
 blocks with conv1/bn1/.../downsample.0/.1), with frozen BatchNorm, an optional
 stride-1 dilated res5 and a way to stop after a named block.
 
-Strides follow torchvision ("pytorch" style: the stride sits on the 3x3 conv).
+Strides follow torchvision ("pytorch" style: the stride sits on the 3x3 conv)
+unless ``stride_in_1x1`` (MSRA / maskrcnn-benchmark style: on the first 1x1).
 A dilated res5 uses dilation 2 in every block of the stage, as mmdetection's
 ``dilations=(1, 1, 1, 2)`` and the MXNet R-FCN models do (torchvision's
 ``replace_stride_with_dilation`` keeps dilation 1 in the first block).
@@ -79,12 +80,12 @@ class BasicBlock(_Block):
     expansion = 1
     pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
-    def __init__(self, in_ch, planes, stride=1, dilation=1, downsample=None):
+    def __init__(self, in_ch, planes, stride=1, dilation=1, downsample=None, stride_in_1x1=False, eps=1e-5):
         super().__init__()
         self.conv1 = _conv(in_ch, planes, 3, stride, dilation)
-        self.bn1 = FrozenBatchNorm2d(planes)
+        self.bn1 = FrozenBatchNorm2d(planes, eps)
         self.conv2 = _conv(planes, planes, 3, 1, dilation)
-        self.bn2 = FrozenBatchNorm2d(planes)
+        self.bn2 = FrozenBatchNorm2d(planes, eps)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -98,14 +99,15 @@ class Bottleneck(_Block):
     expansion = 4
     pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
-    def __init__(self, in_ch, planes, stride=1, dilation=1, downsample=None):
+    def __init__(self, in_ch, planes, stride=1, dilation=1, downsample=None, stride_in_1x1=False, eps=1e-5):
         super().__init__()
-        self.conv1 = _conv(in_ch, planes, 1)
-        self.bn1 = FrozenBatchNorm2d(planes)
-        self.conv2 = _conv(planes, planes, 3, stride, dilation)
-        self.bn2 = FrozenBatchNorm2d(planes)
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = _conv(in_ch, planes, 1, stride_1x1)
+        self.bn1 = FrozenBatchNorm2d(planes, eps)
+        self.conv2 = _conv(planes, planes, 3, stride_3x3, dilation)
+        self.bn2 = FrozenBatchNorm2d(planes, eps)
         self.conv3 = _conv(planes, planes * 4, 1)
-        self.bn3 = FrozenBatchNorm2d(planes * 4)
+        self.bn3 = FrozenBatchNorm2d(planes * 4, eps)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -114,6 +116,28 @@ class Bottleneck(_Block):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         return self.relu(out + self.shortcut(x))
+
+
+def stage_channels(depth: int, stage: int) -> int:
+    """Output channels of stage ``stage`` (1-4, i.e. layer1-layer4)."""
+    return 64 * 2 ** (stage - 1) * (1 if depth < 50 else 4)
+
+
+def resnet_stage(
+    depth: int, stage: int, in_ch: int, count: int, stride: int, dilation: int, stride_in_1x1: bool = False, eps: float = 1e-5
+) -> nn.Sequential:
+    """``count`` blocks of stage ``stage`` (layer1-layer4); the first takes
+    ``in_ch`` channels and the stride, and gets a 1x1 projection when the
+    shape changes. Also the res5 head of C4 detectors (MEGA's box head)."""
+    block_type = BasicBlock if depth < 50 else Bottleneck
+    planes = 64 * 2 ** (stage - 1)
+    out_ch = planes * block_type.expansion
+    downsample = None
+    if stride != 1 or in_ch != out_ch:
+        downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), FrozenBatchNorm2d(out_ch, eps))
+    layers = [block_type(in_ch, planes, stride, dilation, downsample, stride_in_1x1, eps)]
+    layers += [block_type(out_ch, planes, 1, dilation, None, stride_in_1x1, eps) for _ in range(1, count)]
+    return nn.Sequential(*layers)
 
 
 def parse_block(name: str) -> tuple[int, int]:
@@ -136,12 +160,13 @@ class ResNet(nn.Module):
     ``last_block``: build only up to that block, e.g. "layer4.2" or "layer3.3".
     """
 
-    def __init__(self, depth: int = 50, dilate_res5: bool = False, last_block: str | None = None):
+    def __init__(
+        self, depth: int = 50, dilate_res5: bool = False, last_block: str | None = None, stride_in_1x1: bool = False, bn_eps: float = 1e-5
+    ):
         super().__init__()
         if depth not in STAGE_BLOCKS:
             raise ValueError(f"ResNet depth must be one of {sorted(STAGE_BLOCKS)}, got {depth}")
         self.depth = depth
-        block_type = BasicBlock if depth < 50 else Bottleneck
         blocks = list(STAGE_BLOCKS[depth])
         if last_block is not None:
             stage, index = parse_block(last_block)
@@ -149,28 +174,20 @@ class ResNet(nn.Module):
                 raise ValueError(f"ResNet-{depth} layer{stage} has {blocks[stage - 1]} blocks; no block {last_block!r}")
             blocks = blocks[: stage - 1] + [index + 1]
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = FrozenBatchNorm2d(64)
+        self.bn1 = FrozenBatchNorm2d(64, bn_eps)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         in_ch = 64
         self.stage_names: list[str] = []
         self.out_stride = 4
         for stage, count in enumerate(blocks, start=1):
-            planes = 64 * 2 ** (stage - 1)
             stride, dilation = (1, 1) if stage == 1 else (2, 1)
             if stage == 4 and dilate_res5:
                 stride, dilation = 1, 2
             self.out_stride *= stride
-            downsample = None
-            if stride != 1 or in_ch != planes * block_type.expansion:
-                downsample = nn.Sequential(
-                    nn.Conv2d(in_ch, planes * block_type.expansion, 1, stride=stride, bias=False),
-                    FrozenBatchNorm2d(planes * block_type.expansion),
-                )
-            layers = [block_type(in_ch, planes, stride, dilation, downsample)]
-            in_ch = planes * block_type.expansion
-            layers += [block_type(in_ch, planes, 1, dilation) for _ in range(1, count)]
-            setattr(self, f"layer{stage}", nn.Sequential(*layers))
+            layer = resnet_stage(depth, stage, in_ch, count, stride, dilation, stride_in_1x1, bn_eps)
+            in_ch = stage_channels(depth, stage)
+            setattr(self, f"layer{stage}", layer)
             self.stage_names.append(f"layer{stage}")
         self.out_channels = in_ch
 
@@ -189,7 +206,7 @@ class ResNet(nn.Module):
 
     def channels_at(self, block: str) -> int:
         stage, _ = parse_block(block)
-        return 64 * 2 ** (stage - 1) * (1 if self.depth < 50 else 4)
+        return stage_channels(self.depth, stage)
 
     def fold_bn(self) -> "ResNet":
         """Folds every frozen BN into the convolution before it (for export)."""

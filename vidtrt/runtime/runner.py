@@ -14,7 +14,7 @@ from ..core.bundle import Bundle
 from .backends import Backend
 from .outputs import AnnotatedVideoWriter, CocoResultsWriter, ImageNetVidWriter, JsonLinesWriter, _as_min_score
 from ..api import VideoDetector
-from .video import VideoError, open_video
+from .video import RandomAccessVideo, VideoError, open_video
 
 OUTPUT_FILES = {
     "jsonl": "detections.jsonl",
@@ -110,7 +110,7 @@ def run_video(
     detector = VideoDetector(
         bundle, backend, options.pop("precision", None), backend_options=options, **(pipeline_options or {})
     )
-    manifest, runner_backend, stream = detector.bundle.manifest, detector.backend, detector.stream()
+    manifest, runner_backend = detector.bundle.manifest, detector.backend
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
 
@@ -119,6 +119,12 @@ def run_video(
     summary.precision = getattr(runner_backend, "precision", (backend_options or {}).get("precision", "fp32"))
     with contextlib.ExitStack() as stack:
         frames = stack.enter_context(open_video(source))
+        stream = detector.stream()
+        if detector.pipeline.needs_random_access() and isinstance(source, (str, os.PathLike)) and frames.info.frame_count:
+            # MEGA offline reads its global pool anywhere in the video: a second
+            # decoder serves those frames, so memory stays constant in the length.
+            reader = stack.enter_context(RandomAccessVideo(source))
+            stream = detector.stream(video_length=frames.info.frame_count, frame_source=reader)
         writers = []
         if "jsonl" in paths:
             writers.append(

@@ -379,6 +379,41 @@ def _open_capture(target, origin: str, is_camera: bool) -> cv2.VideoCapture:
     raise VideoError(f"{origin}: OpenCV cannot open it; the file is unreadable or corrupt, or not a video")
 
 
+class RandomAccessVideo:
+    """Frames of a video file by index, for schedules that read frames out
+    of order (MEGA offline's global pool). Reads on from the last frame when
+    the next one is asked for, seeks otherwise; the frames equal the
+    sequential decoder's (the same OpenCV capture, orientation applied)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._capture = _open_capture(str(self.path), f"video file {self.path}", is_camera=False)
+        count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.frame_count = count if count > 0 else None
+        self._position = 0  # the index the next read() returns
+
+    def __call__(self, index: int) -> np.ndarray:
+        if self.frame_count is not None and not 0 <= index < self.frame_count:
+            raise VideoError(f"video file {self.path}: no frame {index} (it has {self.frame_count})")
+        if index != self._position:
+            self._capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = self._capture.read()
+        if not ok or frame is None:
+            self._position = -1
+            raise VideoError(f"video file {self.path}: cannot read frame {index}")
+        self._position = index + 1
+        return frame
+
+    def close(self) -> None:
+        self._capture.release()
+
+    def __enter__(self) -> "RandomAccessVideo":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def open_video(source, queue_size: int = 8, *, fps: float | None = None) -> FrameSource:
     """Open a video file (path), a camera (int index) or an iterable of BGR uint8 frames.
 

@@ -65,6 +65,12 @@ class Pipeline:
     def stream(self):
         raise NotImplementedError
 
+    def needs_random_access(self) -> bool:
+        """Whether the schedule reads frames out of order (MEGA offline's
+        global pool): then ``stream(video_length=, frame_source=)`` runs in
+        constant memory, and a plain ``stream()`` keeps the whole video."""
+        return False
+
 
 class PipelineStream:
     """Per-stream bookkeeping shared by every method's stream."""
