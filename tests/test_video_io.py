@@ -104,8 +104,10 @@ def test_missing_file_names_the_path(tmp_path):
     assert str(missing) in str(caught.value)
 
 
-def test_directory_is_not_a_video(tmp_path):
-    with pytest.raises(VideoError, match="not a video file"):
+def test_directory_without_images_is_refused(tmp_path):
+    # A folder is read as an image sequence (tests/test_video_inputs.py); one with no images says so.
+    (tmp_path / "notes.txt").write_text("no frames here")
+    with pytest.raises(VideoError, match="holds no images"):
         open_video(tmp_path)
 
 

@@ -162,10 +162,11 @@ class VideoDetector:
             self._default_stream = self.stream()
         return self._default_stream
 
-    def push(self, frame: np.ndarray) -> list[Detections]:
+    def push(self, frame: np.ndarray, *, timestamp: float | None = None, file: str | None = None) -> list[Detections]:
         """Adds the next frame (BGR uint8 (H, W, 3)) of the default stream's video;
-        returns the detections that became ready (none, one or several), in frame order."""
-        return self.default_stream.push(frame)
+        returns the detections that became ready (none, one or several), in frame order.
+        ``timestamp`` (s) and ``file`` are carried into that frame's Detections."""
+        return self.default_stream.push(frame, timestamp=timestamp, file=file)
 
     def flush(self) -> list[Detections]:
         """Ends the default stream's video: returns the detections of every frame
@@ -234,6 +235,7 @@ class DetectionStream:
         self._begin_video()
 
     def _begin_video(self) -> None:
+        self._meta: dict[int, tuple] = {}  # frame → (timestamp, file) until its detections come out
         self._next_index = 0
         self._frame_shape: tuple[int, ...] | None = None
         self._geometry: PreparedFrame | None = None  # resize of this video's frames (all one size)
@@ -249,16 +251,19 @@ class DetectionStream:
         """Frames pushed whose detections have not been returned yet."""
         return self._waiting
 
-    def push(self, frame: np.ndarray) -> list[Detections]:
+    def push(self, frame: np.ndarray, *, timestamp: float | None = None, file: str | None = None) -> list[Detections]:
         """Adds the video's next frame (BGR uint8 (H, W, 3)); returns the
         detections that became ready (none, one or several), in frame order.
         A frame that is not such an array, or whose size differs from the
-        video's first frame, raises ValueError and leaves the stream as it was."""
+        video's first frame, raises ValueError and leaves the stream as it was.
+        ``timestamp`` (its presentation time, s) and ``file`` (its image file)
+        are carried into the frame's Detections when it comes out."""
         with self._exclusive("push"):
             index = self._next_index
             frame = self._checked_frame(frame, index)
             prepared = self.detector.preprocess(frame)
             results = self.detector._call_pipeline(self._stream.push, index, prepared.tensor)
+            self._meta[index] = (timestamp, file)
             if self._geometry is None:
                 self._geometry = prepared
                 self._frame_shape = frame.shape
@@ -323,6 +328,7 @@ class DetectionStream:
         detections = []
         for result in results:
             out = result.detections
+            timestamp, file = self._meta.pop(result.index, (None, None))
             detections.append(
                 Detections.from_padded(
                     result.index,
@@ -333,6 +339,8 @@ class DetectionStream:
                     stage=result.stage,
                     image_hw=geometry.original_hw,
                     class_names=self.detector.class_names,
+                    timestamp=timestamp,
+                    file=file,
                 )
             )
         self._waiting -= len(detections)

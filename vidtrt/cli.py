@@ -362,6 +362,7 @@ def _cmd_run(args) -> int:
             progress=not args.no_progress,
             score_threshold=args.score_thr,
             vid_frame_offset=args.vid_frame_offset,
+            allow_mixed_sizes=args.allow_mixed_sizes,
         )
     except BaseException:
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
@@ -375,6 +376,44 @@ def _cmd_run(args) -> int:
     if summary.partial:
         print(f"vidtrt run: error: {summary.partial} (the outputs hold the frames before it)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _cmd_synth_vid(args) -> int:
+    from .eval.synth_vid import SynthConfig, write_synth_vid
+
+    cfg = SynthConfig(
+        videos=args.videos, frames=args.frames, width=args.size[1], height=args.size[0], classes=args.classes,
+        max_objects=args.max_objects, seed=args.seed, split=args.split, degraded_fraction=args.degraded,
+    )  # fmt: skip
+    out = _writable_dir(args.out, "--out")
+    split_file = out / "ImageSets" / "VID" / f"{cfg.split}.txt"
+    if split_file.exists() and not args.force:
+        raise ValueError(f"{split_file} exists; give --force to overwrite that split, or another --out / --split")
+    summary = write_synth_vid(out, cfg, progress=not args.no_progress)
+    print(
+        f"wrote {summary['frames']} frames of {summary['snippets']} snippets ({summary['boxes']} boxes, "
+        f"{sum(len(v) for v in summary['degraded'].values())} degraded frames) to {out} (split {cfg.split}); "
+        f"classes: {', '.join(summary['classes'])}"
+    )
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .eval.vid import evaluate, load_detections, load_ground_truth
+
+    if args.json:
+        _writable_file(args.json, "--json")
+    frames = load_ground_truth(args.data, args.split)
+    result = evaluate(frames, load_detections(args.detections, frames), iou_rule=args.iou_rule)
+    rule = "devkit (small objects: min(0.5, wh/((w+10)(h+10))))" if args.iou_rule == "devkit" else "IoU 0.5"
+    print(f"ImageNet VID mAP@0.5 over {result.num_frames} frames, {result.num_boxes} boxes ({args.split}; {rule})")
+    for name, value in result.map.items():
+        print(f"  {name:<7} {value:.4f}" if value == value else f"  {name:<7} -  (no boxes in this motion bin)")
+    print("  per class:")
+    for name, value in result.per_class.items():
+        print(f"    {name:<14} {value:.4f}")
+    _write_json(args.json, result.as_dict())
     return 0
 
 
@@ -496,9 +535,14 @@ def build_parser(argv: list[str] | None = None, all_commands: bool | None = None
 
     p = sub.add_parser("run", parents=[common, long_work, with_json], help="run a video through a bundle")
     p.add_argument("bundle")
-    p.add_argument("video", help="video file, or a camera index")
+    p.add_argument(
+        "video",
+        help="video file, folder of images, printf pattern (frames/%%06d.JPEG), glob ('frames/*.png'), "
+        "network stream (rtsp://, http://, udp://) or camera index",
+    )
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt", "tensorrt-rtx"])
     p.add_argument("--out", default="vidtrt-out", help="output directory (default: %(default)s)")
+    p.add_argument("--allow-mixed-sizes", action="store_true", help="image sequences: resize images of another size to the first one's")
     p.add_argument("--outputs", default="jsonl,video,vid", help="any of jsonl,video,vid,coco (default: %(default)s)")
     p.add_argument(
         "--score-thr", type=_score, default=0.0, metavar="S",
@@ -511,6 +555,29 @@ def build_parser(argv: list[str] | None = None, all_commands: bool | None = None
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="graph/engine precision (onnxruntime, tensorrt)")
     schedule_flags(p, "run", at_run=True)
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("synth-vid", parents=[common, long_work], help="write a labelled synthetic video set in the ImageNet VID devkit layout")
+    p.add_argument("--out", required=True, help="dataset directory (Data/, Annotations/, ImageSets/ are written in it)")
+    p.add_argument("--split", default="val", help="split name (default: %(default)s)")
+    p.add_argument("--videos", type=_positive_int, default=8, help="snippets (default: %(default)s)")
+    p.add_argument("--frames", type=_positive_int, default=40, help="frames per snippet (default: %(default)s)")
+    p.add_argument("--size", type=_parse_frame_size, default=(256, 192), metavar="WxH", help="frame size (default: 256x192)")
+    p.add_argument("--classes", type=_positive_int, default=5, help="shape classes, at most 8 (default: %(default)s)")
+    p.add_argument("--max-objects", type=_positive_int, default=3, help="tracks per snippet, at most (default: %(default)s)")
+    p.add_argument("--degraded", type=_score, default=0.25, metavar="F", help="fraction of frames blurred or defocused (default: %(default)s)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="the set follows from it (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing split")
+    p.set_defaults(func=_cmd_synth_vid)
+
+    p = sub.add_parser("eval", parents=[common, with_json], help="ImageNet VID mAP of detections against devkit-layout ground truth")
+    p.add_argument("detections", help="the devkit's result txt (vidtrt run --outputs vid) or vidtrt run's JSON lines (.jsonl)")
+    p.add_argument("--data", required=True, help="dataset root in the devkit layout (ImageSets/VID, Annotations/VID)")
+    p.add_argument("--split", default="val", help="split file ImageSets/VID/<split>.txt (default: %(default)s)")
+    p.add_argument(
+        "--iou-rule", default="devkit", choices=["devkit", "plain"],
+        help="devkit: min(0.5, wh/((w+10)(h+10))) per box, as the ImageNet devkit; plain: 0.5, as mmtracking (default: %(default)s)",
+    )
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("models", parents=[common, with_json], help="list the model configs with their parameter counts")
     p.set_defaults(func=_cmd_models)

@@ -150,7 +150,7 @@ class Mega(Method):
     pipeline = "mega:MegaPipeline"
     paper_params = {"mega_r101": "≈172.7M, 578 keys (mega.pytorch MEGA R-101 checkpoint)"}
     schedule_options = (
-        ScheduleOption("mode", str, "offline: tau frames of look-ahead, global pool from the whole video; online: past frames only", choices=MODES),
+        ScheduleOption("mode", str, "offline: looks tau frames ahead, global pool from the whole video; online: past frames only", choices=MODES),
         ScheduleOption("local_frames", int, "T_l, frames of the local pool", minimum=1, at_export=True, symbol="T_l"),
         ScheduleOption("global_frames", int, "T_g, frames of the global pool", minimum=1, at_export=True, symbol="T_g"),
         ScheduleOption("memory_frames", int, "T_m, frames of the Long Range Memory", minimum=1, at_export=True, symbol="T_m"),

@@ -96,7 +96,8 @@ class Detections:
     the pipeline stage that detected the frame ("key", "nonkey", "batch",
     "head", ...); ``image_hw``, the original image's (height, width);
     ``class_names``, every class's name by label (then ``names`` gives each
-    detection's).
+    detection's); ``timestamp``, the frame's presentation time in seconds;
+    ``file``, the image file the frame came from (image sequences).
     """
 
     boxes: np.ndarray = field(repr=False)
@@ -106,6 +107,8 @@ class Detections:
     stage: str | None = field(default=None, kw_only=True)
     image_hw: tuple[int, int] | None = field(default=None, kw_only=True)
     class_names: tuple[str, ...] | None = field(default=None, kw_only=True, repr=False)
+    timestamp: float | None = field(default=None, kw_only=True)
+    file: str | None = field(default=None, kw_only=True)
 
     def __post_init__(self):
         boxes = np.asarray(self.boxes, dtype=np.float32)
@@ -166,7 +169,7 @@ class Detections:
         """From fixed-size [N, ...] engine outputs, keeping the rows marked by
         ``valid`` (a [N] boolean or 0/1 mask) or the first ``count`` rows (an
         int or a one-element array). Exactly one of the two is required.
-        ``about``: stage, image_hw, class_names."""
+        ``about``: stage, image_hw, class_names, timestamp, file."""
         if (valid is None) == (count is None):
             raise ValueError("give exactly one of valid (a [N] mask) or count (number of leading valid rows)")
         boxes = np.asarray(boxes)
@@ -395,17 +398,21 @@ class _TextWriter(DetectionWriter):
 
 class JsonLinesWriter(_TextWriter):
     """One JSON object per frame: {"frame", "source", "width", "height", "stage",
-    "detections": [{"box", "score", "label", "class"}]} (see the module docstring).
+    "detections": [{"box", "score", "label", "class"}]} (see the module docstring),
+    plus "time" (seconds) and "file" (the image file) when the frame has them.
 
     ``source`` names the video in every record: a path (str or PathLike,
     written as a string), a camera index (int), "frames", or None (null). The
     image size comes from ``detections.image_hw``, else from the frame when
     one is given, else it is null; the stage from ``detections.stage``.
+    ``live``: every record is flushed to the (temporary) file as it is
+    written, so a long-running stream's results can be read while it runs.
     """
 
-    def __init__(self, path, class_names: Sequence[str], *, source=None, min_score: float | None = None):
+    def __init__(self, path, class_names: Sequence[str], *, source=None, min_score: float | None = None, live: bool = False):
         self.class_names = _check_class_names(class_names)
         self.source = _as_source(source)
+        self.live = live
         super().__init__(path, min_score=min_score)
 
     def _check(self, frame_index, detections, frame) -> None:
@@ -432,9 +439,15 @@ class JsonLinesWriter(_TextWriter):
             "width": width,
             "height": height,
             "stage": detections.stage,
-            "detections": items,
         }
+        if detections.timestamp is not None:
+            record["time"] = round(float(detections.timestamp), 6)
+        if detections.file is not None:
+            record["file"] = detections.file
+        record["detections"] = items
         self._file.write(json.dumps(record) + "\n")
+        if self.live:
+            self._file.flush()
 
 
 def _as_source(source):

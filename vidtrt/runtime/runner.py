@@ -83,6 +83,7 @@ def run_video(
     collect: list | None = None,
     score_threshold: float = 0.0,
     vid_frame_offset: int = 0,
+    allow_mixed_sizes: bool = False,
 ) -> RunSummary:
     """Runs ``source`` (path, camera index or iterable of BGR frames) through the
     bundle on ``backend`` (a name, or a Backend instance to reuse) with a
@@ -96,6 +97,8 @@ def run_video(
     ImageNet VID file's frame numbers start at vid_frame_offset + 1 — the
     number of frames listed before this snippet in the devkit's val.txt, so
     that per-snippet files concatenate into one results file.
+    allow_mixed_sizes: an image sequence's images of another size are resized
+    to the first one's instead of stopping the run.
     """
     unknown = set(outputs) - set(OUTPUT_FILES)
     if unknown:
@@ -118,7 +121,8 @@ def run_video(
     summary.backend = getattr(runner_backend, "name", type(runner_backend).__name__)
     summary.precision = getattr(runner_backend, "precision", (backend_options or {}).get("precision", "fp32"))
     with contextlib.ExitStack() as stack:
-        frames = stack.enter_context(open_video(source))
+        frames = stack.enter_context(open_video(source, allow_mixed_sizes=allow_mixed_sizes))
+        live = frames.info.frame_count is None  # a stream or camera: results readable while it runs
         stream = detector.stream()
         if detector.pipeline.needs_random_access() and isinstance(source, (str, os.PathLike)) and frames.info.frame_count:
             # MEGA offline reads its global pool anywhere in the video: a second
@@ -129,7 +133,7 @@ def run_video(
         if "jsonl" in paths:
             writers.append(
                 stack.enter_context(
-                    JsonLinesWriter(paths["jsonl"], manifest.class_names, source=_source_label(source), min_score=min_score)
+                    JsonLinesWriter(paths["jsonl"], manifest.class_names, source=_source_label(source), min_score=min_score, live=live)
                 )
             )
         if "vid" in paths:
@@ -171,7 +175,9 @@ def run_video(
             for index, frame in frames:
                 if keep_frames:
                     waiting[index] = frame
-                emit(stream.push(frame))  # the stream numbers frames 0, 1, ... as the source does
+                meta = frames.last_meta
+                # The stream numbers frames 0, 1, ... as the source does.
+                emit(stream.push(frame, timestamp=meta.timestamp, file=meta.name))
         except KeyboardInterrupt:
             # Ctrl-C, or SIGTERM turned into one by the CLI: keep what was done.
             summary.partial, summary.interrupted = "interrupted", True

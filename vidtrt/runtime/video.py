@@ -28,10 +28,12 @@ still raise ``TypeError``/``ValueError``).
 from __future__ import annotations
 
 import abc
+import glob
 import itertools
 import math
 import os
 import queue
+import re
 import threading
 import warnings
 import weakref
@@ -42,7 +44,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["DEFAULT_FPS", "FrameSource", "VideoError", "VideoInfo", "open_video"]
+__all__ = ["DEFAULT_FPS", "FrameMeta", "FrameSource", "VideoError", "VideoInfo", "image_sequence", "open_video"]
 
 DEFAULT_FPS = 25.0
 
@@ -74,6 +76,17 @@ class VideoInfo:
     width: int
     height: int
     frame_count: int | None
+
+
+@dataclass(frozen=True)
+class FrameMeta:
+    """What a source knows about one frame besides its pixels: ``name``, the
+    image file it came from (image sequences), and ``timestamp``, its
+    presentation time in seconds (the container's for files and streams,
+    index / fps for image sequences and iterables)."""
+
+    name: str | None = None
+    timestamp: float | None = None
 
 
 class _End:
@@ -125,6 +138,7 @@ class FrameSource(Iterator[tuple[int, np.ndarray]]):
         self._info = info
         self._origin = origin
         self._closed = False
+        self.last_meta = FrameMeta()  # of the frame the last next() returned
 
     @property
     def info(self) -> VideoInfo:
@@ -157,6 +171,20 @@ class FrameSource(Iterator[tuple[int, np.ndarray]]):
         return f"<{type(self).__name__} {self._origin} {state} {self._info}>"
 
 
+def _timestamp(capture: cv2.VideoCapture) -> float | None:
+    """The presentation time (s) of the frame cv2 just decoded, when it reports one."""
+    ms = capture.get(cv2.CAP_PROP_POS_MSEC)
+    return float(ms) / 1000.0 if math.isfinite(ms) and ms >= 0 else None
+
+
+def _reached_duration(last_timestamp: float | None, frame_count: int, fps: float) -> bool:
+    """Whether the last frame decoded ends the stream's duration. Containers
+    of variable-frame-rate video report a frame count estimated as duration ×
+    fps, which the real count need not reach; a truncated file stops well
+    before its duration."""
+    return last_timestamp is not None and last_timestamp + 1.5 / fps >= frame_count / fps
+
+
 def _decode_loop(
     capture: cv2.VideoCapture,
     first_frame: np.ndarray,
@@ -165,6 +193,11 @@ def _decode_loop(
     origin: str,
     frames: queue.Queue,
     stop: threading.Event,
+    first_timestamp: float | None = None,
+    reopen=None,
+    reconnects: int = 0,
+    backoff: float = 0.5,
+    fps: float = DEFAULT_FPS,
 ) -> None:
     # Holds no reference to the FrameSource, so dropping the source (e.g. after
     # `break`) lets its finalizer run and stop this thread.
@@ -178,11 +211,30 @@ def _decode_loop(
         return False
 
     try:
-        if not deliver((0, first_frame)):
+        if not deliver((0, first_frame, first_timestamp)):
             return
         index = 1
+        last_timestamp = first_timestamp
         while not stop.is_set():
             ok, frame = capture.read()
+            if not ok and reopen is not None:
+                # A network stream: a failed read is a dropped connection until
+                # the bounded reconnect policy says the stream is gone.
+                for attempt in range(reconnects):
+                    if stop.wait(backoff * 2**attempt):
+                        return
+                    capture.release()
+                    try:
+                        capture = reopen()
+                    except VideoError:
+                        continue
+                    ok, frame = capture.read()
+                    if ok:
+                        break
+                if not ok:
+                    raise VideoError(
+                        f"{origin}: the stream stopped after frame {index - 1}; {reconnects} reconnect attempts failed"
+                    )
             if not ok:
                 if stop.is_set():
                     return
@@ -192,7 +244,7 @@ def _decode_loop(
                 # and on a decode error; the container's frame count tells them
                 # apart. Without a count (some streams) there is nothing to
                 # compare with, and the failure has to be taken as the end.
-                if frame_count is None or index >= frame_count:
+                if frame_count is None or index >= frame_count or _reached_duration(last_timestamp, frame_count, fps):
                     deliver(_END)
                     return
                 raise VideoError(
@@ -200,7 +252,8 @@ def _decode_loop(
                     "the file is corrupt or truncated"
                 )
             frame = _check_frame(frame, index, first_frame.shape, origin)
-            if not deliver((index, frame)):
+            last_timestamp = _timestamp(capture)
+            if not deliver((index, frame, last_timestamp)):
                 return
             index += 1
     except BaseException as error:  # noqa: BLE001 — handed to the consumer, which re-raises it
@@ -234,7 +287,8 @@ class _CaptureSource(FrameSource):
     """A cv2.VideoCapture decoded on a background thread into a bounded queue."""
 
     def __init__(
-        self, capture: cv2.VideoCapture, origin: str, is_camera: bool, queue_size: int, fallback_fps: float
+        self, capture: cv2.VideoCapture, origin: str, is_camera: bool, queue_size: int, fallback_fps: float,
+        reopen=None, reconnects: int = 0,
     ):
         try:
             try:
@@ -248,6 +302,7 @@ class _CaptureSource(FrameSource):
                     raise VideoError(f"{origin} opened but delivered no frame")
                 raise VideoError(f"{origin}: the first frame cannot be decoded; the file is unreadable or corrupt")
             first_frame = _check_frame(first_frame, 0, None, origin)
+            first_timestamp = _timestamp(capture)
             frame_count = None
             if not is_camera:
                 reported = capture.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -267,7 +322,10 @@ class _CaptureSource(FrameSource):
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=_decode_loop,
-            args=(capture, first_frame, frame_count, is_camera, origin, self._frames, self._stop),
+            args=(
+                capture, first_frame, frame_count, is_camera, origin, self._frames, self._stop, first_timestamp, reopen, reconnects,
+                0.5, info.fps,
+            ),
             name=f"vidtrt-decode-{next(_thread_numbers)}",
             daemon=True,
         )
@@ -295,7 +353,9 @@ class _CaptureSource(FrameSource):
                 self.close()
                 raise VideoError(f"{self._origin}: the decode thread ended without reporting why") from None
             if isinstance(item, tuple):
-                return item
+                index, frame, timestamp = item
+                self.last_meta = FrameMeta(None, timestamp)
+                return index, frame
             self.close()
             if isinstance(item, _Failed):
                 error = item.error
@@ -366,6 +426,104 @@ class _IterableSource(FrameSource):
                 self.close()
                 raise
         self._next_index = index + 1
+        self.last_meta = FrameMeta(None, index / self._info.fps)
+        return index, frame
+
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".jp2", ".sr", ".ras"})
+
+
+def natural_key(text: str):
+    """Sort key under which frame2 < frame10 (digit runs compare as numbers)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", text) if part]
+
+
+def image_sequence(source: str | os.PathLike) -> list[Path] | None:
+    """The image files a folder, printf-style pattern (``frames/%06d.JPEG``) or
+    glob (``frames/*.png``) names, in natural order; None when ``source`` is
+    none of these (a video file or a stream). A pattern runs from its first
+    existing number among 0..4 (as FFmpeg's image2 demuxer) to the last of the
+    unbroken run."""
+    text = os.fspath(source)
+    path = Path(text)
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        if not files:
+            raise VideoError(f"folder {path} holds no images (looked for {', '.join(sorted({'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.webp'}))}, ...)")
+        return sorted(files, key=lambda p: natural_key(p.name))
+    if re.search(r"%0?\d*d", text):
+        try:
+            text % 0
+        except (TypeError, ValueError):
+            raise VideoError(f"{text!r} is not a printf-style frame pattern (one %d or %0Nd)") from None
+        start = next((n for n in range(5) if Path(text % n).is_file()), None)
+        if start is None:
+            raise VideoError(f"no file matches the pattern {text!r} (looked for numbers 0..4 to start from)")
+        files = []
+        n = start
+        while Path(text % n).is_file():
+            files.append(Path(text % n))
+            n += 1
+        return files
+    if any(c in text for c in "*?["):
+        files = [Path(p) for p in glob.glob(text) if Path(p).is_file()]
+        if not files:
+            raise VideoError(f"no file matches the glob {text!r}")
+        return sorted(files, key=lambda p: natural_key(str(p)))
+    return None
+
+
+class _ImageSequenceSource(FrameSource):
+    """Frames from image files, read on the consumer's thread (cv2.imread, EXIF
+    orientation applied). Each frame's name is its file name. Images of
+    another size than the first are an error unless ``allow_mixed_sizes``,
+    which resizes them to the first one's size."""
+
+    def __init__(self, files: list[Path], origin: str, fps: float, allow_mixed_sizes: bool = False):
+        self._files = files
+        self._allow_mixed = allow_mixed_sizes
+        first = self._read(0, None)
+        super().__init__(VideoInfo(fps=fps, width=int(first.shape[1]), height=int(first.shape[0]), frame_count=len(files)), origin)
+        self._shape = first.shape
+        self._pending: np.ndarray | None = first
+        self._next_index = 0
+
+    def _read(self, index: int, shape) -> np.ndarray:
+        path = self._files[index]
+        try:
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        except cv2.error:
+            image = None
+        if image is None:
+            raise VideoError(f"image {path} (frame {index}) cannot be read: unreadable, corrupt or not an image")
+        if shape is not None and image.shape != shape:
+            if not self._allow_mixed:
+                raise VideoError(
+                    f"image {path} (frame {index}) is {image.shape[1]}x{image.shape[0]}, the first image "
+                    f"{shape[1]}x{shape[0]}; a video keeps one size (--allow-mixed-sizes resizes to the first)"
+                )
+            image = cv2.resize(image, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(image)
+
+    def close(self) -> None:
+        self._closed = True
+        self._pending = None
+
+    def __next__(self) -> tuple[int, np.ndarray]:
+        if self._closed or self._next_index >= len(self._files):
+            self._closed = True
+            raise StopIteration
+        index = self._next_index
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+        else:
+            try:
+                frame = self._read(index, self._shape)
+            except VideoError:
+                self.close()
+                raise
+        self._next_index = index + 1
+        self.last_meta = FrameMeta(self._files[index].name, index / self._info.fps)
         return index, frame
 
 
@@ -414,12 +572,23 @@ class RandomAccessVideo:
         self.close()
 
 
-def open_video(source, queue_size: int = 8, *, fps: float | None = None) -> FrameSource:
-    """Open a video file (path), a camera (int index) or an iterable of BGR uint8 frames.
+STREAM_RECONNECTS = 3
+
+
+def open_video(
+    source, queue_size: int = 8, *, fps: float | None = None, allow_mixed_sizes: bool = False, reconnects: int = STREAM_RECONNECTS
+) -> FrameSource:
+    """Open a video file (path), a folder of images, a printf-style pattern or
+    a glob of image files, a network stream (``rtsp://``, ``http://``,
+    ``udp://`` ...), a camera (int index) or an iterable of BGR uint8 frames.
 
     queue_size bounds the number of decoded frames waiting for the consumer.
-    fps is the frame rate to report when the source reports none (iterables
-    never do, some cameras and streams don't); DEFAULT_FPS when not given.
+    fps is the frame rate to report when the source reports none (image
+    sequences and iterables never do, some cameras and streams don't);
+    DEFAULT_FPS when not given. allow_mixed_sizes: image sequences resize
+    images of another size to the first one's instead of failing. reconnects:
+    how many times a network stream that drops is reopened (with backoff
+    0.5, 1, 2 s ...) before the source ends with a VideoError.
     """
     if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
         raise ValueError(f"queue_size must be a positive integer, got {queue_size!r}")
@@ -441,10 +610,16 @@ def open_video(source, queue_size: int = 8, *, fps: float | None = None) -> Fram
             text = os.fsdecode(text)
         if "://" in text:
             # A network stream: nothing on disk to check first.
-            capture = _open_capture(text, f"stream {text}", is_camera=False)
+            origin = f"stream {text}"
+            capture = _open_capture(text, origin, is_camera=False)
             return _CaptureSource(
-                capture, f"stream {text}", is_camera=False, queue_size=queue_size, fallback_fps=fallback_fps
+                capture, origin, is_camera=False, queue_size=queue_size, fallback_fps=fallback_fps,
+                reopen=lambda: _open_capture(text, origin, is_camera=False), reconnects=reconnects,
             )
+        files = image_sequence(text)
+        if files is not None:
+            origin = f"images {text}"
+            return _ImageSequenceSource(files, origin, fallback_fps, allow_mixed_sizes)
         path = Path(text)
         if not path.exists():
             raise VideoError(f"video file not found: {path}")
