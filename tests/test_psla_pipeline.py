@@ -16,7 +16,6 @@ from vidtrt.export.exporter import export_bundle
 from vidtrt.methods import psla as method
 from vidtrt.methods.common import sample_image
 from vidtrt.models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from vidtrt.methods.psla import key_index
 from vidtrt.runtime.backends import create_backend
 from vidtrt.core.compare import compare_detections
 from vidtrt.runtime.pipelines import create_pipeline
@@ -79,8 +78,9 @@ def test_pipeline_equals_whole_video_reference(backends, detector, backend_name,
     results = run_stream(stream, images)
     assert_matches_reference(results, reference, backend_name, detector)
     keys = [r.index for r in results if r.stage == "key"]
-    segments = [list(range(s, min(s + 5, length))) for s in range(0, length, 5)]
-    assert keys == [seg[key_index(len(seg), 5, placement)] for seg in segments]
+    # By hand, l = 5: first → 0, 5, 10; middle → frame 2 of each segment, and of the
+    # 3-frame tail (10, 11, 12) also its frame 2 (it reaches 5 // 2): 12.
+    assert keys == {(13, "first"): [0, 5, 10], (13, "middle"): [2, 7, 12], (3, "first"): [0], (3, "middle"): [2]}[length, placement]
 
 
 def test_reset_between_videos_and_independent_streams(backends, detector):

@@ -4,7 +4,7 @@
 Steps (each printed as it runs; see README.md next to this file):
 
 1. ``vidtrt doctor`` — TensorRT and a GPU must be present.
-2. ``vidtrt export`` of each PSLA config with FP32 and FP16 graphs, and
+2. ``vidtrt export`` of each config (every method's small one by default) with FP32 and FP16 graphs, and
    ``vidtrt calibrate`` for INT8 graphs on the clip.
 3. ``vidtrt build`` of the engines in every precision.
 4. Every stage on the tensorrt backend against ONNX Runtime running the same
@@ -12,7 +12,7 @@ Steps (each printed as it runs; see README.md next to this file):
    FP32 ≤ 1e-3 and FP16 ≤ 2e-2 relative error on dense outputs (relative to
    the output's largest magnitude) with detections matching one to one;
    INT8 by detection agreement (same label, IoU ≥ 0.5) ≥ 90 %.
-5. The PSLA pipeline on the clip with the tensorrt backend (with and without
+5. The method's pipeline on the clip with the tensorrt backend (with and without
    CUDA graphs): detection agreement with ONNX Runtime, fps, and per-stage
    GPU times, printed beside the paper's speed.
 
@@ -50,6 +50,10 @@ PAPER_SPEED = {
         ("R-FCN per-frame baseline", "4.05 fps on K40"),
     ],
 }
+
+
+# Every registered method's small config (what the suite's TensorRT-RTX build test builds) and PSLA's paper config.
+DEFAULT_CONFIGS = ("psla_small", "mfsa_small", "troi_small", "impression_small", "dff_small", "mega_small", "psla_r101_rfcn")
 
 
 class StepFailed(Exception):
@@ -202,7 +206,7 @@ def compare_stages(bundle, precision: str, records: dict) -> tuple[bool, list[di
 
 
 def run_pipeline(bundle, precision: str, clip: Path, cuda_graphs: bool) -> dict:
-    """The PSLA pipeline on the clip: a warm-up pass, then a timed pass."""
+    """The bundle's pipeline on the clip: a warm-up pass, then a timed pass."""
     from vidtrt.runtime.backends import create_backend
     from vidtrt.runtime.runner import run_video
 
@@ -246,10 +250,28 @@ def make_clip(path: Path, frames: int, width: int, height: int) -> Path:
     return path
 
 
+def cuda_parity() -> tuple[bool, str]:
+    """Runs vidtrt_cuda_parity_test (each op's CUDA kernel against its host
+    kernel on random and edge-case inputs), built with the CUDA kernels."""
+    from vidtrt import _native
+
+    exe = _native.library_dir() / "vidtrt_cuda_parity_test"
+    if not exe.exists():
+        print("\nFAIL CUDA parity: vidtrt_cuda_parity_test is not installed (build vidtrt with nvcc on PATH)", flush=True)
+        return False, "not installed"
+    print(f"\n== CUDA kernels against host kernels: {exe}", flush=True)
+    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
+    print(result.stdout + result.stderr, flush=True)
+    return result.returncode == 0, result.stdout + result.stderr
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="gpu-acceptance", help="working directory (default: %(default)s)")
-    p.add_argument("--configs", default="psla_small,psla_r101_rfcn", help="PSLA configs to check (default: %(default)s)")
+    p.add_argument(
+        "--configs", default=",".join(DEFAULT_CONFIGS),
+        help="model configs to check, any method's (default: every method's small config and psla_r101_rfcn)",
+    )
     p.add_argument("--precisions", default="fp32,fp16,int8", help="engine precisions (default: %(default)s)")
     p.add_argument("--video", help="clip to check on (default: a generated 1280x720 clip)")
     p.add_argument("--frames", type=int, default=60, help="length of the generated clip (default: %(default)s)")
@@ -282,16 +304,17 @@ def main(argv=None) -> int:
             print("\nthis machine cannot run the GPU acceptance check:\n  " + "\n  ".join(missing), file=sys.stderr)
             return EXIT_NO_GPU
         report["doctor"] = doctor
+        parity_ok, report["cuda_parity"] = cuda_parity()
         clip = Path(args.video) if args.video else make_clip(out / "clip_1280x720.mp4", args.frames, 1280, 720)
         if not clip.exists():
             print(f"video {clip} does not exist", file=sys.stderr)
             return EXIT_STEP
         cache = out / "timing.cache"
-        all_ok = True
+        all_ok = parity_ok
         for config in configs:
             bundle_dir = out / config
             if not (args.reuse and (bundle_dir / "manifest.json").exists()):
-                step(["export", "--method", "psla", "--config", config, "--out", str(bundle_dir), "--precisions", "fp32,fp16"])
+                step(["export", "--config", config, "--out", str(bundle_dir), "--precisions", "fp32,fp16"])  # the config names its method
             if "int8" in precisions:
                 step(["calibrate", str(bundle_dir), str(clip), "--max-samples", str(args.calibration_samples), "--no-progress"])
             for precision in precisions:

@@ -353,9 +353,7 @@ def _build_tensorrt(bundle, precision, timing_cache, workspace_mb, profile, log,
             log(f"building {precision} {stage} from {onnx_files[stage].name} ...")
             started = time.perf_counter()
             network, parser = _parse_stage(trt, builder, onnx_files[stage], plugin_path is not None)
-            config = builder.create_builder_config()
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-            _add_profile(builder, config, shapes[stage])
+            config = builder_config(trt, builder, workspace_mb, shapes[stage])
             # One cache carried through every stage: the stages share most of
             # their layers (backbone, heads), so later stages reuse timings.
             cache = config.create_timing_cache(cache_bytes)
@@ -393,12 +391,22 @@ def _build_tensorrt(bundle, precision, timing_cache, workspace_mb, profile, log,
     return entry
 
 
-def _add_profile(builder, config, stage_shapes: Mapping) -> None:
+def builder_config(trt, builder, workspace_mb: int, stage_shapes: Mapping, sm: str | None = None):
+    """The builder configuration of one stage, for either flavour: the
+    workspace pool limit (``workspace_mb`` MB, in bytes), one optimisation
+    profile {input: (min, opt, max)} for the dynamic inputs, and for
+    TensorRT-RTX's ahead-of-time build the one compute capability ``sm``."""
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    if sm is not None:
+        config.num_compute_capabilities = 1
+        config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{sm}"), 0)
     if stage_shapes:
         opt_profile = builder.create_optimization_profile()
         for name, (lo, opt, hi) in stage_shapes.items():
             opt_profile.set_shape(name, lo, opt, hi)
         config.add_optimization_profile(opt_profile)
+    return config
 
 
 def aot_build(
@@ -431,11 +439,7 @@ def _aot_build(trt, builder, logger, onnx_path, sm, input_shapes, workspace_mb, 
         network, parser = _parse_stage(trt, builder, Path(onnx_path), False, logger.trt_logger)
     except EngineBuildError as err:
         raise EngineBuildError(f"TensorRT-RTX could not parse {what}: {err}") from None
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    config.num_compute_capabilities = 1
-    config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{sm}"), 0)
-    _add_profile(builder, config, input_shapes)
+    config = builder_config(trt, builder, workspace_mb, input_shapes, sm)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         errors = logger.take_errors()
