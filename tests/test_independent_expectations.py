@@ -41,6 +41,14 @@ def test_key_index_by_hand(length, interval):
     assert key_index(length, interval, "first") == 0
 
 
+def test_placement_compares_by_value():
+    # A placement read from JSON (a bundle's manifest) is a new string object, not the literal.
+    first, middle = "".join(["fi", "rst"]), "".join(["mid", "dle"])
+    assert key_index(7, 10, first) == 0 and key_index(7, 10, middle) == 5
+    with pytest.raises(ValueError, match="key placement"):
+        key_index(7, 10, "last")
+
+
 def test_every_interval_and_length_has_a_key_inside_its_segment():
     for interval in range(1, 25):
         for length in range(1, interval + 1):
@@ -64,6 +72,40 @@ def test_decode_worked_example():
     # Width and height deltas are not interchangeable.
     swapped = torch.tensor([[0.1, 0.2, 0.0, math.log(2.0)]])
     torch.testing.assert_close(box_ops.decode(box, swapped), torch.tensor([[1.0, -6.0, 11.0, 34.0]]))
+
+
+def test_decode_clamps_huge_width_and_height_deltas():
+    box = torch.tensor([[0.0, 0.0, 16.0, 16.0]])
+    got = box_ops.decode(box, torch.tensor([[0.0, 0.0, 50.0, 50.0]]))
+    torch.testing.assert_close(got, torch.tensor([[-492.0, -492.0, 508.0, 508.0]]))  # 16 · 1000 / 16 = 1000 wide at most
+    # Negative deltas are not clamped (a box may shrink to nothing).
+    tiny = box_ops.decode(box, torch.tensor([[0.0, 0.0, -50.0, -50.0]]))
+    assert float(tiny[0, 2] - tiny[0, 0]) < 1e-10
+
+
+def test_anchors_by_hand():
+    s = math.sqrt(2.0)
+    want = [
+        [-32 * s / 2, -32 / s / 2, 32 * s / 2, 32 / s / 2], [-64 * s / 2, -64 / s / 2, 64 * s / 2, 64 / s / 2],  # h/w = 0.5
+        [-16, -16, 16, 16], [-32, -32, 32, 32],  # 1
+        [-32 / s / 2, -32 * s / 2, 32 / s / 2, 32 * s / 2], [-64 / s / 2, -64 * s / 2, 64 / s / 2, 64 * s / 2],  # 2
+    ]  # fmt: skip
+    torch.testing.assert_close(box_ops.base_anchors((32.0, 64.0), (0.5, 1.0, 2.0)), torch.tensor(want))
+    # Position-major over a 2 × 3 map at stride 16, centred in each cell, then anchor by anchor.
+    base = torch.tensor([[-1.0, -2.0, 1.0, 2.0], [-3.0, -3.0, 3.0, 3.0]])
+    grid = box_ops.grid_anchors(base, 2, 3, 16)
+    assert grid.shape == (12, 4)
+    torch.testing.assert_close(grid[0], torch.tensor([7.0, 6.0, 9.0, 10.0]))  # cell (0, 0), anchor 0
+    torch.testing.assert_close(grid[1], torch.tensor([5.0, 5.0, 11.0, 11.0]))  # cell (0, 0), anchor 1
+    torch.testing.assert_close(grid[2], torch.tensor([23.0, 6.0, 25.0, 10.0]))  # cell (0, 1)
+    torch.testing.assert_close(grid[6], torch.tensor([7.0, 22.0, 9.0, 26.0]))  # cell (1, 0)
+
+
+def test_clip_and_pad_by_hand():
+    boxes = torch.tensor([[-5.0, 3.0, 120.0, 90.0], [10.0, -1.0, 20.0, 200.0]])
+    torch.testing.assert_close(box_ops.clip(boxes, 80, 100), torch.tensor([[0.0, 3.0, 100.0, 80.0], [10.0, 0.0, 20.0, 80.0]]))
+    padded = box_ops.pad_to(torch.tensor([1.0, 2.0]), 5, float("-inf"))
+    assert padded.tolist()[:2] == [1.0, 2.0] and len(padded) >= 5 and all(v == float("-inf") for v in padded.tolist()[2:])
 
 
 def test_decode_matches_torchvision_box_coder():

@@ -226,3 +226,28 @@ def test_cli_eval_bad_input(tmp_path, capsys):
     bad.write_text("9 1 0.5 1 2 3 4\n")
     assert cli_main(["eval", str(bad), "--data", str(tmp_path / "d")]) == 1
     assert "not in the split" in capsys.readouterr().err
+
+
+def test_bench_reports_map_against_ground_truth(tmp_path, capsys):
+    """`vidtrt bench --gt` on a devkit snippet folder: each precision's VID
+    mAP (overall and per motion speed), the FP32 one equal to `vidtrt eval`
+    of a run's JSON lines on the same snippet."""
+    data = tmp_path / "synth"
+    write_synth_vid(data, SynthConfig(videos=1, frames=6, seed=5))
+    snippet = next((data / "Data" / "VID" / "val").iterdir())
+    bundle = tmp_path / "bundle"
+    assert cli_main(["export", "--config", "psla_small", "--out", str(bundle), "--precisions", "fp32,fp16", "--no-verify", "-q"]) == 0
+    report_path = tmp_path / "bench.json"
+    code = cli_main(["bench", str(bundle), str(snippet), "--gt", str(data), "--json", str(report_path), "--no-progress", "--warmup", "0"])
+    assert code == 0, capsys.readouterr().err
+    assert "VID mAP vs ground truth all" in capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert report["ground_truth"]["frames"] == 6
+    for precision in ("fp32", "fp16"):
+        maps = report["end_to_end"][precision]["map_vs_ground_truth"]
+        assert set(maps) == {"all", "slow", "medium", "fast"} and 0.0 <= maps["all"] <= 1.0
+    assert cli_main(["run", str(bundle), str(snippet), "--out", str(tmp_path / "run"), "--outputs", "jsonl", "--no-progress"]) == 0
+    assert cli_main(["eval", str(tmp_path / "run" / "detections.jsonl"), "--data", str(data), "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["map"]["all"] == pytest.approx(report["end_to_end"]["fp32"]["map_vs_ground_truth"]["all"])
+    assert cli_main(["bench", str(bundle), str(snippet), "--gt", str(tmp_path)]) == 1  # no devkit there
+    assert "no split file" in capsys.readouterr().err

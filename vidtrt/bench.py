@@ -47,10 +47,20 @@ def _backend(name: str, bundle: Bundle, precision: str):
 
 
 def bench_bundle(
-    bundle, precisions, source, backend: str = "onnxruntime", warmup: int = 2, progress=False, log=print, schedule=None
+    bundle, precisions, source, backend: str = "onnxruntime", warmup: int = 2, progress=False, log=print, schedule=None,
+    ground_truth=None, split: str = "val",
 ) -> dict:
+    """Each precision against FP32, per stage and end to end; with
+    ``ground_truth`` (an ImageNet VID devkit root holding the source's
+    snippet) also each precision's ImageNet VID mAP (overall and per motion
+    speed) against the annotations."""
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
+    gt_frames = None
+    if ground_truth is not None:
+        from .eval.vid import snippet_truth
+
+        gt_frames = snippet_truth(ground_truth, split, source)
     missing = [p for p in precisions if p not in bundle.precisions()]
     if missing:
         raise ValueError(
@@ -116,6 +126,12 @@ def bench_bundle(
             "map50_vs_fp32": mean_average_precision([(d.boxes, d.scores, d.labels) for d in frames], fp32_truth),
             "stage_timing_ms": {s: _percentiles(t) for s, t in be.timings.items()},
         }
+        if gt_frames is not None:
+            from .eval.vid import evaluate_run
+
+            report["end_to_end"][precision]["map_vs_ground_truth"] = evaluate_run(gt_frames, frames).map
+    if gt_frames is not None:
+        report["ground_truth"] = {"root": str(ground_truth), "split": split, "frames": len(gt_frames)}
     return report
 
 
@@ -139,5 +155,10 @@ def format_report(report: dict) -> str:
             )
     lines.append("end to end (whole pipeline per precision):")
     for precision, e in report["end_to_end"].items():
-        lines.append(f"  {precision:<6} {e['fps']:7.1f} fps   mAP@0.5 vs fp32 {e['map50_vs_fp32']:.4f}")
+        line = f"  {precision:<6} {e['fps']:7.1f} fps   mAP@0.5 vs fp32 {e['map50_vs_fp32']:.4f}"
+        if "map_vs_ground_truth" in e:
+            line += "   VID mAP vs ground truth " + "  ".join(
+                f"{k} {v:.4f}" if v == v else f"{k} -" for k, v in e["map_vs_ground_truth"].items()
+            )
+        lines.append(line)
     return "\n".join(lines)

@@ -326,7 +326,8 @@ def _cmd_bench(args) -> int:
     if args.backend == "torch" and precisions != ["fp32"]:
         raise ValueError("the torch backend runs the FP32 checkpoint eagerly; compare precisions with --backend onnxruntime")
     report = bench_bundle(
-        bundle, precisions, source, backend=args.backend, warmup=args.warmup, schedule=schedule, progress=not args.no_progress
+        bundle, precisions, source, backend=args.backend, warmup=args.warmup, schedule=schedule, progress=not args.no_progress,
+        ground_truth=args.gt, split=args.gt_split,
     )
     print(format_report(report))
     _write_json(args.json, report)
@@ -530,6 +531,12 @@ def build_parser(argv: list[str] | None = None, all_commands: bool | None = None
     p.add_argument("--precision", help="comma-separated fp32,fp16,int8 (default: every precision the bundle has)")
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt", "tensorrt-rtx"])
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per stage (default: %(default)s)")
+    p.add_argument(
+        "--gt", metavar="DIR",
+        help="ImageNet VID devkit root holding the video's snippet (named like it): also report each precision's "
+        "VID mAP against the annotations, overall and slow/medium/fast",
+    )
+    p.add_argument("--gt-split", default="val", help="the split file of --gt (default: %(default)s)")
     schedule_flags(p, "bench", at_run=True)
     p.set_defaults(func=_cmd_bench)
 

@@ -372,3 +372,32 @@ def _class_aps(frames, detections, rule, low, high, all_motion, everything: bool
         envelope = np.maximum.accumulate(precision[::-1])[::-1]
         aps[c] = math.fsum(envelope[is_tp]) / n_pos[c]
     return aps
+
+
+def snippet_truth(root: str | Path, split: str, source) -> list[FrameTruth]:
+    """The ground truth of the snippet a source is: a folder (or pattern /
+    glob) named like the snippet, or a video file whose stem is its name; in
+    the split's frame order."""
+    path = Path(str(source))
+    name = path.parent.name if any(c in path.name for c in "%*?[") else (path.stem if path.suffix else path.name)
+    frames = [f for f in load_ground_truth(root, split) if f.snippet.rsplit("/", 1)[-1] == name]
+    if not frames:
+        raise EvalError(f"no snippet {name!r} in {Path(root) / 'ImageSets' / 'VID' / (split + '.txt')} (the source's name names it)")
+    return frames
+
+
+def evaluate_run(truth: list[FrameTruth], detections) -> EvalResult:
+    """mAP of one snippet's run (vidtrt Detections, frame order) against its
+    ground truth: frames matched by file name when the run read images, else
+    by position."""
+    by_name = {f.frame: f.index for f in truth}
+    dets = {}
+    for position, d in enumerate(detections):
+        if d.file is not None and Path(d.file).stem in by_name:
+            index = by_name[Path(d.file).stem]
+        elif position < len(truth):
+            index = truth[position].index
+        else:
+            raise EvalError(f"the run has more frames ({len(detections)}) than the snippet's ground truth ({len(truth)})")
+        dets[index] = FrameDetections(np.asarray(d.boxes, np.float64), np.asarray(d.scores, np.float64), np.asarray(d.labels, np.int64))
+    return evaluate(truth, dets)
