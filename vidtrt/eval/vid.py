@@ -266,15 +266,6 @@ def _thresholds(gt_boxes: np.ndarray, rule: str) -> np.ndarray:
     return np.minimum(0.5, w * h / ((w + 10) * (h + 10)))
 
 
-def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
-    """Area under the precision/recall curve, precision made monotone (VOC 2010+ / VID)."""
-    r = np.concatenate([[0.0], recall, [1.0]])
-    p = np.concatenate([[0.0], precision, [0.0]])
-    p = np.maximum.accumulate(p[::-1])[::-1]
-    steps = np.flatnonzero(r[1:] != r[:-1])
-    return float(np.sum((r[steps + 1] - r[steps]) * p[steps + 1]))
-
-
 def evaluate(frames: list[FrameTruth], detections: dict[int, FrameDetections], iou_rule: str = "devkit", bins=tuple(MOTION_BINS)) -> EvalResult:
     """mAP over the split, per motion bin; per-class AP over all boxes."""
     if iou_rule not in IOU_RULES:

@@ -23,6 +23,16 @@ def load_native(method: str, config_cls, detector_cls, checkpoint, config_name: 
 IMAGENET_PIXEL_STD = (57.375, 57.12, 58.395)
 
 
+def peek_checkpoint(path):
+    """The checkpoint file's contents (weights only) to tell upstream layouts
+    from native ones, or None when it cannot be read: the reader that is then
+    chosen reports why, precisely."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - see the docstring
+        return None
+
+
 def sample_image(cfg, seed: int = 0, height: int | None = None, width: int | None = None) -> torch.Tensor:
     """A normalised-looking input of the config's usual size (short side, 4:3, padded)."""
     p = cfg.preprocess

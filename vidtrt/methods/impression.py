@@ -39,7 +39,7 @@ from ..models.rfcn import RFCNConfig
 from ..models.rpn import RPNConfig
 from ..models.troi_checkpoint import is_mmtracking_checkpoint, resnet_depth_of
 from .base import Method, ScheduleOption
-from .common import sample_image
+from .common import peek_checkpoint, sample_image
 
 MMDET_MEAN, MMDET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
@@ -200,10 +200,7 @@ class Impression(Method):
         keys, loaded as they are); the config is ``config_name`` or the dff_*
         config of the checkpoint's ResNet depth."""
         if checkpoint is not None:
-            try:
-                raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
-            except Exception:
-                raw = None  # read_checkpoint gives the precise error
+            raw = peek_checkpoint(checkpoint)
             if is_mmtracking_checkpoint(raw):
                 name = config_name or MMTRACKING_CONFIGS.get(resnet_depth_of(raw["state_dict"]))
                 if name is None:

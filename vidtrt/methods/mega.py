@@ -43,7 +43,7 @@ from ..models.postprocess import DetectionConfig
 from ..models.preprocess_config import PreprocessConfig
 from ..models.rpn import RPNConfig
 from .base import Method, ScheduleOption
-from .common import sample_image
+from .common import peek_checkpoint, sample_image
 
 CONFIGS = {
     # mega.pytorch's vid_R_101_C4_MEGA_1x: R-101-C4, 300 proposals (75 / 15 for references),
@@ -197,10 +197,7 @@ class Mega(Method):
         """Also reads mega.pytorch checkpoints; their config is ``config_name``
         or mega_r101 (MEGA and its base model share every key)."""
         if checkpoint is not None:
-            try:
-                raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
-            except Exception:
-                raw = None  # read_checkpoint gives the precise error
+            raw = peek_checkpoint(checkpoint)
             if is_mega_checkpoint(raw):
                 depth = resnet_depth_of(raw["model"])
                 name = config_name or ("mega_r101" if depth == 101 else None)

@@ -25,7 +25,7 @@ from ..models.rpn import RPNConfig
 from ..models.troi import MODES, TroiConfig, TroiDetector, TroiFrameStage, TroiHeadStage
 from ..models.troi_checkpoint import is_mmtracking_checkpoint, load_mmtracking_checkpoint, resnet_depth_of
 from .base import Method, ScheduleOption
-from .common import sample_image
+from .common import peek_checkpoint, sample_image
 
 MMTRACKING_CONFIGS = {50: "selsa_troi_r50_dc5", 101: "selsa_troi_r101_dc5"}
 CONFIGS = {
@@ -147,10 +147,7 @@ class Troi(Method):
     def load_detector(self, config_name=None, checkpoint=None, seed: int = 0, overrides=None):
         """Also reads mmtracking checkpoints (see the module docstring)."""
         if checkpoint is not None:
-            try:
-                raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
-            except Exception:
-                raw = None  # read_checkpoint / the mmtracking reader give the precise error
+            raw = peek_checkpoint(checkpoint)
             if is_mmtracking_checkpoint(raw):
                 depth = resnet_depth_of(raw["state_dict"])
                 name = config_name or MMTRACKING_CONFIGS.get(depth)

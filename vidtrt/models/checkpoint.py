@@ -62,17 +62,27 @@ def save_checkpoint(path: str | os.PathLike, method: str, config, module: torch.
     os.replace(tmp, path)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Reads a native checkpoint file (weights only; no code is unpickled)."""
+def load_weights_only(path: str | os.PathLike):
+    """``torch.load`` of a checkpoint file with no code unpickled; a missing or
+    unreadable file is a CheckpointError naming it (the first line of torch's
+    message, which runs over several lines with advice about weights_only)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        # torch's message runs over several lines (and advice about weights_only): its first says what failed.
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file ({first})") from err
+        raise CheckpointError(
+            f"checkpoint {path} is not a readable PyTorch file ({first}); a file with pickled objects must be "
+            "re-saved as a plain dict of tensors"
+        ) from err
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Reads a native checkpoint file (weights only; no code is unpickled)."""
+    path = Path(path)
+    data = load_weights_only(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(
             f"checkpoint {path} is not a vidtrt checkpoint (no format={FORMAT!r} field); "

@@ -45,13 +45,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import boxes as box_ops
 from .classes import IMAGENET_VID_CLASSES
 from .config_io import config_from_dict
-from .postprocess import DetectionConfig
+from .postprocess import DetectionConfig, select_detections
 from .preprocess_config import PreprocessConfig
 from .resnet import STAGE_BLOCKS, ResNet, resnet_stage, stage_channels
 from .roi_align import roi_align
@@ -192,18 +191,7 @@ def maskrcnn_detect(rois, roi_valid, class_logits, box_deltas, image_height, ima
     per_class_rois = rois[:, None, :].expand(-1, num_classes, 4).reshape(-1, 4)
     decoded = maskrcnn_decode(per_class_rois, box_deltas[:, 4:].reshape(-1, 4), cfg.box_weights)
     candidate_boxes = maskrcnn_clip(decoded, image_height, image_width)
-    keep = roi_valid.view(-1, 1) & (probs > cfg.score_threshold)
-    scores = torch.where(keep, probs, torch.full_like(probs, float("-inf"))).reshape(-1)
-    labels = torch.arange(num_classes).repeat(rois.shape[0])
-    pre_nms = min(cfg.pre_nms, box_ops.TENSORRT_MAX_TOPK)
-    index, valid = box_ops.fixed_size_nms(candidate_boxes, scores, cfg.nms_iou, pre_nms, cfg.max_detections, groups=labels)
-    zero = torch.zeros((), dtype=scores.dtype)
-    return (
-        torch.where(valid.view(-1, 1), candidate_boxes[index], zero),
-        torch.where(valid, scores[index], zero),
-        torch.where(valid, labels[index], torch.zeros_like(labels[index])),
-        valid,
-    )
+    return select_detections(candidate_boxes, probs, roi_valid, cfg)
 
 
 # ------------------------------------------------------------ modules

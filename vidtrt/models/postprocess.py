@@ -38,9 +38,19 @@ def detect(rois, roi_valid, class_logits, box_deltas, image_height, image_width,
         candidate_boxes = box_ops.clip(decoded, image_height, image_width)
     else:
         raise ValueError(f"box_deltas must have 4 or 4·{num_classes} columns, got {box_deltas.shape[1]}")
+    return select_detections(candidate_boxes, probs, roi_valid, cfg)
+
+
+def select_detections(candidate_boxes, probs, roi_valid, cfg: DetectionConfig):
+    """The fixed-size tail every R-CNN post-processing shares: candidate_boxes
+    [R·K, 4] (RoI-major, one per foreground class), probs [R, K]; keeps valid
+    RoIs' (box, class) pairs scoring above the threshold, class-wise NMS, the
+    best ``max_detections`` → boxes [D, 4], scores [D], labels [D] (0-based),
+    valid [D]."""
+    num_classes = probs.shape[1]
     keep = roi_valid.view(-1, 1) & (probs > cfg.score_threshold)
     scores = torch.where(keep, probs, torch.full_like(probs, float("-inf"))).reshape(-1)  # roi-major
-    labels = torch.arange(num_classes).repeat(rois.shape[0])
+    labels = torch.arange(num_classes).repeat(probs.shape[0])
     pre_nms = min(cfg.pre_nms, box_ops.TENSORRT_MAX_TOPK)
     index, valid = box_ops.fixed_size_nms(
         candidate_boxes, scores, cfg.nms_iou, pre_nms, cfg.max_detections, groups=labels

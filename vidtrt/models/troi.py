@@ -41,7 +41,7 @@ from torch import nn
 from . import boxes as box_ops
 from .classes import IMAGENET_VID_CLASSES
 from .config_io import config_from_dict
-from .postprocess import DetectionConfig
+from .postprocess import DetectionConfig, select_detections
 from .preprocess_config import PreprocessConfig
 from .resnet import ResNet
 from .roi_align import roi_align
@@ -152,16 +152,7 @@ def mmdet_detect(rois, roi_valid, class_logits, box_deltas, image_height, image_
     per_class_rois = rois[:, None, :].expand(-1, num_classes, 4).reshape(-1, 4)
     stds = tuple(1.0 / w for w in cfg.box_weights)
     candidate_boxes = mmdet_delta2bbox(per_class_rois, box_deltas.reshape(-1, 4), stds, image_height, image_width)
-    keep = roi_valid.view(-1, 1) & (probs > cfg.score_threshold)
-    scores = torch.where(keep, probs, torch.full_like(probs, float("-inf"))).reshape(-1)
-    labels = torch.arange(num_classes).repeat(rois.shape[0])
-    pre_nms = min(cfg.pre_nms, box_ops.TENSORRT_MAX_TOPK)
-    index, valid = box_ops.fixed_size_nms(candidate_boxes, scores, cfg.nms_iou, pre_nms, cfg.max_detections, groups=labels)
-    zero = torch.zeros((), dtype=scores.dtype)
-    out_boxes = torch.where(valid.view(-1, 1), candidate_boxes[index], zero)
-    out_scores = torch.where(valid, scores[index], zero)
-    out_labels = torch.where(valid, labels[index], torch.zeros_like(labels[index]))
-    return out_boxes, out_scores, out_labels, valid
+    return select_detections(candidate_boxes, probs, roi_valid, cfg)
 
 
 # ------------------------------------------------------------ modules

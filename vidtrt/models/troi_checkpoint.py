@@ -9,11 +9,9 @@ does not fit is reported key by key by ``load_state_dict_strict``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import torch
 
-from .checkpoint import FORMAT, CheckpointError, load_state_dict_strict
+from .checkpoint import FORMAT, CheckpointError, load_state_dict_strict, load_weights_only
 from .troi import TroiDetector
 
 PREFIX = "detector."
@@ -41,16 +39,7 @@ def resnet_depth_of(state_dict: dict) -> int:
 
 
 def read_mmtracking_checkpoint(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read with weights_only=True ({err}); "
-            "re-save it as {'state_dict': model.state_dict()} to drop pickled objects"
-        ) from err
+    data = load_weights_only(path)
     if not is_mmtracking_checkpoint(data):
         raise CheckpointError(f"checkpoint {path} is not an mmtracking checkpoint (no state_dict with detector.* keys)")
     return data
