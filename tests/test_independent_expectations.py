@@ -108,6 +108,30 @@ def test_clip_and_pad_by_hand():
     assert padded.tolist()[:2] == [1.0, 2.0] and len(padded) >= 5 and all(v == float("-inf") for v in padded.tolist()[2:])
 
 
+def test_fixed_size_nms_by_hand():
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [50.0, 50.0, 60.0, 60.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7, float("-inf")])
+    # Class-agnostic: box 0 suppresses 1 (IoU 1) and 2 (IoU 81/119); box 3 (-inf) is never kept.
+    index, valid = box_ops.fixed_size_nms(boxes, scores, 0.5, pre_nms=8, post_nms=4)
+    assert index.tolist() == [0, 0, 0, 0] and valid.tolist() == [True, False, False, False]
+    # Class-wise: the same box in another class is kept, and boxes 0 and 2 stay apart.
+    groups = torch.tensor([0, 1, 1, 0])
+    index, valid = box_ops.fixed_size_nms(boxes, scores, 0.5, pre_nms=8, post_nms=4, groups=groups)
+    assert index[valid].tolist() == [0, 1] and valid.tolist() == [True, True, False, False]
+    # Suppression inside class 0 too, and two thin boxes at the frame's far edge in different classes
+    # (after the per-class offset they would coincide if classes were offset by less than the extent).
+    groups = torch.tensor([0, 0, 1, 1])
+    index, valid = box_ops.fixed_size_nms(boxes, torch.tensor([0.9, 0.8, 0.7, 0.6]), 0.5, pre_nms=8, post_nms=4, groups=groups)
+    assert index[valid].tolist() == [0, 2, 3]
+    thin = torch.tensor([[59.0, 59.0, 60.0, 60.0], [0.0, 0.0, 1.0, 1.0]])  # 1-px boxes at opposite corners
+    index, valid = box_ops.fixed_size_nms(thin, torch.tensor([0.9, 0.8]), 0.5, pre_nms=4, post_nms=2, groups=torch.tensor([0, 1]))
+    assert valid.tolist() == [True, True]
+    # TensorRT's TopK takes K <= 3840.
+    box_ops.fixed_size_nms(boxes, scores, 0.5, pre_nms=3840, post_nms=4)
+    with pytest.raises(ValueError, match="3840"):
+        box_ops.fixed_size_nms(boxes, scores, 0.5, pre_nms=3841, post_nms=4)
+
+
 def test_decode_matches_torchvision_box_coder():
     from torchvision.models.detection._utils import BoxCoder
 

@@ -4,6 +4,8 @@
 # minutes per module. Run from the repository root:
 #   bash benchmarks/mutation/run.sh [key_frames boxes vid_eval ...]
 # Writes benchmarks/mutation/<module>.txt (cr-report) and prints the totals.
+# cosmic-ray mutates the module in place: after interrupting a run,
+# `git checkout -- <module>` restores it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 modules=("${@:-key_frames boxes vid_eval}")
@@ -11,6 +13,7 @@ for name in ${modules[@]}; do
   config="benchmarks/mutation/$name.toml"
   session="$(mktemp -d)/$name.sqlite"
   .venv/bin/cosmic-ray init "$config" "$session"
+  .venv/bin/cr-filter-operators "$session" "$config"
   .venv/bin/cosmic-ray baseline "$config"
   .venv/bin/cosmic-ray exec "$config" "$session"
   .venv/bin/cr-report "$session" > "benchmarks/mutation/$name.txt"
