@@ -84,7 +84,7 @@ def test_detector_without_embed_network_loads_mmtracking_checkpoint(tmp_path):
         del shapes[key]
     path = tmp_path / "mmtrack_avg.pth"
     state = _fake_checkpoint(shapes, path)
-    detector = TroiDetector(averaged_config()).eval()
+    detector = TroiDetector(averaged_config(backbone_width=64)).eval()  # upstream ResNets are 64 wide
     load_mmtracking_checkpoint(detector, read_mmtracking_checkpoint(path), source=str(path))
     own = detector.state_dict()
     assert not any("embed_network" in k for k in own)

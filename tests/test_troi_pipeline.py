@@ -210,9 +210,11 @@ SMALL_SHAPES = dict(depth=18, neck=32, rpn_mid=32, anchors=9, fc=64)
 def test_mmtracking_checkpoint_maps_every_key(tmp_path, name, shapes):
     path = tmp_path / "mmtrack.pth"
     state = _fake_checkpoint(upstream_shapes(**shapes), path)
-    detector = TroiDetector(get_method("troi").config(name)).eval()
+    # Upstream ResNets are 64 wide; loading through the method reads that from the checkpoint.
+    detector = TroiDetector(get_method("troi").config(name, {"backbone_width": 64})).eval()
     load_mmtracking_checkpoint(detector, read_mmtracking_checkpoint(path), source=str(path))
     own = detector.state_dict()
+    assert get_method("troi").load_detector(name, checkpoint=path)[0].backbone_width == 64
     for key, value in state.items():
         ours = key.removeprefix("detector.")
         if "num_batches_tracked" not in key:

@@ -199,6 +199,7 @@ def test_cli_synth_vid_run_and_eval(tmp_path, capsys):
     assert cli_main(["synth-vid", "--out", str(data), "--videos", "1", "--frames", "8"]) == 1  # exists: refuses
     assert "--force" in capsys.readouterr().err
     snippet = next((data / "Data" / "VID" / "val").iterdir())
+    assert cv2.imread(str(next(snippet.iterdir()))).shape == (192, 256, 3)  # the default 256x192 is width x height
     # A video named after the snippet, so the JSON lines' source names it.
     video = write_clip([cv2.imread(str(p)) for p in sorted(snippet.iterdir())], tmp_path / f"{snippet.name}.mp4")
     bundle = tmp_path / "bundle"

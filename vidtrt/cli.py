@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -242,6 +243,7 @@ def _bounded(kind: type, low: float, high: float | None = None, what: str = "a w
 _positive_int = _bounded(int, 1)
 _non_negative_int = _bounded(int, 0)
 _score = _bounded(float, 0.0, 1.0, "a score")
+_learning_rate = _bounded(float, 1e-8, 10.0, "a learning rate")
 
 
 def _parse_frame_size(text: str) -> tuple[int, int]:
@@ -418,6 +420,30 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from .methods import get_method
+    from .training import TrainingError, TrainingSettings, train
+
+    m = get_method(args.method)
+    config = args.config or m.small_config
+    m.config(config)  # an unknown config is one line, before any data is read
+    out = _writable_file(args.out or f"{config}.pt", "--out")
+    if out.exists() and not args.force:
+        raise ValueError(f"{out} exists; give --force to replace it, or another --out")
+    settings = TrainingSettings(steps=args.steps, lr=args.lr, seed=args.seed, flip=not args.no_flip)
+    command = shlex.join([
+        "vidtrt", "train", "--method", m.name, "--config", config, "--data", str(args.data), "--split", args.split,
+        "--out", str(out), "--steps", str(args.steps), "--lr", str(args.lr), "--seed", str(args.seed),
+    ] + (["--no-flip"] if args.no_flip else []))  # fmt: skip
+    try:
+        train(m.name, config, args.data, out, settings, split=args.split, command=command, progress=not args.no_progress)
+    except NotImplementedError as err:
+        raise ValueError(str(err)) from None
+    except TrainingError as err:
+        raise ValueError(str(err)) from None
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
     from .methods import get_method
@@ -568,7 +594,7 @@ def build_parser(argv: list[str] | None = None, all_commands: bool | None = None
     p.add_argument("--split", default="val", help="split name (default: %(default)s)")
     p.add_argument("--videos", type=_positive_int, default=8, help="snippets (default: %(default)s)")
     p.add_argument("--frames", type=_positive_int, default=40, help="frames per snippet (default: %(default)s)")
-    p.add_argument("--size", type=_parse_frame_size, default=(256, 192), metavar="WxH", help="frame size (default: 256x192)")
+    p.add_argument("--size", type=_parse_frame_size, default="256x192", metavar="WxH", help="frame size (default: %(default)s)")
     p.add_argument("--classes", type=_positive_int, default=5, help="shape classes, at most 8 (default: %(default)s)")
     p.add_argument("--max-objects", type=_positive_int, default=3, help="tracks per snippet, at most (default: %(default)s)")
     p.add_argument("--degraded", type=_score, default=0.25, metavar="F", help="fraction of frames blurred or defocused (default: %(default)s)")
@@ -585,6 +611,19 @@ def build_parser(argv: list[str] | None = None, all_commands: bool | None = None
         help="devkit: min(0.5, wh/((w+10)(h+10))) per box, as the ImageNet devkit; plain: 0.5, as mmtracking (default: %(default)s)",
     )
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("train", parents=[common, long_work], help="train a method's config on a devkit-layout video set (vidtrt synth-vid), on the CPU")
+    p.add_argument("--method", default="psla", choices=method_names(), help="which method (default: %(default)s)")
+    p.add_argument("--config", help="named model config (default: the method's small config)")
+    p.add_argument("--data", required=True, help="dataset root in the ImageNet VID devkit layout")
+    p.add_argument("--split", default="train", help="split file ImageSets/VID/<split>.txt (default: %(default)s)")
+    p.add_argument("--out", help="checkpoint to write, and its record beside it as <out>.json (default: <config>.pt)")
+    p.add_argument("--steps", type=_positive_int, default=1500, help="SGD steps, one sample each (default: %(default)s)")
+    p.add_argument("--lr", type=_learning_rate, default=0.02, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="initial weights and sampling follow from it (default: %(default)s)")
+    p.add_argument("--no-flip", action="store_true", help="no horizontal flips of the training samples")
+    p.add_argument("--force", action="store_true", help="replace an existing checkpoint")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("models", parents=[common, with_json], help="list the model configs with their parameter counts")
     p.set_defaults(func=_cmd_models)

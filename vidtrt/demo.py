@@ -1,13 +1,16 @@
 """`vidtrt demo`: the whole toolkit on a bundled input, with nothing to download.
 
 For any registered method (`--method`, PSLA by default): exports its small
-config with fixed seeded weights (FP32 and FP16 graphs), makes a short clip of
-moving shapes, runs the method's pipeline on ONNX Runtime, writes the
-outputs, and reports per-stage latency, fps, the speed-up of the schedule over
-the method's per-frame baseline (where it has one), and the largest deviation
-from the method's whole-video PyTorch reference.
+config (FP32 and FP16 graphs) with the trained weights shipped in
+vidtrt/checkpoints, makes a short labelled clip of the synthetic set those
+weights were trained on (a seed they never saw), runs the method's pipeline
+on ONNX Runtime, writes the outputs, and reports per-stage latency, fps, the
+speed-up of the schedule over the method's per-frame baseline (where it has
+one), the mAP against the clip's annotations, and the largest deviation from
+the method's whole-video PyTorch reference.
 
-The weights are random (seeded): the detections show the machinery, not a
+A config with no shipped checkpoint is exported with seeded random weights
+and a clip of moving shapes: its detections then show the machinery, not a
 trained detector.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -27,6 +31,9 @@ from .runtime.backends import create_backend
 from .runtime.runner import run_video
 from .runtime.synthetic import moving_shapes_clip, write_clip
 from .runtime.video import open_video
+from .trained import trained_checkpoint
+
+DEMO_SEED = 0  # the held-out seed: no shipped checkpoint was trained on it
 
 
 def run_demo(
@@ -37,15 +44,25 @@ def run_demo(
     m = get_method(method)
     config = m.small_config
     steps = 5 if m.baseline_stage else 4
-    log(f"[1/{steps}] exporting {config} ({m.name}, seeded weights) to {out_dir / 'bundle'}")
-    bundle = export_bundle(m.name, out_dir / "bundle", config_name=config, seed=0, log=log, schedule=schedule)
+    checkpoint = trained_checkpoint(config)
+    weights = f"trained weights {checkpoint.name}" if checkpoint else "seeded random weights"
+    log(f"[1/{steps}] exporting {config} ({m.name}, {weights}) to {out_dir / 'bundle'}")
+    if checkpoint:
+        bundle = export_bundle(m.name, out_dir / "bundle", checkpoint=checkpoint, log=log, schedule=schedule)
+    else:
+        bundle = export_bundle(m.name, out_dir / "bundle", config_name=config, seed=0, log=log, schedule=schedule)
     write_fp16_variants(bundle, log=log)  # as `vidtrt export` does by default: the bundle is ready for `vidtrt build`
     manifest = bundle.manifest
     resolved = m.resolve_schedule(manifest.schedule)
 
-    clip_path = out_dir / "clip.mp4"
-    log(f"[2/{steps}] writing a {num_frames}-frame clip of moving shapes to {clip_path}")
-    write_clip(moving_shapes_clip(num_frames=num_frames), clip_path)
+    truth = None
+    if checkpoint:
+        clip_path, truth = _labelled_clip(checkpoint, out_dir, num_frames)
+        log(f"[2/{steps}] wrote a {num_frames}-frame labelled synthetic clip (seed {DEMO_SEED}, held out from training) to {clip_path}")
+    else:
+        clip_path = out_dir / "clip.mp4"
+        log(f"[2/{steps}] writing a {num_frames}-frame clip of moving shapes to {clip_path}")
+        write_clip(moving_shapes_clip(num_frames=num_frames), clip_path)
 
     described = ", ".join(f"{k} {v}" for k, v in resolved.items())
     log(f"[3/{steps}] running the {m.name} pipeline ({described}) on onnxruntime")
@@ -79,8 +96,15 @@ def run_demo(
         worst = max(worst, cmp.worst())
         mismatched += not cmp.ok
 
+    accuracy = None
+    if truth is not None:
+        from .eval.vid import evaluate_run
+
+        accuracy = evaluate_run(truth, detections).map
     report = {
         "method": m.name,
+        "weights": weights,
+        "map_vs_ground_truth": accuracy,
         "frames": summary.frames,
         "fps": summary.fps,
         "stage_ms": stage_ms,
@@ -92,7 +116,7 @@ def run_demo(
         "outputs": {k: str(v) for k, v in summary.outputs.items()},
     }
     log("")
-    log(f"vidtrt demo summary: {m.name} (CPU, onnxruntime; random seeded weights)")
+    log(f"vidtrt demo summary: {m.name} (CPU, onnxruntime; {weights})")
     for stage, ms in stage_ms.items():
         log(f"  {m.stage_title(stage):<16} {ms:8.2f} ms   ({m.stages.get(stage, stage)}), {len(summary.stage_ms[stage])} calls")
     if baseline_ms is not None:
@@ -100,8 +124,29 @@ def run_demo(
     speedup = f"  → {report['speedup']:.2f}x the per-frame baseline" if baseline_ms else ""
     log(f"  pipeline         {pipeline_ms:8.2f} ms/frame{speedup}")
     log(f"  end to end       {summary.fps:8.1f} fps (decode, preprocessing, inference, outputs)")
+    if accuracy is not None:
+        log("  mAP@0.5 vs the clip's annotations: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items() if v == v))
     log(f"  max deviation from the whole-video reference: {worst:.2e} (box px / score), "
         f"{mismatched} of {summary.frames} frames with unmatched detections")  # fmt: skip
     log(f"  outputs in {out_dir}/: " + ", ".join(Path(p).name for p in report["outputs"].values()))
     log(f"  TensorRT engines (no GPU needed): vidtrt build {out_dir / 'bundle'} --runtime tensorrt-rtx --sm 75,86,89 --precision fp16")
     return report
+
+
+def _labelled_clip(checkpoint: Path, out_dir: Path, num_frames: int):
+    """A snippet of the synthetic set the checkpoint was trained on (its
+    recorded data parameters, the held-out seed) as clip.mp4, and its ground truth."""
+    import json
+
+    from .eval.synth_vid import SynthConfig, write_synth_vid
+    from .eval.vid import load_ground_truth
+
+    record = json.loads(Path(str(checkpoint) + ".json").read_text())
+    params = {**record["data_parameters"], "seed": DEMO_SEED, "videos": 1, "frames": num_frames, "split": "demo"}
+    data = out_dir / "clip_data"
+    write_synth_vid(data, SynthConfig(**params))
+    truth = load_ground_truth(data, "demo")
+    snippet = data / "Data" / "VID" / "demo" / truth[0].snippet
+    clip_path = out_dir / f"{truth[0].snippet}.mp4"
+    write_clip([cv2.imread(str(snippet / f"{f.frame}.JPEG")) for f in truth], clip_path)
+    return clip_path, truth

@@ -163,6 +163,20 @@ class Method(ABC):
         cfg = self.config(config_name, overrides)
         return cfg, self.seeded_detector(cfg, seed)
 
+    # ---------------------------------------------------------------- training
+
+    def training_frames(self, cfg, length: int, target: int, rng) -> list[int]:
+        """The frames one training sample of a ``length``-frame snippet uses,
+        the loss-carrying ``target`` first (``rng``: numpy Generator).
+        Default: the target alone."""
+        return [target]
+
+    def training_loss(self, detector, frames, generator=None) -> dict:
+        """name → scalar loss for one sample (``frames``: training.TrainingFrame
+        objects in ``training_frames`` order), running the detector's modules in
+        training mode as the paper trains them. ``generator`` seeds sampling."""
+        raise NotImplementedError(f"{self.name} has no training procedure yet")
+
     # ---------------------------------------------------------------- stages
 
     @abstractmethod

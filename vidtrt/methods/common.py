@@ -48,3 +48,19 @@ def sample_image(cfg, seed: int = 0, height: int | None = None, width: int | Non
     # Weights calibrated on these images then suit real frames too.
     spread = sum(IMAGENET_PIXEL_STD) / sum(p.std)
     return image if spread == 1.0 else image * spread
+
+
+def nearby_frames(target: int, length: int, count: int, radius: int, rng) -> list[int]:
+    """``count`` frames drawn uniformly within ``radius`` of ``target`` (either
+    side, clamped to the snippet; repeats allowed, as upstream's samplers do
+    near the ends): support frames for training."""
+    return [min(max(target + int(rng.integers(-radius, radius + 1)), 0), length - 1) for _ in range(count)]
+
+
+def key_frame_triplet(target: int, length: int, interval: int, rng) -> list[int]:
+    """Training frames of a key-frame method: (target, its key frame within an
+    interval either side, the key frame one interval before that, or the key
+    frame again when that falls before the video starts: no state yet)."""
+    key = min(max(target + int(rng.integers(-(interval - 1), interval)), 0), length - 1)
+    previous = key - interval
+    return [target, key, previous if previous >= 0 else key]

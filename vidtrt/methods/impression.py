@@ -30,16 +30,19 @@ from ..models.impression import (
     ImpressionKeyStage,
     ImpressionNonKeyStage,
     ImpressionPerFrameStage,
+    RfcnStillDetector,
 )
+from ..models.losses import BoxCoding, HeadLayout, add_losses, roi_head_losses, rpn_losses
 from ..models.init import calibrate_logits, seeded_weights
 from ..models.key_frames import KEY_PLACEMENTS, key_index
 from ..models.postprocess import DetectionConfig
 from ..models.preprocess_config import PreprocessConfig
 from ..models.rfcn import RFCNConfig
 from ..models.rpn import RPNConfig
-from ..models.troi_checkpoint import is_mmtracking_checkpoint, resnet_depth_of
+from ..models.resnet import stem_width
+from ..models.troi_checkpoint import PREFIX, is_mmtracking_checkpoint, resnet_depth_of
 from .base import Method, ScheduleOption
-from .common import peek_checkpoint, sample_image
+from .common import key_frame_triplet, peek_checkpoint, sample_image
 
 MMDET_MEAN, MMDET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
@@ -74,6 +77,7 @@ CONFIGS = {
     "impression_small": ImpressionConfig(
         name="impression_small",
         depth=18,
+        backbone_width=16,
         feat_channels=64,
         rpn=RPNConfig(anchor_sizes=(32.0, 64.0, 128.0), mid_channels=0, pre_nms=200, post_nms=24),
         rfcn=RFCNConfig(group_size=3, mid_channels=0),
@@ -179,7 +183,7 @@ class Impression(Method):
         if cfg.scale_map:
             calibrate_logits(detector.scale_map.conv, top, 0.1)
             detector.scale_map.conv.bias.fill_(1.0)
-        if cfg.has_impression:
+        if cfg.has_impression and previous is not key:
             q = detector.fusion.quality
             calibrate_logits(q.conv3, torch.relu(q.conv2(torch.relu(q.conv1(feature)))), 1.0)
         if cfg.head == "rfcn":
@@ -205,7 +209,8 @@ class Impression(Method):
                 name = config_name or MMTRACKING_CONFIGS.get(resnet_depth_of(raw["state_dict"]))
                 if name is None:
                     raise CheckpointError(f"checkpoint {checkpoint}: cannot tell its ResNet depth; give --config")
-                cfg = self.config(name, overrides)
+                width = stem_width(raw["state_dict"], PREFIX + "backbone.conv1.weight")
+                cfg = self.config(name, {**(overrides or {}), **({"backbone_width": width} if width else {})})
                 detector = ImpressionDetector(cfg).eval()
                 load_state_dict_strict(detector, raw["state_dict"], source=f"mmtracking checkpoint {checkpoint}")
                 return cfg, detector
@@ -227,7 +232,7 @@ class Impression(Method):
         the key stage's f_task for the non-key frame."""
         cfg = detector.cfg
         images = [sample_image(cfg, seed + i, height, width) for i in range(3)]
-        if cfg.has_impression:
+        if cfg.has_impression and previous is not key:
             key = (images[1], images[0], detector.features(images[0]), torch.ones(1), torch.tensor([cfg.memory_gate]))
         else:
             key = (images[1],)
@@ -241,12 +246,54 @@ class Impression(Method):
             StateSpec("key_image", "key.key_image_out", readers, image, "float32"),
             StateSpec("task_feature", "key.task_feature_out", ["nonkey.task_feature_in"], feature, "float32"),
         ]
-        if cfg.has_impression:
+        if cfg.has_impression and previous is not key:
             specs.append(StateSpec("impression", "key.impression_out", ["key.impression_in"], feature, "float32"))
         return specs
 
     def video_reference(self, detector, images, schedule):
         return detect_video_reference(detector, images, schedule["key_interval"], schedule["key_placement"], schedule["memory_gate"])
 
+    # ---------------------------------------------------------------- training
+
+    def training_frames(self, cfg: ImpressionConfig, length: int, target: int, rng) -> list[int]:
+        """(non-key frame, its key frame within an interval, the key frame an
+        interval before; the key frame itself when there is none, which trains
+        a video's first key frame: no impression yet)."""
+        return key_frame_triplet(target, length, cfg.key_interval, rng)
+
+    def training_loss(self, detector: ImpressionDetector, frames, generator=None) -> dict:
+        """Task losses on the key frame's f_task (fused with the previous key
+        frame's features warped to it, where the config has an impression) and
+        on the non-key frame's f_task warped from the key frame, so N_feat, the
+        flow net, the scale map and the quality net all train end to end (the
+        paper's and DFF's training)."""
+        target, key, previous = frames
+        d, cfg = detector, detector.cfg
+        task = d.features(key.image)
+        if cfg.has_impression and previous is not key:
+            impression = d.features(previous.image)  # the previous key frame's impression starts as its feature
+            gate = torch.full((1,), float(cfg.memory_gate))
+            task, _ = d.fuse(task, d.propagate(impression, key.image, previous.image), gate)
+        nonkey = d.propagate(task, target.image, key.image)
+        total: dict = {}
+        for prefix, feature, frame in (("key_", task, key), ("", nonkey, target)):
+            add_losses(total, _task_losses(d, feature, frame, generator), prefix)
+        return total
 
 METHOD = Impression()
+
+
+def _task_losses(detector: ImpressionDetector, feature, frame, generator) -> dict:
+    """N_task's RPN and head losses on one frame's feature, in the still
+    detector's layout (R-FCN on channel halves, or mmdetection's Faster R-CNN)."""
+    still, cfg = detector.detector, detector.cfg
+    if isinstance(still, RfcnStillDetector):
+        half = cfg.feat_channels // 2
+        losses, proposals, valid = rpn_losses(still.rpn, feature[:, :half], frame.image, frame.targets, generator)
+        head = lambda rois: still.rfcn(feature[:, half:], rois, impl=still.op_impl)  # noqa: E731
+        layout = HeadLayout(BoxCoding(cfg.detection.box_weights))
+    else:
+        losses, proposals, valid = rpn_losses(still.rpn_head, feature, frame.image, frame.targets, generator)
+        head = lambda rois: still.roi_head.bbox_head(still.roi_features(feature, rois))  # noqa: E731
+        layout = HeadLayout(BoxCoding(cfg.detection.box_weights), background="last", deltas="per_class")
+    return add_losses(losses, roi_head_losses(head, proposals, valid, frame.targets, layout, generator))

@@ -27,6 +27,7 @@ from collections import deque
 import torch
 
 from ..models.checkpoint import FORMAT, CheckpointError
+from ..models.losses import BoxCoding, HeadLayout, add_losses, head_loss, roi_head_losses, rpn_losses, sample_rois
 from ..models.init import calibrate_logits, seeded_weights
 from ..models.mega import (
     MODES,
@@ -39,11 +40,12 @@ from ..models.mega import (
     offline_global_pool,
 )
 from ..models.mega_checkpoint import is_mega_checkpoint, load_mega_checkpoint, resnet_depth_of
+from ..models.resnet import stem_width
 from ..models.postprocess import DetectionConfig
 from ..models.preprocess_config import PreprocessConfig
 from ..models.rpn import RPNConfig
 from .base import Method, ScheduleOption
-from .common import peek_checkpoint, sample_image
+from .common import nearby_frames, peek_checkpoint, sample_image
 
 CONFIGS = {
     # mega.pytorch's vid_R_101_C4_MEGA_1x: R-101-C4, 300 proposals (75 / 15 for references),
@@ -54,6 +56,7 @@ CONFIGS = {
     "mega_small": MegaConfig(
         name="mega_small",
         depth=18,
+        backbone_width=16,
         rpn=RPNConfig(anchor_sizes=(32.0, 64.0, 128.0), mid_channels=32, pre_nms=200, post_nms=16),
         ref_proposals=8,
         dis_ratio=0.25,
@@ -203,7 +206,9 @@ class Mega(Method):
                 name = config_name or ("mega_r101" if depth == 101 else None)
                 if name is None:
                     raise CheckpointError(f"checkpoint {checkpoint}: a ResNet-{depth or '?'} mega.pytorch checkpoint; give --config")
-                cfg = self.config(name, overrides)
+                stem = {k.removeprefix("module."): v for k, v in raw["model"].items() if k.endswith("stem.conv1.weight")}
+                width = stem_width(stem, "backbone.body.stem.conv1.weight")
+                cfg = self.config(name, {**(overrides or {}), **({"backbone_width": width} if width else {})})
                 detector = MegaDetector(cfg).eval()
                 load_mega_checkpoint(detector, raw, source=f"mega.pytorch checkpoint {checkpoint}")
                 return cfg, detector
@@ -245,5 +250,36 @@ class Mega(Method):
                 raise ValueError(f"mega: {option} is fixed by the detector's config ({getattr(cfg, option)}), got {schedule[option]}")
         return detect_video_reference(detector, images, schedule["mode"], schedule["shuffle_seed"])
 
+    # ---------------------------------------------------------------- training
+
+    # mega.pytorch trains with 2 local and 2 global reference frames (MEGA.REF_NUM_LOCAL / REF_NUM_GLOBAL).
+    TRAIN_LOCAL, TRAIN_GLOBAL = 2, 2
+
+    def training_frames(self, cfg: MegaConfig, length: int, target: int, rng) -> list[int]:
+        """(target, local references within the local window's reach, global references from anywhere)."""
+        local = nearby_frames(target, length, self.TRAIN_LOCAL, max(1, cfg.local_frames // 2), rng)
+        return [target] + local + [int(rng.integers(length)) for _ in range(self.TRAIN_GLOBAL)]
+
+    def training_loss(self, detector: MegaDetector, frames, generator=None) -> dict:
+        """RPN and head losses on the target; its sampled RoIs aggregated with
+        the local and global references' first ``ref_proposals`` proposals
+        (references computed without gradient) through the local relation
+        stages and the global update, with no long-range memory, as
+        mega.pytorch trains."""
+        d, cfg = detector, detector.cfg
+        target = frames[0]
+        c4 = d.backbone.body(target.image)
+        losses, proposals, valid = rpn_losses(d.rpn, c4, target.image, target.targets, generator)
+        sampled = sample_rois(proposals, valid, target.targets, generator=generator)
+        features = d.extractor.box_features(c4, sampled.rois)
+        with torch.no_grad():
+            refs = [d.frame(f.image) for f in frames[1:]]
+        like = refs[0]
+        local = _stack_slots(refs[: self.TRAIN_LOCAL], self.TRAIN_LOCAL, cfg.ref_proposals, like)
+        _, global_valid, global_features = _stack_slots(refs[self.TRAIN_LOCAL :], self.TRAIN_GLOBAL, cfg.ref_proposals, like)
+        x, _ = d.aggregate(sampled.rois, torch.ones(len(sampled.rois), dtype=torch.bool), features, *local, global_valid, global_features)
+        predictor = d.roi_heads.box.predictor
+        layout = HeadLayout(BoxCoding(cfg.detection.box_weights, pixel_offset=1), background="first", deltas="per_class_with_background")
+        return add_losses(losses, head_loss(predictor.cls_score(x), predictor.bbox_pred(x), sampled, layout))
 
 METHOD = Mega()

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import torch
 
+from ..models.losses import BoxCoding, HeadLayout, add_losses, head_loss, roi_head_losses, rpn_losses, sample_rois
 from ..models.init import calibrate_logits, seeded_weights
 from ..models.mfsa import MODES, MfsaBatchStage, MfsaConfig, MfsaDetector, MfsaFrameStage, PerFrameDetectorStage
 from ..models.postprocess import DetectionConfig
 from ..models.preprocess_config import PreprocessConfig
 from ..models.rpn import RPNConfig
 from .base import Method, ScheduleOption
-from .common import sample_image
+from .common import nearby_frames, sample_image
 
 CONFIGS = {
     # The paper's: Faster R-CNN R-101 (RPN after conv4, 300 proposals, NMS 0.7), D = 1024, K = 21.
@@ -26,6 +27,7 @@ CONFIGS = {
     "mfsa_small": MfsaConfig(
         name="mfsa_small",
         depth=18,
+        backbone_width=16,
         region_dim=64,
         relation_dim=32,
         roi_size=8,
@@ -146,5 +148,32 @@ class Mfsa(Method):
     def video_reference(self, detector, images, schedule):
         return detect_video_reference(detector, images, schedule["batch_frames"], schedule["mode"])
 
+    # ---------------------------------------------------------------- training
+
+    def training_frames(self, cfg: MfsaConfig, length: int, target: int, rng) -> list[int]:
+        """K frames around the target (the Single-Focus window's reach)."""
+        return [target] + nearby_frames(target, length, cfg.batch_frames - 1, cfg.batch_frames, rng)
+
+    def training_loss(self, detector: MfsaDetector, frames, generator=None) -> dict:
+        """Each of the K frames: RPN loss and sampled RoIs; one relation matrix
+        over all K frames' sampled regions (as at test time over their
+        proposals); the head's losses averaged over the frames."""
+        d = detector
+        total: dict = {}
+        sampled_all, regions = [], []
+        for frame in frames:
+            feature = d.backbone(frame.image)
+            losses, proposals, valid = rpn_losses(d.rpn, feature, frame.image, frame.targets, generator)
+            add_losses(total, losses, weight=1.0 / len(frames))
+            sampled = sample_rois(proposals, valid, frame.targets, generator=generator)
+            sampled_all.append(sampled)
+            regions.append(d.regions(feature, sampled.rois))
+        counts = [len(r) for r in regions]
+        stacked = torch.cat(regions)
+        refined = d.relate(stacked, torch.ones(len(stacked), dtype=torch.bool)).split(counts)
+        layout = HeadLayout(BoxCoding(d.cfg.detection.box_weights), background="first", deltas="per_class")
+        for sampled, x in zip(sampled_all, refined):
+            add_losses(total, head_loss(d.cls(x), d.reg(x), sampled, layout), weight=1.0 / len(frames))
+        return total
 
 METHOD = Mfsa()

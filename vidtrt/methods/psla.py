@@ -17,11 +17,12 @@ from ..models.init import calibrate_logits, seeded_weights
 from ..models.postprocess import DetectionConfig
 from ..models.preprocess_config import PreprocessConfig
 from ..models.key_frames import KEY_PLACEMENTS, key_index
+from ..models.losses import BoxCoding, HeadLayout, add_losses, roi_head_losses, rpn_losses
 from ..models.psla import PerFrameStage, PslaConfig, PslaDetector, PslaKeyStage, PslaNonKeyStage
 from ..models.rfcn import RFCNConfig
 from ..models.rpn import RPNConfig
 from .base import Method, ScheduleOption
-from .common import sample_image
+from .common import key_frame_triplet, sample_image
 
 CONFIGS = {
     # The paper's: ResNet-101 (dilated res5), R-FCN, d = 4, l = 10, key frame in the middle.
@@ -30,6 +31,7 @@ CONFIGS = {
     "psla_small": PslaConfig(
         name="psla_small",
         depth=18,
+        backbone_width=16,
         low_level_block="layer3.0",
         feat_channels=64,
         embed_channels=16,
@@ -152,6 +154,35 @@ class Psla(Method):
 
     def video_reference(self, detector, images, schedule):
         return detect_video_reference(detector, images, schedule["key_interval"], schedule["key_placement"])
+
+    # ---------------------------------------------------------------- training
+
+    def training_frames(self, cfg: PslaConfig, length: int, target: int, rng) -> list[int]:
+        """(non-key frame, its key frame, the key frame before): the key frame
+        within an interval of the target, the previous one an interval earlier,
+        so RFU, DenseFT and both task paths train. A key frame in the first
+        interval has none before it: it is given as its own previous frame, and
+        trains the video's first key frame (F_t = N_f's feature, no RFU)."""
+        return key_frame_triplet(target, length, cfg.key_interval, rng)
+
+    def training_loss(self, detector: PslaDetector, frames, generator=None) -> dict:
+        """RPN + R-FCN losses on the key frame's F_t (after RFU from the previous
+        key frame) and on the non-key frame's DenseFT feature from that F_t."""
+        target, key, previous = frames
+        d = detector
+        temporal = d.high_level(key.image)
+        if previous is not key:
+            prev_high = d.high_level(previous.image)
+            temporal = d.rfu(temporal, prev_high, d.embed_temporal(prev_high))
+        nonkey = d.dense_ft(d.low_level(target.image), temporal, d.embed_temporal(temporal))
+        layout = HeadLayout(BoxCoding(d.cfg.detection.box_weights))
+        total: dict = {}
+        for prefix, feature, frame in (("key_", temporal, key), ("", nonkey, target)):
+            losses, proposals, valid = rpn_losses(d.rpn, feature, frame.image, frame.targets, generator)
+            add_losses(total, losses, prefix)
+            head = lambda rois, feature=feature: d.rfcn(feature, rois, impl=d.op_impl)  # noqa: E731
+            add_losses(total, roi_head_losses(head, proposals, valid, frame.targets, layout, generator), prefix)
+        return total
 
 
 METHOD = Psla()

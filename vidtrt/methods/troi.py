@@ -18,14 +18,16 @@ from __future__ import annotations
 import torch
 
 from ..models.checkpoint import FORMAT, CheckpointError
+from ..models.losses import BoxCoding, HeadLayout, add_losses, head_loss, roi_head_losses, rpn_losses, sample_rois
 from ..models.init import calibrate_logits, seeded_weights
 from ..models.postprocess import DetectionConfig
 from ..models.preprocess_config import PreprocessConfig
 from ..models.rpn import RPNConfig
 from ..models.troi import MODES, TroiConfig, TroiDetector, TroiFrameStage, TroiHeadStage
-from ..models.troi_checkpoint import is_mmtracking_checkpoint, load_mmtracking_checkpoint, resnet_depth_of
+from ..models.resnet import stem_width
+from ..models.troi_checkpoint import PREFIX, is_mmtracking_checkpoint, load_mmtracking_checkpoint, resnet_depth_of
 from .base import Method, ScheduleOption
-from .common import peek_checkpoint, sample_image
+from .common import nearby_frames, peek_checkpoint, sample_image
 
 MMTRACKING_CONFIGS = {50: "selsa_troi_r50_dc5", 101: "selsa_troi_r101_dc5"}
 CONFIGS = {
@@ -36,6 +38,7 @@ CONFIGS = {
     "troi_small": TroiConfig(
         name="troi_small",
         depth=18,
+        backbone_width=16,
         neck_channels=32,
         fc_channels=64,
         num_support=3,
@@ -153,7 +156,8 @@ class Troi(Method):
                 name = config_name or MMTRACKING_CONFIGS.get(depth)
                 if name is None:
                     raise CheckpointError(f"checkpoint {checkpoint}: cannot tell its ResNet depth; give --config")
-                cfg = self.config(name, overrides)
+                width = stem_width(raw["state_dict"], PREFIX + "backbone.conv1.weight")
+                cfg = self.config(name, {**(overrides or {}), **({"backbone_width": width} if width else {})})
                 detector = TroiDetector(cfg).eval()
                 load_mmtracking_checkpoint(detector, raw, source=f"mmtracking checkpoint {checkpoint}")
                 return cfg, detector
@@ -185,5 +189,34 @@ class Troi(Method):
     def video_reference(self, detector, images, schedule):
         return detect_video_reference(detector, images, schedule["num_support"], schedule["mode"], schedule["stride"])
 
+    # ---------------------------------------------------------------- training
+
+    # mmtracking's SELSA/TRoI sampler: reference frames within 9 of the key frame.
+    TRAIN_SUPPORT_RADIUS = 9
+
+    def training_frames(self, cfg: TroiConfig, length: int, target: int, rng) -> list[int]:
+        return [target] + nearby_frames(target, length, cfg.num_support, self.TRAIN_SUPPORT_RADIUS, rng)
+
+    def training_loss(self, detector: TroiDetector, frames, generator=None) -> dict:
+        """RPN and head losses on the target frame; the support frames give
+        their feature maps and proposals' RoI features (computed without
+        gradient: they only feed TRoI and SELSA's attention, whose weights
+        train through the target's RoIs)."""
+        target, supports = frames[0], frames[1:]
+        d = detector
+        feature = d.neck(d.backbone(target.image))
+        losses, proposals, valid = rpn_losses(d.rpn_head, feature, target.image, target.targets, generator)
+        with torch.no_grad():
+            support = [d.frame(s.image) for s in supports]
+        sampled = sample_rois(proposals, valid, target.targets, generator=generator)
+        roi_feats = d.roi_align(feature, sampled.rois)
+        x = d.head_features(
+            feature, torch.ones(len(sampled.rois), dtype=torch.bool), roi_feats,
+            torch.cat([s[0] for s in support]), torch.stack([s[3] for s in support]), torch.stack([s[2] for s in support]),
+            torch.ones(len(support), dtype=torch.bool),
+        )  # fmt: skip
+        bbox_head = d.roi_head.bbox_head
+        layout = HeadLayout(BoxCoding(d.cfg.detection.box_weights), background="last", deltas="per_class")
+        return add_losses(losses, head_loss(bbox_head.fc_cls(x), bbox_head.fc_reg(x), sampled, layout))
 
 METHOD = Troi()

@@ -58,6 +58,7 @@ AGGREGATIONS = ("impression", "none")
 class ImpressionConfig:
     name: str
     depth: int = 101
+    backbone_width: int = 64  # the ResNet stem's channels (64 as published; narrower in small configs)
     head: str = "rfcn"
     # rfcn: channels of feat_conv (RPN on the first half, R-FCN on the second);
     # faster_rcnn: the ChannelMapper's output channels.
@@ -130,7 +131,7 @@ class RfcnStillDetector(nn.Module):
     def __init__(self, cfg: ImpressionConfig):
         super().__init__()
         self.cfg = cfg
-        self.backbone = ResNet(cfg.depth, dilate_res5=True)
+        self.backbone = ResNet(cfg.depth, dilate_res5=True, width=cfg.backbone_width)
         self.feat_conv = nn.Conv2d(self.backbone.out_channels, cfg.feat_channels, 3, padding=1)
         half = cfg.feat_channels // 2
         self.rpn = RPN(half, cfg.rpn)
@@ -182,7 +183,7 @@ class FasterRcnnStillDetector(nn.Module):
     def __init__(self, cfg: ImpressionConfig):
         super().__init__()
         self.cfg = cfg
-        self.backbone = ResNet(cfg.depth, dilate_res5=True)
+        self.backbone = ResNet(cfg.depth, dilate_res5=True, width=cfg.backbone_width)
         self.neck = ChannelMapper(self.backbone.out_channels, cfg.feat_channels)
         self.rpn_head = MmdetRPNHead(cfg.feat_channels, cfg.rpn)
         self.roi_head = _RoIHead(cfg)

@@ -67,6 +67,7 @@ MASKRCNN_BBOX_CLAMP = math.log(1000.0 / 16)
 class MegaConfig:
     name: str
     depth: int = 101
+    backbone_width: int = 64  # the ResNet stem's channels (64 as published; narrower in small configs)
     # RPN: maskrcnn-benchmark's R-101-C4 (anchors 64..512 x 0.5, 1, 2 at stride 16, NMS 0.7),
     # 6000 pre-NMS capped at TensorRT's 3840, 300 proposals on every frame.
     rpn: RPNConfig = field(
@@ -216,6 +217,8 @@ class _CellAnchors(nn.Module):
 class MaskrcnnRPN(nn.Module):
     """``rpn.head.{conv, cls_logits, bbox_pred}``, ``rpn.anchor_generator.cell_anchors.0``."""
 
+    delta_pixel_offset = 1  # box widths x2 - x1 + 1 in its decoder (what training encodes with)
+
     def __init__(self, in_channels: int, cfg: RPNConfig):
         super().__init__()
         self.cfg = cfg
@@ -227,14 +230,22 @@ class MaskrcnnRPN(nn.Module):
         self.anchor_generator = _Namespace()
         self.anchor_generator.cell_anchors = _CellAnchors(detectron_cell_anchors(cfg.stride, cfg.anchor_sizes, cfg.anchor_ratios))
 
-    def forward(self, feature, image_height, image_width):
-        """feature [1, C, h, w] → proposals [P, 4] (by descending objectness), valid [P]."""
+    def head_outputs(self, feature):
+        """feature [1, C, h, w] → anchors [N, 4], objectness logits [N], deltas [N, 4] (position-major)."""
         x = torch.relu(self.head.conv(feature))
         logits = self.head.cls_logits(x).permute(0, 2, 3, 1).reshape(-1)
         deltas = self.head.bbox_pred(x).permute(0, 2, 3, 1).reshape(-1, 4)
         anchors = mmdet_grid_anchors(self.anchor_generator.cell_anchors.anchors, feature.shape[2], feature.shape[3], self.cfg.stride)
+        return anchors, logits, deltas
+
+    def forward(self, feature, image_height, image_width):
+        """feature [1, C, h, w] → proposals [P, 4] (by descending objectness), valid [P]."""
+        return self.propose(*self.head_outputs(feature), image_height, image_width)
+
+    def propose(self, anchors, logits, deltas, image_height, image_width, post_nms: int | None = None):
+        """Decoded, clipped, NMS'd proposals; ``post_nms`` overrides the config's count (training samples from more)."""
         proposals = maskrcnn_clip(maskrcnn_decode(anchors, deltas, (1.0, 1.0, 1.0, 1.0)), image_height, image_width)
-        index, valid = box_ops.fixed_size_nms(proposals, torch.sigmoid(logits), self.cfg.nms_iou, self.cfg.pre_nms, self.cfg.post_nms)
+        index, valid = box_ops.fixed_size_nms(proposals, torch.sigmoid(logits), self.cfg.nms_iou, self.cfg.pre_nms, post_nms or self.cfg.post_nms)
         return proposals[index], valid
 
 
@@ -273,8 +284,8 @@ class MegaFeatureExtractor(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.head = _Namespace()
-        self.head.layer4 = resnet_stage(cfg.depth, 4, in_channels, 3, 1, 2, stride_in_1x1=True, eps=0.0)
-        input_size = stage_channels(cfg.depth, 4) * cfg.roi_size**2
+        self.head.layer4 = resnet_stage(cfg.depth, 4, in_channels, 3, 1, 2, stride_in_1x1=True, eps=0.0, width=cfg.backbone_width)
+        input_size = stage_channels(cfg.depth, 4, cfg.backbone_width) * cfg.roi_size**2
         d, g, dg = cfg.feat_dim, cfg.groups, cfg.feat_dim // cfg.groups
         self.l_fcs = nn.ModuleList([nn.Linear(input_size if i == 0 else d, d) for i in range(cfg.stages)])
         self.l_Wgs = nn.ModuleList([nn.Conv2d(cfg.embed_dim, g, 1) for _ in range(cfg.stages)])
@@ -332,7 +343,7 @@ class MegaDetector(nn.Module):
         self.cfg = cfg
         self.backbone = _Namespace()
         c4_last = f"layer3.{STAGE_BLOCKS[cfg.depth][2] - 1}"  # C4: layer1-layer3
-        self.backbone.body = ResNet(cfg.depth, last_block=c4_last, stride_in_1x1=True, bn_eps=0.0)
+        self.backbone.body = ResNet(cfg.depth, last_block=c4_last, stride_in_1x1=True, bn_eps=0.0, width=cfg.backbone_width)
         c4 = self.backbone.body.out_channels
         self.rpn = MaskrcnnRPN(c4, cfg.rpn)
         self.roi_heads = _Namespace()

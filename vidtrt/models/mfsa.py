@@ -40,6 +40,7 @@ MODES = ("multi", "single")
 class MfsaConfig:
     name: str
     depth: int = 101
+    backbone_width: int = 64  # the ResNet stem's channels (64 as published; narrower in small configs)
     region_dim: int = 1024  # D
     relation_dim: int = 1024  # width of σ(R), φ(R)
     roi_size: int = 14  # RoIAlign output before res5 (which halves it)
@@ -77,8 +78,8 @@ class MfsaDetector(nn.Module):
     def __init__(self, cfg: MfsaConfig):
         super().__init__()
         self.cfg = cfg
-        self.backbone = ResNet(cfg.depth, last_block=f"layer3.{_last_index(cfg.depth, 3)}")
-        head = ResNet(cfg.depth)
+        self.backbone = ResNet(cfg.depth, last_block=f"layer3.{_last_index(cfg.depth, 3)}", width=cfg.backbone_width)
+        head = ResNet(cfg.depth, width=cfg.backbone_width)
         self.res5 = head.layer4  # the region head (R-101-C4): stride 2 on the RoI features
         del head
         res5_channels = self.backbone.out_channels * 2
@@ -96,12 +97,15 @@ class MfsaDetector(nn.Module):
         """image [1, 3, H, W] → proposals [P, 4], valid [P], regions [P, D]."""
         feature = self.backbone(image)
         proposals, _, valid = self.rpn(feature, image.shape[2], image.shape[3])
+        return proposals, valid, self.regions(feature, proposals)
+
+    def regions(self, feature: torch.Tensor, proposals: torch.Tensor) -> torch.Tensor:
+        """Region features [P, D] of ``proposals`` [P, 4]: RoIAlign, res5, mean, FC + ReLU."""
         rois = torch.cat([torch.zeros_like(proposals[:, :1]), proposals], dim=1)
         pooled = roi_align(
             feature, rois, self.cfg.roi_size, 1.0 / self.feature_stride, self.cfg.sampling_ratio, aligned=True
         )
-        regions = torch.relu(self.region_fc(self.res5(pooled).mean(dim=(2, 3))))
-        return proposals, valid, regions
+        return torch.relu(self.region_fc(self.res5(pooled).mean(dim=(2, 3))))
 
     def relate(self, regions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """RPM over a batch: regions [N, D] (all K·M regions), valid [N] → R̂ [N, D]."""

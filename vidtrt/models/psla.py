@@ -36,6 +36,7 @@ from .rpn import RPN, RPNConfig
 class PslaConfig:
     name: str
     depth: int = 101
+    backbone_width: int = 64  # the ResNet stem's channels (64 as published; narrower in small configs)
     low_level_block: str = "layer3.3"  # res4b3: the end of N_l
     feat_channels: int = 1024
     embed_channels: int = 256
@@ -106,7 +107,7 @@ class PslaDetector(nn.Module):
     def __init__(self, cfg: PslaConfig):
         super().__init__()
         self.cfg = cfg
-        self.backbone = ResNet(cfg.depth, dilate_res5=True)
+        self.backbone = ResNet(cfg.depth, dilate_res5=True, width=cfg.backbone_width)
         self.feat_reduce = nn.Conv2d(self.backbone.out_channels, cfg.feat_channels, 1)
         low_channels = self.backbone.channels_at(cfg.low_level_block)
         self.transform = TransformNet(low_channels, cfg.transform_reduce, cfg.transform_channels, cfg.feat_channels)

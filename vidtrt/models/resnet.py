@@ -118,19 +118,21 @@ class Bottleneck(_Block):
         return self.relu(out + self.shortcut(x))
 
 
-def stage_channels(depth: int, stage: int) -> int:
-    """Output channels of stage ``stage`` (1-4, i.e. layer1-layer4)."""
-    return 64 * 2 ** (stage - 1) * (1 if depth < 50 else 4)
+def stage_channels(depth: int, stage: int, width: int = 64) -> int:
+    """Output channels of stage ``stage`` (1-4, i.e. layer1-layer4); ``width``:
+    the stem's channels (64 in every published ResNet; narrower for small configs)."""
+    return width * 2 ** (stage - 1) * (1 if depth < 50 else 4)
 
 
 def resnet_stage(
-    depth: int, stage: int, in_ch: int, count: int, stride: int, dilation: int, stride_in_1x1: bool = False, eps: float = 1e-5
+    depth: int, stage: int, in_ch: int, count: int, stride: int, dilation: int, stride_in_1x1: bool = False, eps: float = 1e-5,
+    width: int = 64,
 ) -> nn.Sequential:
     """``count`` blocks of stage ``stage`` (layer1-layer4); the first takes
     ``in_ch`` channels and the stride, and gets a 1x1 projection when the
     shape changes. Also the res5 head of C4 detectors (MEGA's box head)."""
     block_type = BasicBlock if depth < 50 else Bottleneck
-    planes = 64 * 2 ** (stage - 1)
+    planes = width * 2 ** (stage - 1)
     out_ch = planes * block_type.expansion
     downsample = None
     if stride != 1 or in_ch != out_ch:
@@ -158,26 +160,29 @@ class ResNet(nn.Module):
 
     ``dilate_res5``: layer4 with stride 1 and dilation 2 (output stride 16).
     ``last_block``: build only up to that block, e.g. "layer4.2" or "layer3.3".
+    ``width``: the stem's channels, 64 as published; every stage scales with it.
     """
 
     def __init__(
-        self, depth: int = 50, dilate_res5: bool = False, last_block: str | None = None, stride_in_1x1: bool = False, bn_eps: float = 1e-5
+        self, depth: int = 50, dilate_res5: bool = False, last_block: str | None = None, stride_in_1x1: bool = False, bn_eps: float = 1e-5,
+        width: int = 64,
     ):
         super().__init__()
         if depth not in STAGE_BLOCKS:
             raise ValueError(f"ResNet depth must be one of {sorted(STAGE_BLOCKS)}, got {depth}")
         self.depth = depth
+        self.width = width
         blocks = list(STAGE_BLOCKS[depth])
         if last_block is not None:
             stage, index = parse_block(last_block)
             if index >= blocks[stage - 1]:
                 raise ValueError(f"ResNet-{depth} layer{stage} has {blocks[stage - 1]} blocks; no block {last_block!r}")
             blocks = blocks[: stage - 1] + [index + 1]
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = FrozenBatchNorm2d(64, bn_eps)
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = FrozenBatchNorm2d(width, bn_eps)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        in_ch = 64
+        in_ch = width
         self.stage_names: list[str] = []
         self.out_stride = 4
         for stage, count in enumerate(blocks, start=1):
@@ -185,8 +190,8 @@ class ResNet(nn.Module):
             if stage == 4 and dilate_res5:
                 stride, dilation = 1, 2
             self.out_stride *= stride
-            layer = resnet_stage(depth, stage, in_ch, count, stride, dilation, stride_in_1x1, bn_eps)
-            in_ch = stage_channels(depth, stage)
+            layer = resnet_stage(depth, stage, in_ch, count, stride, dilation, stride_in_1x1, bn_eps, width)
+            in_ch = stage_channels(depth, stage, width)
             setattr(self, f"layer{stage}", layer)
             self.stage_names.append(f"layer{stage}")
         self.out_channels = in_ch
@@ -206,7 +211,7 @@ class ResNet(nn.Module):
 
     def channels_at(self, block: str) -> int:
         stage, _ = parse_block(block)
-        return stage_channels(self.depth, stage)
+        return stage_channels(self.depth, stage, self.width)
 
     def fold_bn(self) -> "ResNet":
         """Folds every frozen BN into the convolution before it (for export)."""
@@ -216,3 +221,11 @@ class ResNet(nn.Module):
             for block in getattr(self, name):
                 block.fold_bn()
         return self
+
+
+def stem_width(state_dict: dict, conv1_key: str) -> int | None:
+    """The stem's channel count in a checkpoint (its ``conv1`` weight's rows), or None.
+    Published ResNets have 64; an upstream checkpoint loaded into a narrow
+    config (a small one, say) brings its own width."""
+    weight = state_dict.get(conv1_key)
+    return int(weight.shape[0]) if weight is not None and getattr(weight, "ndim", 0) == 4 else None

@@ -56,6 +56,7 @@ MMDET_MAX_RATIO = abs(math.log(16 / 1000))
 class TroiConfig:
     name: str
     depth: int = 50
+    backbone_width: int = 64  # the ResNet stem's channels (64 as published; narrower in small configs)
     neck_channels: int = 512
     roi_size: int = 7
     sampling_ratio: int = 2
@@ -183,6 +184,8 @@ class ChannelMapper(nn.Module):
 class MmdetRPNHead(nn.Module):
     """mmdet RPNHead (sigmoid) with fixed-size proposal output."""
 
+    delta_pixel_offset = 0  # box widths x2 - x1 in its decoder (what training encodes with)
+
     def __init__(self, in_channels: int, cfg: RPNConfig):
         super().__init__()
         self.cfg = cfg
@@ -193,12 +196,20 @@ class MmdetRPNHead(nn.Module):
         # mmdet: for each ratio (h/w), each scale — the order boxes.base_anchors uses.
         self.register_buffer("base_anchors", box_ops.base_anchors(cfg.anchor_sizes, cfg.anchor_ratios), persistent=False)
 
-    def forward(self, feature, image_height, image_width):
-        """feature [1, C, h, w] → proposals [P, 4], valid [P]."""
+    def head_outputs(self, feature):
+        """feature [1, C, h, w] → anchors [N, 4], objectness logits [N], deltas [N, 4] (position-major)."""
         x = torch.relu(self.rpn_conv(feature))
         logits = self.rpn_cls(x).permute(0, 2, 3, 1).reshape(-1)
         deltas = self.rpn_reg(x).permute(0, 2, 3, 1).reshape(-1, 4)
         anchors = mmdet_grid_anchors(self.base_anchors, feature.shape[2], feature.shape[3], self.cfg.stride)
+        return anchors, logits, deltas
+
+    def forward(self, feature, image_height, image_width):
+        """feature [1, C, h, w] → proposals [P, 4], valid [P]."""
+        return self.propose(*self.head_outputs(feature), image_height, image_width)
+
+    def propose(self, anchors, logits, deltas, image_height, image_width, post_nms: int | None = None):
+        """Decoded, clipped, NMS'd proposals; ``post_nms`` overrides the config's count (training samples from more)."""
         proposals = mmdet_delta2bbox(anchors, deltas, (1.0, 1.0, 1.0, 1.0), image_height, image_width)
         scores = torch.sigmoid(logits)
         # mmdet drops proposals with w or h <= min_bbox_size (0: zero-size boxes).
@@ -206,7 +217,7 @@ class MmdetRPNHead(nn.Module):
         h = proposals[:, 3] - proposals[:, 1]
         small = (w <= self.cfg.min_size) | (h <= self.cfg.min_size)
         scores = torch.where(small, torch.full_like(scores, float("-inf")), scores)
-        index, valid = box_ops.fixed_size_nms(proposals, scores, self.cfg.nms_iou, self.cfg.pre_nms, self.cfg.post_nms)
+        index, valid = box_ops.fixed_size_nms(proposals, scores, self.cfg.nms_iou, self.cfg.pre_nms, post_nms or self.cfg.post_nms)
         return proposals[index], valid
 
 
@@ -313,7 +324,7 @@ class TroiDetector(nn.Module):
     def __init__(self, cfg: TroiConfig):
         super().__init__()
         self.cfg = cfg
-        self.backbone = ResNet(cfg.depth, dilate_res5=True)
+        self.backbone = ResNet(cfg.depth, dilate_res5=True, width=cfg.backbone_width)
         self.neck = ChannelMapper(self.backbone.out_channels, cfg.neck_channels)
         self.rpn_head = MmdetRPNHead(cfg.neck_channels, cfg.rpn)
         self.roi_head = RoIHead(cfg)

@@ -1,0 +1,316 @@
+"""`vidtrt train`: trains a method's config on a video set in the ImageNet VID
+devkit layout (``vidtrt synth-vid`` writes one), on the CPU.
+
+The loop is the same for every method; what a method trains on and how its
+losses are formed is the method's own (``Method.training_frames`` picks a
+sample's frames, ``Method.training_loss`` runs its stages' modules on them,
+with the shared losses of models/losses.py).
+
+Detectors run their ResNets with frozen batch norm (upstream checkpoints
+carry ImageNet statistics). Trained from scratch, as here, frozen identity
+statistics leave the backbone unnormalised, so for training each frozen BN
+becomes a real ``nn.BatchNorm2d`` (batch statistics, learned affine) and is
+frozen again at the end with the statistics it ran up, re-estimated over
+training frames with the final weights. The result is an ordinary native
+checkpoint: ``vidtrt export --checkpoint`` takes it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from .core.preprocess import Preprocessor
+from .eval.vid import EvalError, FrameTruth, load_ground_truth
+from .models.checkpoint import save_checkpoint
+from .models.losses import Targets
+from .models.resnet import FrozenBatchNorm2d, ResNet
+
+
+class TrainingError(ValueError):
+    """Training that cannot start: no data, a method that cannot be trained."""
+
+
+# ------------------------------------------------------------ data
+
+
+@dataclass
+class TrainingFrame:
+    image: torch.Tensor  # [1, 3, Hp, Wp], preprocessed
+    targets: Targets  # in network-input pixels
+
+
+class VideoSet:
+    """The snippets of a devkit-layout split, their frames read and
+    preprocessed on demand (and cached: a synthetic set is small)."""
+
+    def __init__(self, root: str | Path, split: str, preprocess: Preprocessor, flip: bool = True):
+        self.root = Path(root)
+        try:
+            frames = load_ground_truth(self.root, split)
+        except EvalError as err:
+            raise TrainingError(str(err)) from None
+        self.snippets: dict[str, list[FrameTruth]] = {}
+        for f in frames:
+            self.snippets.setdefault(f.snippet, []).append(f)
+        self.names = sorted(self.snippets)
+        self.split = split
+        self.preprocess = preprocess
+        self.flip = flip
+        self._cache: dict[tuple[str, int], tuple[torch.Tensor, np.ndarray, float, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def frames(self, snippet: str) -> list[FrameTruth]:
+        return self.snippets[snippet]
+
+    def _image_path(self, truth: FrameTruth) -> Path:
+        folder = self.root / "Data" / "VID" / self.split / truth.snippet
+        for suffix in (".JPEG", ".jpg", ".jpeg", ".png"):
+            path = folder / (truth.frame + suffix)
+            if path.is_file():
+                return path
+        raise TrainingError(f"no image for {truth.snippet}/{truth.frame} under {folder}")
+
+    def _prepared(self, snippet: str, index: int):
+        key = (snippet, index)
+        if key not in self._cache:
+            truth = self.snippets[snippet][index]
+            path = self._image_path(truth)
+            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if frame is None:
+                raise TrainingError(f"cannot read {path}")
+            prepared = self.preprocess(frame)
+            sy = prepared.resized_hw[0] / prepared.original_hw[0]
+            sx = prepared.resized_hw[1] / prepared.original_hw[1]
+            self._cache[key] = (torch.from_numpy(prepared.tensor), prepared.resized_hw, sx, sy)
+        return self._cache[key]
+
+    def load(self, snippet: str, index: int, flip: bool = False) -> TrainingFrame:
+        """Frame ``index`` of ``snippet``: the image, and its boxes scaled as the image was
+        (devkit boxes are inclusive pixels: x2 + 1 is the right edge). ``flip`` mirrors both."""
+        image, (rh, rw), sx, sy = self._prepared(snippet, index)
+        truth = self.snippets[snippet][index]
+        boxes = truth.boxes.astype(np.float32).copy()
+        boxes[:, 2:] += 1.0
+        boxes *= np.array([sx, sy, sx, sy], np.float32)
+        if flip:
+            image = image.clone()
+            image[..., :rw] = image[..., :rw].flip(-1)
+            boxes = np.stack([rw - boxes[:, 2], boxes[:, 1], rw - boxes[:, 0], boxes[:, 3]], axis=1).astype(np.float32)
+        targets = Targets(torch.from_numpy(boxes.reshape(-1, 4)), torch.from_numpy(truth.labels.astype(np.int64)))
+        return TrainingFrame(image, targets)
+
+
+# ------------------------------------------------------------ batch norm
+
+TRAINING_BN_EPS = 1e-5
+
+
+def thaw_batchnorm(module: nn.Module) -> int:
+    """Replaces every FrozenBatchNorm2d by an nn.BatchNorm2d holding its values; the count replaced."""
+    count = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, FrozenBatchNorm2d):
+            # maskrcnn-benchmark's frozen BN has eps 0, which training cannot divide by.
+            bn = nn.BatchNorm2d(child.weight.numel(), eps=max(child.eps, TRAINING_BN_EPS))
+            bn.frozen_eps = child.eps
+            with torch.no_grad():
+                bn.weight.copy_(child.weight)
+                bn.bias.copy_(child.bias)
+                bn.running_mean.copy_(child.running_mean)
+                bn.running_var.copy_(child.running_var)
+            setattr(module, name, bn)
+            count += 1
+        else:
+            count += thaw_batchnorm(child)
+    return count
+
+
+def freeze_batchnorm(module: nn.Module) -> int:
+    """The reverse of thaw_batchnorm, with the statistics the BN ran up."""
+    count = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.BatchNorm2d):
+            eps = getattr(child, "frozen_eps", child.eps)
+            frozen = FrozenBatchNorm2d(child.num_features, eps=eps)
+            with torch.no_grad():
+                frozen.weight.copy_(child.weight)
+                frozen.bias.copy_(child.bias)
+                frozen.running_mean.copy_(child.running_mean)
+                # var + eps is what normalises: keep it when the frozen eps differs.
+                frozen.running_var.copy_(child.running_var + (child.eps - eps))
+            setattr(module, name, frozen)
+            count += 1
+        else:
+            count += freeze_batchnorm(child)
+    return count
+
+
+@torch.no_grad()
+def reestimate_batchnorm(detector: nn.Module, images: list[torch.Tensor]) -> None:
+    """Running statistics as the average over ``images`` with the final weights
+    (the batch norms are the ResNets' own, so running each ResNet suffices)."""
+    norms = [m for m in detector.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average
+    detector.train()
+    backbones = [m for m in detector.modules() if isinstance(m, ResNet)]
+    for image in images:
+        for backbone in backbones:
+            backbone(image)
+    detector.eval()
+
+
+# ------------------------------------------------------------ the loop
+
+
+@dataclass
+class TrainingSettings:
+    steps: int = 1500
+    optimizer: str = "sgd"  # "sgd" (momentum) or "adamw"
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    decay_at: tuple[float, ...] = (0.67, 0.89)  # fractions of steps where the LR drops 10×
+    clip_grad: float = 10.0
+    # Batch statistics of one image differ from the population's the frozen BN
+    # will use: from this fraction of the steps on, the statistics are estimated
+    # once and held, so the rest of training adapts to exactly what inference sees.
+    freeze_statistics_at: float = 0.5
+    flip: bool = True
+    seed: int = 0
+    threads: int | None = None
+
+
+@dataclass
+class TrainingRecord:
+    method: str
+    config: str
+    data: str
+    split: str
+    data_parameters: dict | None
+    settings: dict
+    command: str
+    seconds: float = 0.0
+    losses: list[dict] = field(default_factory=list)  # every log_every steps: step, lr, mean of each loss
+    torch: str = torch.__version__
+    machine: str = platform.machine()
+
+
+def learning_rate(step: int, s: TrainingSettings) -> float:
+    warm = min(1.0, (step + 1) / s.warmup) if s.warmup else 1.0
+    drops = sum(step >= int(f * s.steps) for f in s.decay_at)
+    return s.lr * warm * (0.1**drops)
+
+
+def train(method: str, config: str, data: str | Path, out: str | Path, settings: TrainingSettings = TrainingSettings(),
+          split: str = "train", command: str = "", log=print, progress: bool = True) -> TrainingRecord:
+    """Trains ``config`` of ``method`` on ``data``; writes the checkpoint to ``out``
+    and ``out`` + ``.json`` (the record: command, seed, data parameters, losses)."""
+    from .methods import get_method
+
+    m = get_method(method)
+    cfg = m.config(config)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    dataset = VideoSet(data, split, Preprocessor.from_dict(asdict(cfg.preprocess)), flip=settings.flip)
+    detector = m.build_detector(cfg)  # PyTorch's initialisation, from the seed above
+    thawed = thaw_batchnorm(detector)
+    detector.train()
+    params = [p for p in detector.parameters() if p.requires_grad]
+    if settings.optimizer == "adamw":
+        optimiser = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    elif settings.optimizer == "sgd":
+        optimiser = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+    else:
+        raise TrainingError(f"optimizer must be 'sgd' or 'adamw', got {settings.optimizer!r}")
+    parameters_json = Path(data) / f"synth_{split}.json"  # written by vidtrt synth-vid
+    record = TrainingRecord(
+        method=m.name, config=config, data=str(data), split=split,
+        data_parameters=json.loads(parameters_json.read_text())["config"] if parameters_json.is_file() else None,
+        settings=asdict(settings), command=command,
+    )
+    log(f"training {config} ({m.name}) on {len(dataset)} snippets of {data} ({split}): {settings.steps} steps, "
+        f"{sum(p.numel() for p in params) / 1e6:.2f}M parameters, {thawed} batch norms trained")
+    start = time.perf_counter()
+    window: dict[str, list[float]] = {}
+    bar = _progress(settings.steps, progress)
+    freeze_step = int(settings.freeze_statistics_at * settings.steps)
+    for step in range(settings.steps):
+        if step == freeze_step:
+            reestimate_batchnorm(detector, _statistics_images(dataset))  # leaves the detector in eval mode: BN holds them
+        lr = learning_rate(step, settings)
+        for group in optimiser.param_groups:
+            group["lr"] = lr
+        snippet = dataset.names[int(rng.integers(len(dataset)))]
+        length = len(dataset.frames(snippet))
+        target = int(rng.integers(length))
+        indices = m.training_frames(cfg, length, target, rng)
+        flip = settings.flip and bool(rng.integers(2))
+        # One object per distinct frame: a method can tell a repeated index by identity.
+        loaded = {i: dataset.load(snippet, i, flip) for i in dict.fromkeys(indices)}
+        frames = [loaded[i] for i in indices]
+        losses = m.training_loss(detector, frames, generator)
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            raise TrainingError(f"the loss became {float(total)} at step {step} ({ {k: float(v) for k, v in losses.items()} }); lower --lr")
+        optimiser.zero_grad(set_to_none=True)
+        total.backward()
+        if settings.clip_grad:
+            torch.nn.utils.clip_grad_norm_(params, settings.clip_grad)
+        optimiser.step()
+        for k, v in losses.items():
+            window.setdefault(k, []).append(float(v.detach()))
+        log_every = max(1, settings.steps // 20)
+        if (step + 1) % log_every == 0 or step + 1 == settings.steps:
+            entry = {"step": step + 1, "lr": lr, **{k: float(np.mean(v)) for k, v in window.items()}}
+            record.losses.append(entry)
+            window = {}
+            if bar is None:
+                log("  " + "  ".join(f"{k} {v:.4g}" for k, v in entry.items()))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(total):.3f}")
+    if bar is not None:
+        bar.close()
+    if freeze_step >= settings.steps:
+        reestimate_batchnorm(detector, _statistics_images(dataset))
+    freeze_batchnorm(detector)
+    detector.eval()
+    record.seconds = time.perf_counter() - start
+    out = Path(out)
+    save_checkpoint(out, m.name, cfg, detector)
+    Path(str(out) + ".json").write_text(json.dumps(asdict(record), indent=1) + "\n")
+    log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and {out}.json after {record.seconds:.0f} s")
+    return record
+
+
+def _statistics_images(dataset: VideoSet, limit: int = 160) -> list[torch.Tensor]:
+    """Frames from every snippet, spread over each, for batch-norm statistics."""
+    return [dataset.load(name, i).image for name in dataset.names for i in range(0, len(dataset.frames(name)), 7)][:limit]
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=1.0)
+
