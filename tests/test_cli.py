@@ -72,6 +72,10 @@ def test_demo_command(tmp_path, capsys):
     for phrase in ("key stage", "non-key stage", "per-frame N_f", "pipeline", "fps", "max deviation from the whole-video reference"):
         assert phrase in text
     assert "0 of 12 frames with unmatched detections" in text
+    # The shipped trained psla_small on a held-out labelled clip: real detections, measured.
+    assert "trained weights psla_small.pt" in text
+    line = next(l for l in text.splitlines() if "mAP@0.5 vs the clip's annotations" in l)
+    assert float(line.split("all ")[1].split(",")[0]) > 0.3, line
     for name in ("detections.jsonl", "annotated.mp4", "imagenet_vid.txt", "clip.mp4", "bundle/manifest.json"):
         assert (tmp_path / name).exists(), name
 

@@ -432,3 +432,30 @@ def test_runner_reads_the_global_pool_from_the_file(bundle, clip, monkeypatch):
         np.testing.assert_array_equal(a.scores, b.scores)
     with pytest.raises(ValueError, match="reads them in order"):
         VideoDetector(bundle, backend="torch", mode="online").stream(video_length=7, frame_source=lambda i: None)
+
+
+def test_runner_reads_the_global_pool_from_an_image_folder(bundle, clip, tmp_path):
+    """The same for a folder of images (the devkit's layout): random access
+    reads the index's file, and the detections equal the video file's."""
+    import cv2
+
+    from vidtrt.runtime import video as video_module
+    from vidtrt.runtime.runner import run_video
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    with video_module.open_video(clip) as frames:
+        for i, frame in frames:
+            cv2.imwrite(str(folder / f"{i:06d}.png"), frame)  # lossless: the same pixels as decoded
+    with video_module.RandomAccessVideo(folder) as reader:
+        assert reader.frame_count == 7
+        np.testing.assert_array_equal(reader(3), cv2.imread(str(folder / "000003.png")))
+        with pytest.raises(video_module.VideoError, match="no frame 7"):
+            reader(7)
+    from_folder, from_file = [], []
+    options = {"mode": "offline", "shuffle_seed": 1}
+    run_video(bundle, folder, backend="torch", outputs=(), progress=False, collect=from_folder, pipeline_options=options)
+    run_video(bundle, clip, backend="torch", outputs=(), progress=False, collect=from_file, pipeline_options=options)
+    assert len(from_folder) == len(from_file) == 7
+    for a, b in zip(from_folder, from_file):
+        np.testing.assert_array_equal(a.boxes, b.boxes)

@@ -246,6 +246,17 @@ _score = _bounded(float, 0.0, 1.0, "a score")
 _learning_rate = _bounded(float, 1e-8, 10.0, "a learning rate")
 
 
+def _size_range(text: str) -> tuple[float, float]:
+    """"0.16,0.32" → (0.16, 0.32): 0 < min <= max <= 1."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX (two fractions), got {text!r}") from None
+    if not 0.0 < low <= high <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected 0 < MIN <= MAX <= 1, got {text!r}")
+    return low, high
+
+
 def _parse_frame_size(text: str) -> tuple[int, int]:
     """"1280x720" (width x height, as video tools print it) → (height, width)."""
     try:
@@ -388,6 +399,7 @@ def _cmd_synth_vid(args) -> int:
     cfg = SynthConfig(
         videos=args.videos, frames=args.frames, width=args.size[1], height=args.size[0], classes=args.classes,
         max_objects=args.max_objects, seed=args.seed, split=args.split, degraded_fraction=args.degraded,
+        min_size=args.object_size[0], max_size=args.object_size[1],
     )  # fmt: skip
     out = _writable_dir(args.out, "--out")
     split_file = out / "ImageSets" / "VID" / f"{cfg.split}.txt"
@@ -598,6 +610,10 @@ def build_parser(argv: list[str] | None = None, all_commands: bool | None = None
     p.add_argument("--classes", type=_positive_int, default=5, help="shape classes, at most 8 (default: %(default)s)")
     p.add_argument("--max-objects", type=_positive_int, default=3, help="tracks per snippet, at most (default: %(default)s)")
     p.add_argument("--degraded", type=_score, default=0.25, metavar="F", help="fraction of frames blurred or defocused (default: %(default)s)")
+    p.add_argument(
+        "--object-size", type=_size_range, default="0.16,0.32", metavar="MIN,MAX",
+        help="object sizes, fractions of the frame's shorter side (default: %(default)s)",
+    )
     p.add_argument("--seed", type=_non_negative_int, default=0, help="the set follows from it (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="overwrite an existing split")
     p.set_defaults(func=_cmd_synth_vid)

@@ -147,6 +147,6 @@ def _labelled_clip(checkpoint: Path, out_dir: Path, num_frames: int):
     write_synth_vid(data, SynthConfig(**params))
     truth = load_ground_truth(data, "demo")
     snippet = data / "Data" / "VID" / "demo" / truth[0].snippet
-    clip_path = out_dir / f"{truth[0].snippet}.mp4"
+    clip_path = out_dir / "clip.mp4"
     write_clip([cv2.imread(str(snippet / f"{f.frame}.JPEG")) for f in truth], clip_path)
     return clip_path, truth

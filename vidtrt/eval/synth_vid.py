@@ -47,6 +47,8 @@ class SynthConfig:
     height: int = 192
     classes: int = 5
     max_objects: int = 3
+    min_size: float = 0.16  # object size range, as fractions of the frame's shorter side
+    max_size: float = 0.32
     seed: int = 0
     split: str = "val"
     degraded_fraction: float = 0.25  # of a snippet's frames, in stretches of 3-6
@@ -57,6 +59,8 @@ class SynthConfig:
         for name in ("videos", "frames", "max_objects"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.min_size <= self.max_size <= 1.0:
+            raise ValueError(f"object sizes must satisfy 0 < min <= max <= 1 (fractions of the shorter side), got {self.min_size}, {self.max_size}")
         if self.width < 64 or self.height < 64:
             raise ValueError(f"frames must be at least 64x64, got {self.width}x{self.height}")
         if not 0.0 <= self.degraded_fraction <= 1.0:
@@ -135,7 +139,7 @@ def _tracks(rng: np.random.Generator, cfg: SynthConfig) -> list[_Track]:
     tracks = []
     for track_id in range(int(rng.integers(1, cfg.max_objects + 1))):
         label = int(rng.integers(0, cfg.classes))
-        size = float(rng.uniform(0.16, 0.32) * min(cfg.width, cfg.height))
+        size = float(rng.uniform(cfg.min_size, cfg.max_size) * min(cfg.width, cfg.height))
         speed = ("slow", "medium", "fast")[track_id % 3] if cfg.max_objects >= 3 else str(rng.choice(("slow", "medium", "fast")))
         v = float(rng.uniform(*SPEEDS[speed])) * size
         angle = float(rng.uniform(0, 2 * math.pi))

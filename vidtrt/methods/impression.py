@@ -183,7 +183,7 @@ class Impression(Method):
         if cfg.scale_map:
             calibrate_logits(detector.scale_map.conv, top, 0.1)
             detector.scale_map.conv.bias.fill_(1.0)
-        if cfg.has_impression and previous is not key:
+        if cfg.has_impression:
             q = detector.fusion.quality
             calibrate_logits(q.conv3, torch.relu(q.conv2(torch.relu(q.conv1(feature)))), 1.0)
         if cfg.head == "rfcn":
@@ -232,7 +232,7 @@ class Impression(Method):
         the key stage's f_task for the non-key frame."""
         cfg = detector.cfg
         images = [sample_image(cfg, seed + i, height, width) for i in range(3)]
-        if cfg.has_impression and previous is not key:
+        if cfg.has_impression:
             key = (images[1], images[0], detector.features(images[0]), torch.ones(1), torch.tensor([cfg.memory_gate]))
         else:
             key = (images[1],)
@@ -246,7 +246,7 @@ class Impression(Method):
             StateSpec("key_image", "key.key_image_out", readers, image, "float32"),
             StateSpec("task_feature", "key.task_feature_out", ["nonkey.task_feature_in"], feature, "float32"),
         ]
-        if cfg.has_impression and previous is not key:
+        if cfg.has_impression:
             specs.append(StateSpec("impression", "key.impression_out", ["key.impression_in"], feature, "float32"))
         return specs
 

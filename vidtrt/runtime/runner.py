@@ -127,7 +127,7 @@ def run_video(
         if detector.pipeline.needs_random_access() and isinstance(source, (str, os.PathLike)) and frames.info.frame_count:
             # MEGA offline reads its global pool anywhere in the video: a second
             # decoder serves those frames, so memory stays constant in the length.
-            reader = stack.enter_context(RandomAccessVideo(source))
+            reader = stack.enter_context(RandomAccessVideo(source, allow_mixed_sizes=allow_mixed_sizes))
             stream = detector.stream(video_length=frames.info.frame_count, frame_source=reader)
         writers = []
         if "jsonl" in paths:

@@ -538,19 +538,32 @@ def _open_capture(target, origin: str, is_camera: bool) -> cv2.VideoCapture:
 
 
 class RandomAccessVideo:
-    """Frames of a video file by index, for schedules that read frames out
-    of order (MEGA offline's global pool). Reads on from the last frame when
-    the next one is asked for, seeks otherwise; the frames equal the
-    sequential decoder's (the same OpenCV capture, orientation applied)."""
+    """Frames of a video file or an image sequence by index, for schedules
+    that read frames out of order (MEGA offline's global pool). A video reads
+    on from the last frame when the next one is asked for and seeks
+    otherwise; the frames equal the sequential decoder's (the same OpenCV
+    capture, orientation applied). An image sequence (folder, pattern, glob)
+    reads the index's file, as the sequential source does."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, allow_mixed_sizes: bool = False):
         self.path = Path(path)
+        files = image_sequence(path)
+        self._sequence = None
+        self._capture = None
+        if files is not None:
+            self._sequence = _ImageSequenceSource(files, f"image sequence {self.path}", 25.0, allow_mixed_sizes)
+            self.frame_count = len(files)
+            return
         self._capture = _open_capture(str(self.path), f"video file {self.path}", is_camera=False)
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = count if count > 0 else None
         self._position = 0  # the index the next read() returns
 
     def __call__(self, index: int) -> np.ndarray:
+        if self._sequence is not None:
+            if not 0 <= index < self.frame_count:
+                raise VideoError(f"image sequence {self.path}: no frame {index} (it has {self.frame_count})")
+            return self._sequence._read(index, self._sequence._shape)
         if self.frame_count is not None and not 0 <= index < self.frame_count:
             raise VideoError(f"video file {self.path}: no frame {index} (it has {self.frame_count})")
         if index != self._position:
@@ -563,7 +576,10 @@ class RandomAccessVideo:
         return frame
 
     def close(self) -> None:
-        self._capture.release()
+        if self._capture is not None:
+            self._capture.release()
+        if self._sequence is not None:
+            self._sequence.close()
 
     def __enter__(self) -> "RandomAccessVideo":
         return self
