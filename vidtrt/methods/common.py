@@ -64,3 +64,9 @@ def key_frame_triplet(target: int, length: int, interval: int, rng) -> list[int]
     key = min(max(target + int(rng.integers(-(interval - 1), interval)), 0), length - 1)
     previous = key - interval
     return [target, key, previous if previous >= 0 else key]
+
+
+def with_stem_width(overrides, width: int | None) -> dict:
+    """Config ``overrides`` plus the backbone width an upstream checkpoint's stem
+    has (``resnet.stem_width``), when it has one."""
+    return {**(overrides or {}), **({"backbone_width": width} if width else {})}

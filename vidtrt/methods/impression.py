@@ -42,7 +42,7 @@ from ..models.rpn import RPNConfig
 from ..models.resnet import stem_width
 from ..models.troi_checkpoint import PREFIX, is_mmtracking_checkpoint, resnet_depth_of
 from .base import Method, ScheduleOption
-from .common import key_frame_triplet, peek_checkpoint, sample_image
+from .common import key_frame_triplet, peek_checkpoint, sample_image, with_stem_width
 
 MMDET_MEAN, MMDET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
@@ -210,7 +210,7 @@ class Impression(Method):
                 if name is None:
                     raise CheckpointError(f"checkpoint {checkpoint}: cannot tell its ResNet depth; give --config")
                 width = stem_width(raw["state_dict"], PREFIX + "backbone.conv1.weight")
-                cfg = self.config(name, {**(overrides or {}), **({"backbone_width": width} if width else {})})
+                cfg = self.config(name, with_stem_width(overrides, width))
                 detector = ImpressionDetector(cfg).eval()
                 load_state_dict_strict(detector, raw["state_dict"], source=f"mmtracking checkpoint {checkpoint}")
                 return cfg, detector

@@ -45,7 +45,7 @@ from ..models.postprocess import DetectionConfig
 from ..models.preprocess_config import PreprocessConfig
 from ..models.rpn import RPNConfig
 from .base import Method, ScheduleOption
-from .common import nearby_frames, peek_checkpoint, sample_image
+from .common import nearby_frames, peek_checkpoint, sample_image, with_stem_width
 
 CONFIGS = {
     # mega.pytorch's vid_R_101_C4_MEGA_1x: R-101-C4, 300 proposals (75 / 15 for references),
@@ -208,7 +208,7 @@ class Mega(Method):
                     raise CheckpointError(f"checkpoint {checkpoint}: a ResNet-{depth or '?'} mega.pytorch checkpoint; give --config")
                 stem = {k.removeprefix("module."): v for k, v in raw["model"].items() if k.endswith("stem.conv1.weight")}
                 width = stem_width(stem, "backbone.body.stem.conv1.weight")
-                cfg = self.config(name, {**(overrides or {}), **({"backbone_width": width} if width else {})})
+                cfg = self.config(name, with_stem_width(overrides, width))
                 detector = MegaDetector(cfg).eval()
                 load_mega_checkpoint(detector, raw, source=f"mega.pytorch checkpoint {checkpoint}")
                 return cfg, detector

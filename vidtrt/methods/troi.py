@@ -27,7 +27,7 @@ from ..models.troi import MODES, TroiConfig, TroiDetector, TroiFrameStage, TroiH
 from ..models.resnet import stem_width
 from ..models.troi_checkpoint import PREFIX, is_mmtracking_checkpoint, load_mmtracking_checkpoint, resnet_depth_of
 from .base import Method, ScheduleOption
-from .common import nearby_frames, peek_checkpoint, sample_image
+from .common import nearby_frames, peek_checkpoint, sample_image, with_stem_width
 
 MMTRACKING_CONFIGS = {50: "selsa_troi_r50_dc5", 101: "selsa_troi_r101_dc5"}
 CONFIGS = {
@@ -157,7 +157,7 @@ class Troi(Method):
                 if name is None:
                     raise CheckpointError(f"checkpoint {checkpoint}: cannot tell its ResNet depth; give --config")
                 width = stem_width(raw["state_dict"], PREFIX + "backbone.conv1.weight")
-                cfg = self.config(name, {**(overrides or {}), **({"backbone_width": width} if width else {})})
+                cfg = self.config(name, with_stem_width(overrides, width))
                 detector = TroiDetector(cfg).eval()
                 load_mmtracking_checkpoint(detector, raw, source=f"mmtracking checkpoint {checkpoint}")
                 return cfg, detector
