@@ -171,7 +171,8 @@ def test_video_set_scales_and_flips_boxes(tiny_set):
 def test_every_method_trains_and_its_checkpoint_exports(method, tiny_set, tmp_path):
     m = get_method(method)
     out = tmp_path / "model.pt"
-    record = train(method, m.small_config, tiny_set, out, TrainingSettings(steps=3, warmup=1), log=lambda _: None, progress=False)
+    settings = TrainingSettings(steps=3, warmup=1, statistics_samples=3)
+    record = train(method, m.small_config, tiny_set, out, settings, log=lambda _: None, progress=False)
     assert out.is_file() and len(record.losses) == 3
     assert all(np.isfinite(v) for entry in record.losses for k, v in entry.items())
     assert {"rpn_cls", "rpn_box", "head_cls", "head_box"} <= set(record.losses[-1])
@@ -179,6 +180,12 @@ def test_every_method_trains_and_its_checkpoint_exports(method, tiny_set, tmp_pa
     assert saved["data_parameters"]["seed"] == 7 and saved["settings"]["steps"] == 3
     _, detector = m.load_detector(checkpoint=out)
     assert not any(isinstance(x, nn.BatchNorm2d) for x in detector.modules())  # frozen again
+    # Every batch norm holds statistics estimated from training inputs, none the
+    # identity a reset leaves (as MFSA's and MEGA's res5 heads once did).
+    for name, bn in detector.named_modules():
+        if isinstance(bn, FrozenBatchNorm2d):
+            identity = torch.all(bn.running_mean == 0) and torch.allclose(bn.running_var, torch.ones_like(bn.running_var), atol=1e-4)
+            assert not identity, name
 
 
 def test_psla_training_loss_reaches_every_part(tiny_set):
@@ -236,6 +243,68 @@ def test_cli_train(tiny_set, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
         assert not (tmp_path / "x.pt").exists()
+
+
+def test_cli_train_init_copies_resnet_weights_and_records_them(tiny_set, tmp_path, capsys):
+    source = trained_checkpoint("psla_small")
+    out = tmp_path / "mfsa.pt"
+    base = ["train", "--method", "mfsa", "--data", str(tiny_set), "--steps", "1", "--no-progress"]
+    assert cli_main([*base, "--out", str(out), "--init", str(source)]) == 0
+    record = json.loads((tmp_path / "mfsa.pt.json").read_text())
+    assert f"--init {source}" in record["command"]
+    assert record["initialised_from"] == {"checkpoint": str(source), "method": "psla", "config": "psla_small", "tensors": 100}
+    for argv_init, message in (
+        ([str(tmp_path / "nowhere.pt")], "--init: checkpoint"),
+        ([str(tmp_path / "mfsa.pt.json")], "--init: checkpoint"),
+    ):
+        capsys.readouterr()
+        assert cli_main([*base, "--out", str(tmp_path / "x.pt"), "--init", *argv_init]) != 0
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("method", ["psla", "impression", "troi", "mega", "mfsa"])
+def test_initialise_resnets_maps_each_methods_resnet_names(method):
+    """Every method's ResNet weights (MEGA's C4 body and res5 head, MFSA's
+    res5, Impression's nested detector) come from the source's, by what a
+    plain ResNet calls them; nothing else changes."""
+    from vidtrt.models.checkpoint import read_checkpoint
+    from vidtrt.training import initialise_resnets
+
+    source = read_checkpoint(trained_checkpoint("psla_small"))["state_dict"]
+    m = get_method(method)
+    torch.manual_seed(0)
+    detector = m.build_detector(m.config(m.small_config))
+    before = {k: v.clone() for k, v in detector.state_dict().items()}
+    assert initialise_resnets(detector, m, trained_checkpoint("psla_small"))["tensors"] == 100
+    after = detector.state_dict()
+    renamed = {  # written out per method, not through resnet_prefixes
+        "psla": {"backbone.conv1.weight": "backbone.conv1.weight", "backbone.layer4.1.bn2.running_var": "backbone.layer4.1.bn2.running_var"},
+        "impression": {"detector.backbone.layer2.0.downsample.0.weight": "backbone.layer2.0.downsample.0.weight"},
+        "troi": {"backbone.layer4.0.conv2.weight": "backbone.layer4.0.conv2.weight"},
+        "mega": {"backbone.body.layer3.1.bn1.bias": "backbone.layer3.1.bn1.bias",
+                 "roi_heads.box.feature_extractor.head.layer4.0.conv1.weight": "backbone.layer4.0.conv1.weight"},
+        "mfsa": {"backbone.layer1.0.conv1.weight": "backbone.layer1.0.conv1.weight", "res5.1.conv2.weight": "backbone.layer4.1.conv2.weight"},
+    }[method]
+    for own, theirs in renamed.items():
+        assert torch.equal(after[own], source[theirs]), own
+        assert not torch.equal(before[own], source[theirs]), own
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    resnets = {"psla": ("backbone.",), "impression": ("detector.backbone.",), "troi": ("backbone.",),
+               "mega": ("backbone.body.", "roi_heads.box.feature_extractor.head."), "mfsa": ("backbone.", "res5.")}[method]
+    assert len(changed) == 100 and all(k.startswith(resnets) for k in changed)
+
+
+def test_initialise_resnets_refuses_a_source_that_fits_nothing(tmp_path):
+    from vidtrt.models.checkpoint import save_checkpoint
+    from vidtrt.training import TrainingError, initialise_resnets
+
+    m = get_method("troi")
+    wide = m.build_detector(m.config("troi_small", {"backbone_width": 32}))
+    save_checkpoint(tmp_path / "wide.pt", "troi", wide.cfg, wide)
+    with pytest.raises(TrainingError, match="no ResNet weight of .* fits troi's ResNets"):
+        initialise_resnets(m.build_detector(m.config("troi_small")), m, tmp_path / "wide.pt")
 
 
 class _no_raise:

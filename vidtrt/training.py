@@ -157,9 +157,14 @@ def freeze_batchnorm(module: nn.Module) -> int:
 
 
 @torch.no_grad()
-def reestimate_batchnorm(detector: nn.Module, images: list[torch.Tensor]) -> None:
-    """Running statistics as the average over ``images`` with the final weights
-    (the batch norms are the ResNets' own, so running each ResNet suffices)."""
+def reestimate_batchnorm(detector: nn.Module, images: list[torch.Tensor], training_forwards=None) -> None:
+    """Running statistics as the average over training inputs with the final weights.
+
+    The ResNets' batch norms see frames: each ResNet runs on ``images``. Batch
+    norms outside a ResNet (MFSA's and MEGA's res5 heads, which run on RoI
+    features or on the C4 map) see what only the method's own forward gives
+    them: ``training_forwards()`` runs it, with the ResNets' statistics held.
+    """
     norms = [m for m in detector.modules() if isinstance(m, nn.BatchNorm2d)]
     for bn in norms:
         bn.reset_running_stats()
@@ -169,7 +174,62 @@ def reestimate_batchnorm(detector: nn.Module, images: list[torch.Tensor]) -> Non
     for image in images:
         for backbone in backbones:
             backbone(image)
+    in_resnets = {id(m) for b in backbones for m in b.modules() if isinstance(m, nn.BatchNorm2d)}
+    if any(id(bn) not in in_resnets for bn in norms):
+        if training_forwards is None:
+            raise ValueError("batch norms outside a ResNet need training_forwards to estimate their statistics")
+        for bn in norms:
+            if id(bn) in in_resnets:
+                bn.eval()
+        training_forwards()
     detector.eval()
+
+
+# ------------------------------------------------------------ initial weights
+
+
+def resnet_weights(state_dict: dict, prefixes: dict[str, str]) -> dict[str, torch.Tensor]:
+    """The ResNet tensors of a detector's state dict, under the names a plain
+    ``ResNet`` gives them (``prefixes``: the method's ``resnet_prefixes``)."""
+    out = {}
+    for key, tensor in state_dict.items():
+        for prefix in sorted(prefixes, key=len, reverse=True):  # the longest prefix names it
+            if key.startswith(prefix):
+                out[prefixes[prefix] + key[len(prefix):]] = tensor
+                break
+    return out
+
+
+@torch.no_grad()
+def initialise_resnets(detector: nn.Module, method, source: str | Path) -> dict:
+    """Copies the ResNet weights of ``source`` (a native checkpoint of any
+    method) into ``detector``'s ResNets wherever name and shape agree: the
+    papers start from an ImageNet-trained backbone, and on a small set a
+    trained backbone is what lets the heads after it train. What was copied
+    goes into the training record."""
+    from .methods import get_method
+    from .models.checkpoint import CheckpointError, read_checkpoint
+
+    source = Path(source)
+    try:
+        data = read_checkpoint(source)
+        source_method = get_method(data["method"])
+    except (CheckpointError, ValueError) as err:
+        raise TrainingError(f"--init: {err}") from None
+    available = resnet_weights(data["state_dict"], source_method.resnet_prefixes)
+    own = detector.state_dict()
+    copied = 0
+    for name, relative in resnet_weights({k: k for k in own}, method.resnet_prefixes).items():
+        tensor = available.get(name)
+        if tensor is not None and tensor.shape == own[relative].shape:
+            own[relative].copy_(tensor)
+            copied += 1
+    if not copied:
+        raise TrainingError(
+            f"--init: no ResNet weight of {source} ({data['method']}, {data['config'].get('name')}) fits "
+            f"{method.name}'s ResNets (different depth or width?)"
+        )
+    return {"checkpoint": str(source), "method": data["method"], "config": data["config"].get("name"), "tensors": copied}
 
 
 # ------------------------------------------------------------ the loop
@@ -189,9 +249,11 @@ class TrainingSettings:
     # will use: from this fraction of the steps on, the statistics are estimated
     # once and held, so the rest of training adapts to exactly what inference sees.
     freeze_statistics_at: float = 0.5
+    statistics_samples: int = 64  # training samples whose forward estimates the statistics outside the ResNets
     flip: bool = True
     seed: int = 0
     threads: int | None = None
+    init: str | None = None  # a native checkpoint whose ResNet weights start training (initialise_resnets)
 
 
 @dataclass
@@ -204,6 +266,7 @@ class TrainingRecord:
     settings: dict
     command: str
     seconds: float = 0.0
+    initialised_from: dict | None = None  # initialise_resnets' account, with --init
     losses: list[dict] = field(default_factory=list)  # every log_every steps: step, lr, mean of each loss
     torch: str = torch.__version__
     machine: str = platform.machine()
@@ -230,6 +293,7 @@ def train(method: str, config: str, data: str | Path, out: str | Path, settings:
     generator = torch.Generator().manual_seed(settings.seed)
     dataset = VideoSet(data, split, Preprocessor.from_dict(asdict(cfg.preprocess)), flip=settings.flip)
     detector = m.build_detector(cfg)  # PyTorch's initialisation, from the seed above
+    initialised_from = initialise_resnets(detector, m, settings.init) if settings.init else None
     thawed = thaw_batchnorm(detector)
     detector.train()
     params = [p for p in detector.parameters() if p.requires_grad]
@@ -243,29 +307,31 @@ def train(method: str, config: str, data: str | Path, out: str | Path, settings:
     record = TrainingRecord(
         method=m.name, config=config, data=str(data), split=split,
         data_parameters=json.loads(parameters_json.read_text())["config"] if parameters_json.is_file() else None,
-        settings=asdict(settings), command=command,
+        settings=asdict(settings), command=command, initialised_from=initialised_from,
     )
     log(f"training {config} ({m.name}) on {len(dataset)} snippets of {data} ({split}): {settings.steps} steps, "
         f"{sum(p.numel() for p in params) / 1e6:.2f}M parameters, {thawed} batch norms trained")
+    if initialised_from:
+        log(f"ResNet weights from {settings.init} ({initialised_from['tensors']} tensors)")
     start = time.perf_counter()
     window: dict[str, list[float]] = {}
     bar = _progress(settings.steps, progress)
     freeze_step = int(settings.freeze_statistics_at * settings.steps)
+
+    def statistics_forwards():
+        sample_rng = np.random.default_rng(settings.seed + 1)
+        sample_generator = torch.Generator().manual_seed(settings.seed + 1)
+        for _ in range(settings.statistics_samples):
+            m.training_loss(detector, _draw_sample(dataset, m, cfg, sample_rng, settings.flip), sample_generator)
+
     for step in range(settings.steps):
         if step == freeze_step:
-            reestimate_batchnorm(detector, _statistics_images(dataset))  # leaves the detector in eval mode: BN holds them
+            # Leaves the detector in eval mode: batch norm holds these statistics from here on.
+            reestimate_batchnorm(detector, _statistics_images(dataset), statistics_forwards)
         lr = learning_rate(step, settings)
         for group in optimiser.param_groups:
             group["lr"] = lr
-        snippet = dataset.names[int(rng.integers(len(dataset)))]
-        length = len(dataset.frames(snippet))
-        target = int(rng.integers(length))
-        indices = m.training_frames(cfg, length, target, rng)
-        flip = settings.flip and bool(rng.integers(2))
-        # One object per distinct frame: a method can tell a repeated index by identity.
-        loaded = {i: dataset.load(snippet, i, flip) for i in dict.fromkeys(indices)}
-        frames = [loaded[i] for i in indices]
-        losses = m.training_loss(detector, frames, generator)
+        losses = m.training_loss(detector, _draw_sample(dataset, m, cfg, rng, settings.flip), generator)
         total = sum(losses.values())
         if not torch.isfinite(total):
             raise TrainingError(f"the loss became {float(total)} at step {step} ({ {k: float(v) for k, v in losses.items()} }); lower --lr")
@@ -289,7 +355,7 @@ def train(method: str, config: str, data: str | Path, out: str | Path, settings:
     if bar is not None:
         bar.close()
     if freeze_step >= settings.steps:
-        reestimate_batchnorm(detector, _statistics_images(dataset))
+        reestimate_batchnorm(detector, _statistics_images(dataset), statistics_forwards)
     freeze_batchnorm(detector)
     detector.eval()
     record.seconds = time.perf_counter() - start
@@ -298,6 +364,18 @@ def train(method: str, config: str, data: str | Path, out: str | Path, settings:
     Path(str(out) + ".json").write_text(json.dumps(asdict(record), indent=1) + "\n")
     log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and {out}.json after {record.seconds:.0f} s")
     return record
+
+
+def _draw_sample(dataset: VideoSet, method, cfg, rng, flip: bool) -> list[TrainingFrame]:
+    """One training sample: a snippet, a target frame, the frames the method asks for, flipped or not."""
+    snippet = dataset.names[int(rng.integers(len(dataset)))]
+    length = len(dataset.frames(snippet))
+    target = int(rng.integers(length))
+    indices = method.training_frames(cfg, length, target, rng)
+    flip = flip and bool(rng.integers(2))
+    # One object per distinct frame: a method can tell a repeated index by identity.
+    loaded = {i: dataset.load(snippet, i, flip) for i in dict.fromkeys(indices)}
+    return [loaded[i] for i in indices]
 
 
 def _statistics_images(dataset: VideoSet, limit: int = 160) -> list[torch.Tensor]:

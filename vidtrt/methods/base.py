@@ -117,6 +117,9 @@ class Method(ABC):
     pipeline: ClassVar[str]
     detector_class: ClassVar[type]
     paper_params: ClassVar[Mapping[str, str]] = {}  # config → what the paper reports
+    # Where the detector's ResNet weights are: state-dict prefix → what a plain
+    # ResNet calls them there ("" = its root). `vidtrt train --init` maps through it.
+    resnet_prefixes: ClassVar[Mapping[str, str]] = {"backbone.": ""}
 
     # ---------------------------------------------------------------- configs and detectors
 

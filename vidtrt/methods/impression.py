@@ -148,6 +148,7 @@ class Impression(Method):
     baseline_stage = "perframe"
     stage_titles = {"key": "key stage", "nonkey": "non-key stage", "perframe": "per-frame N_feat"}
     pipeline = "impression:ImpressionPipeline"
+    resnet_prefixes = {"detector.backbone.": ""}
     paper_params = {
         "impression_r101": "not reported (ResNet-101 R-FCN + FlowNet-S; Impression Network Sec. 4)",
         "dff_r101_dc5": "≈120M, 673 keys (mmtracking DFF R-101 checkpoint)",

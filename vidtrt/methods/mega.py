@@ -151,6 +151,7 @@ class Mega(Method):
         "head": "global + local relation stages over the pools and the memory + detection of one key frame",
     }
     pipeline = "mega:MegaPipeline"
+    resnet_prefixes = {"backbone.body.": "", "roi_heads.box.feature_extractor.head.": ""}  # C4 body; res5 head
     paper_params = {"mega_r101": "≈172.7M, 578 keys (mega.pytorch MEGA R-101 checkpoint)"}
     schedule_options = (
         ScheduleOption("mode", str, "offline: looks tau frames ahead, global pool from the whole video; online: past frames only", choices=MODES),

@@ -99,6 +99,7 @@ class Mfsa(Method):
         "perframe": "Faster R-CNN without RPM on every frame",
     }
     baseline_stage = "perframe"
+    resnet_prefixes = {"backbone.": "", "res5.": "layer4."}  # res5 is ResNet's layer4
     pipeline = "mfsa:MfsaPipeline"
     paper_params = {"mfsa_r101": "65.3M (MFSA Tab. 3, multi-focus)"}
     schedule_options = (
