@@ -31,8 +31,14 @@ $(DEPS_STAMP): pyproject.toml
 		"onnxruntime>=1.18" "tqdm>=4.60" "opencv-python-headless>=4.8" "pytest>=7" "hypothesis>=6.80"
 	touch $@
 
+# nvidia-pytriton only for its tritonserver binary (tests/test_serving.py):
+# --no-deps, as it declares numpy<2 and opencv needs numpy 2. Where there is
+# no wheel for the platform, the serving tests are skipped.
 build: $(DEPS_STAMP)
-	$(PY) -m pip install --quiet --no-build-isolation -e ".[test,rtx]" $(CMAKE_DEFINES)
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[test,rtx,serve]" $(CMAKE_DEFINES)
+	$(PY) -m pip install --quiet --no-deps "nvidia-pytriton==0.7.0" \
+		|| echo "nvidia-pytriton not installable here: no tritonserver, the serving tests will be skipped"
+	$(PY) -c "import numpy, sys; sys.exit(0 if int(numpy.__version__.split('.')[0]) >= 2 else 'numpy ' + numpy.__version__ + ' < 2: opencv needs numpy 2')"
 
 clean:
 	rm -rf build $(VENV) vidtrt-selfcheck vidtrt-demo

@@ -268,6 +268,14 @@ def _parse_frame_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _host_port(text: str) -> str:
+    """"HOST:PORT" of a server, checked (the port a number in 1..65535)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 127.0.0.1:8001, got {text!r}")
+    return text
+
+
 def _default_runtime() -> str:
     """Standard TensorRT when importable, else TensorRT-RTX when importable."""
     from .tensorrt.flavours import available
@@ -363,6 +371,16 @@ def _cmd_run(args) -> int:
     out_dir = _writable_dir(args.out, "--out")
     if args.json:
         _writable_file(args.json, "--json")
+    schedule = _bundle_schedule(args)
+    detector = None
+    if args.server:
+        from .serving.client import RemoteDetector
+
+        # The flags describe the run wanted: the server must be running just that.
+        detector = RemoteDetector(
+            args.bundle, args.server, model=args.model, timeout_s=args.server_timeout,
+            expect={"backend": args.backend, "precision": args.precision, "schedule": schedule},
+        )  # fmt: skip
     created = not out_dir.exists()
     try:
         summary = run_video(
@@ -371,12 +389,13 @@ def _cmd_run(args) -> int:
             backend=args.backend,
             out_dir=args.out,
             outputs=outputs,
-            pipeline_options=_bundle_schedule(args),
+            pipeline_options=schedule,
             backend_options={} if args.precision == "fp32" else {"precision": args.precision},
             progress=not args.no_progress,
             score_threshold=args.score_thr,
             vid_frame_offset=args.vid_frame_offset,
             allow_mixed_sizes=args.allow_mixed_sizes,
+            detector=detector,
         )
     except BaseException:
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
@@ -390,6 +409,78 @@ def _cmd_run(args) -> int:
     if summary.partial:
         print(f"vidtrt run: error: {summary.partial} (the outputs hold the frames before it)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _serving_settings(args) -> dict:
+    """triton-repo / serve: the repository's settings, checked before any work."""
+    return {
+        "backend": args.backend, "precision": args.precision, "instances": args.instances,
+        "idle_timeout_s": args.idle_timeout, "max_streams": args.max_streams, "name": args.name,
+        "schedule": _bundle_schedule(args), "threads": args.threads,
+    }  # fmt: skip
+
+
+def _cmd_triton_repo(args) -> int:
+    from .serving.repository import write_repository
+
+    _existing_bundle_dir(args.bundle)
+    out = _writable_dir(args.out, "OUT")
+    if args.stage_models:
+        _writable_dir(args.stage_models, "--stage-models")
+    model_dir = write_repository(args.bundle, out, force=args.force, **_serving_settings(args))
+    print(f"wrote Triton model repository {out} (model {model_dir.name}: sequence-batched Python backend, "
+          f"{args.instances} instance(s), {args.backend} {args.precision}, streams idle for {args.idle_timeout:g} s expire)")
+    print(f"start it with: tritonserver --model-repository={out}  (or: vidtrt serve {args.bundle} --repo {out})")
+    if args.stage_models:
+        from .serving.repository import write_stage_models
+
+        stage_repo = _writable_dir(args.stage_models, "--stage-models")
+        models = write_stage_models(args.bundle, stage_repo, precision=args.precision, idle_timeout_s=args.idle_timeout, force=args.force)
+        print(f"wrote {len(models)} plain per-stage models to {stage_repo} (for Triton's own onnxruntime/tensorrt backends; docs/SERVING.md)")
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    import subprocess
+    import tempfile
+
+    from .serving.repository import write_repository
+    from .serving.server import TritonServer, find_tritonserver
+
+    _existing_bundle_dir(args.bundle)
+    find_tritonserver()  # before writing anything: say what is missing first
+    settings = _serving_settings(args)
+    with tempfile.TemporaryDirectory(prefix="vidtrt-serve-") as scratch:
+        repo = Path(args.repo) if args.repo else Path(scratch) / "repository"
+        if args.repo:
+            _writable_dir(repo, "--repo")
+        model_dir = write_repository(args.bundle, repo, force=True, **settings)
+        server = TritonServer(
+            repo, Path(scratch), address=args.address, http_port=args.port, grpc_port=args.grpc_port,
+            metrics_port=args.metrics_port,
+        )  # fmt: skip
+        print(
+            f"vidtrt serve: model {model_dir.name} from {repo}; gRPC {args.address}:{server.grpc_port}, "
+            f"HTTP {args.address}:{server.http_port}, metrics {server.metrics_url}",
+            flush=True,
+        )
+        print(f"  stream a video: vidtrt run {args.bundle} VIDEO --server {server.grpc_url}", flush=True)
+        process = server.start(foreground=True)
+        try:
+            # Waiting in short steps: a blocking wait is restarted after a
+            # signal (see _run), and Ctrl-C / SIGTERM would only land once the
+            # server had exited by itself.
+            while True:
+                try:
+                    code = process.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:  # Ctrl-C / SIGTERM too: the server and its stubs go with us
+            server.stop()
+    if code != 0:
+        raise RuntimeError(f"tritonserver exited with status {code} (its messages are above)")
     return 0
 
 
@@ -469,7 +560,7 @@ def _cmd_demo(args) -> int:
 # Commands whose parser lists the methods' schedule options (which imports the
 # methods, and so torch): built only when that command is the one given, so
 # `vidtrt --help`, `doctor` and `build` start without importing torch.
-_SCHEDULE_COMMANDS = ("demo", "export", "calibrate", "bench", "run")
+_SCHEDULE_COMMANDS = ("demo", "export", "calibrate", "bench", "run", "triton-repo", "serve")
 
 
 def _command_of(argv: list[str] | None) -> str | None:
@@ -598,8 +689,57 @@ def build_parser(argv: list[str] | None = None, all_commands: bool | None = None
         help="ImageNet VID txt: frames of val.txt before this snippet, so per-snippet files concatenate (default: 0)",
     )
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="graph/engine precision (onnxruntime, tensorrt)")
+    served = p.add_argument_group("through a server (vidtrt serve / triton-repo; needs the serve extra)")
+    served.add_argument(
+        "--server", metavar="HOST:PORT", type=_host_port,
+        help="stream the video to the Triton server's gRPC endpoint instead of running it here; it must run this "
+        "bundle with the --backend, --precision and schedule given; the outputs are the same",
+    )
+    served.add_argument("--model", help="the server's model name (default: the bundle's config name)")
+    served.add_argument(
+        "--server-timeout", type=_bounded(float, 0.1, None, "seconds"), default=60.0, metavar="S",
+        help="give up on a request the server has not answered in S seconds (default: %(default)s)",
+    )
     schedule_flags(p, "run", at_run=True)
     p.set_defaults(func=_cmd_run)
+
+    def serving_flags(p, name: str) -> None:
+        p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt", "tensorrt-rtx"],
+                       help="the vidtrt backend the model runs (default: %(default)s)")
+        p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="graph/engine precision (default: %(default)s)")
+        p.add_argument("--instances", type=_positive_int, default=1, help="model instances (processes), each with its own streams (default: %(default)s)")
+        p.add_argument(
+            "--idle-timeout", type=_bounded(float, 0.001, None, "seconds"), default=60.0, metavar="S",
+            help="free a stream's state after S seconds without a request (client gone) (default: %(default)s)",
+        )
+        p.add_argument("--max-streams", type=_positive_int, default=64, metavar="N",
+                       help="streams each instance holds at once; more wait in Triton's backlog (default: %(default)s)")
+        p.add_argument("--name", help="model name (default: the bundle's config name)")
+        p.add_argument("--threads", type=_non_negative_int, default=0,
+                       help="onnxruntime intra-op threads per instance, 0 = its default (default: %(default)s)")
+        schedule_flags(p, name, at_run=True)
+
+    p = sub.add_parser("triton-repo", parents=[common], help="write a Triton model repository serving a bundle to many video streams")
+    p.add_argument("bundle")
+    p.add_argument("out", help="the repository directory (the model is written in OUT/NAME)")
+    p.add_argument("--force", action="store_true", help="replace the model's directory when it exists")
+    p.add_argument(
+        "--stage-models", metavar="DIR",
+        help="also write every stage as a plain model (ONNX, or TensorRT plan where the bundle has engines) into the "
+        "repository DIR, for Triton's own backends on a GPU server (see docs/SERVING.md)",
+    )
+    serving_flags(p, "triton-repo")
+    p.set_defaults(func=_cmd_triton_repo)
+
+    p = sub.add_parser("serve", parents=[common], help="serve a bundle to many video streams with Triton Inference Server (foreground)")
+    p.add_argument("bundle")
+    p.add_argument("--repo", metavar="DIR", help="write the repository here and keep it (default: a temporary directory)")
+    p.add_argument("--address", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)")
+    p.add_argument("--port", type=_bounded(int, 1, 65535, "a port"), default=8000, help="HTTP port (default: %(default)s)")
+    p.add_argument("--grpc-port", type=_bounded(int, 1, 65535, "a port"), default=8001, help="gRPC port (default: %(default)s)")
+    p.add_argument("--metrics-port", type=_bounded(int, 1, 65535, "a port"), default=8002, help="Prometheus metrics port (default: %(default)s)")
+    serving_flags(p, "serve")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("synth-vid", parents=[common, long_work], help="write a labelled synthetic video set in the ImageNet VID devkit layout")
     p.add_argument("--out", required=True, help="dataset directory (Data/, Annotations/, ImageSets/ are written in it)")

@@ -84,6 +84,7 @@ def run_video(
     score_threshold: float = 0.0,
     vid_frame_offset: int = 0,
     allow_mixed_sizes: bool = False,
+    detector=None,
 ) -> RunSummary:
     """Runs ``source`` (path, camera index or iterable of BGR frames) through the
     bundle on ``backend`` (a name, or a Backend instance to reuse) with a
@@ -99,6 +100,9 @@ def run_video(
     that per-snippet files concatenate into one results file.
     allow_mixed_sizes: an image sequence's images of another size are resized
     to the first one's instead of stopping the run.
+    detector: a ready detector to use instead of opening ``bundle`` on
+    ``backend`` (a :class:`vidtrt.serving.client.RemoteDetector` for
+    ``vidtrt run --server``; it has the VideoDetector surface used here).
     """
     unknown = set(outputs) - set(OUTPUT_FILES)
     if unknown:
@@ -109,10 +113,11 @@ def run_video(
     min_score = _as_min_score(score_threshold)
     if isinstance(vid_frame_offset, bool) or not isinstance(vid_frame_offset, (int, np.integer)) or vid_frame_offset < 0:
         raise ValueError(f"vid_frame_offset must be an integer >= 0, got {vid_frame_offset!r}")
-    options = dict(backend_options or {})
-    detector = VideoDetector(
-        bundle, backend, options.pop("precision", None), backend_options=options, **(pipeline_options or {})
-    )
+    if detector is None:
+        options = dict(backend_options or {})
+        detector = VideoDetector(
+            bundle, backend, options.pop("precision", None), backend_options=options, **(pipeline_options or {})
+        )
     manifest, runner_backend = detector.bundle.manifest, detector.backend
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
