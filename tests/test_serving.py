@@ -143,7 +143,7 @@ def bundles(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving_bundles")
     return {
         method: export_bundle(method, root / f"{method}_small", config_name=f"{method}_small", verify=False, log=lambda _: None)
-        for method in ("psla", "troi", "mfsa")
+        for method in ("psla", "troi", "mfsa", "impression", "mega")
     }
 
 
@@ -229,6 +229,8 @@ def server(bundles, tmp_path_factory):
     write_repository(bundles["psla"], repo, idle_timeout_s=IDLE_TIMEOUT_S, max_streams=16)
     write_repository(bundles["troi"], repo, schedule={"mode": "online"})
     write_repository(bundles["mfsa"], repo)
+    write_repository(bundles["impression"], repo)
+    write_repository(bundles["mega"], repo, schedule={"mode": "online"})
     running = TritonServer(repo, root)
     running.start()
     try:
@@ -309,14 +311,14 @@ def test_eight_concurrent_streams_give_eight_local_runs(bundles, server):
     assert metric(server, "vidtrt_streams_live") == 0  # every END freed its stream
 
 
-@pytest.mark.parametrize("method", ["troi", "mfsa"])
+@pytest.mark.parametrize("method", ["troi", "mfsa", "impression", "mega"])
 def test_run_server_writes_what_a_local_run_writes(bundles, server, tmp_path, method):
     from vidtrt.cli import main
     from vidtrt.runtime.synthetic import write_clip
 
     video = write_clip(clip(10, seed=11), tmp_path / "clip.mp4")
     bundle = str(bundles[method].directory)
-    schedule = ["--mode", "online"] if method == "troi" else []
+    schedule = ["--mode", "online"] if method in ("troi", "mega") else []
     common = [video.as_posix(), "--outputs", "jsonl,vid", "--no-progress", "-q", *schedule]
     assert main(["run", bundle, *common, "--out", str(tmp_path / "local")]) == 0
     assert main(["run", bundle, *common, "--out", str(tmp_path / "served"), "--server", server.grpc_url]) == 0
