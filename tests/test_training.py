@@ -214,6 +214,27 @@ def test_psla_training_loss_reaches_every_part(tiny_set):
     assert detector.update_net.weights.weight.grad is None
 
 
+def test_mfsa_training_loss_trains_the_head_on_r_and_on_r_hat(tiny_set):
+    """The head's losses on R̂ (through RPM: σ and φ get gradients) and on
+    each frame's own R (frame_head_*, which reaches the head without RPM)."""
+    from dataclasses import asdict
+
+    from vidtrt.core.preprocess import Preprocessor
+
+    m = get_method("mfsa")
+    cfg = m.config("mfsa_small")
+    torch.manual_seed(0)
+    detector = m.build_detector(cfg)
+    data = VideoSet(tiny_set, "train", Preprocessor.from_dict(asdict(cfg.preprocess)))
+    frames = [data.load(data.names[0], i) for i in (3, 4, 5, 6)]
+    losses = m.training_loss(detector, frames, torch.Generator().manual_seed(0))
+    assert {"frame_head_cls", "frame_head_box", "head_cls", "head_box", "rpn_cls", "rpn_box"} == set(losses)
+    losses["frame_head_cls"].backward(retain_graph=True)
+    assert detector.sigma.weight.grad is None and detector.cls.weight.grad.abs().sum() > 0
+    losses["head_cls"].backward()
+    assert detector.sigma.weight.grad.abs().sum() > 0 and detector.phi.weight.grad.abs().sum() > 0
+
+
 def test_key_frame_triplets():
     from vidtrt.methods.common import key_frame_triplet
 
