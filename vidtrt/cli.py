@@ -426,16 +426,14 @@ def _cmd_triton_repo(args) -> int:
 
     _existing_bundle_dir(args.bundle)
     out = _writable_dir(args.out, "OUT")
-    if args.stage_models:
-        _writable_dir(args.stage_models, "--stage-models")
+    stage_repo = _writable_dir(args.stage_models, "--stage-models") if args.stage_models else None  # checked before any work
     model_dir = write_repository(args.bundle, out, force=args.force, **_serving_settings(args))
     print(f"wrote Triton model repository {out} (model {model_dir.name}: sequence-batched Python backend, "
           f"{args.instances} instance(s), {args.backend} {args.precision}, streams idle for {args.idle_timeout:g} s expire)")
     print(f"start it with: tritonserver --model-repository={out}  (or: vidtrt serve {args.bundle} --repo {out})")
-    if args.stage_models:
+    if stage_repo is not None:
         from .serving.repository import write_stage_models
 
-        stage_repo = _writable_dir(args.stage_models, "--stage-models")
         models = write_stage_models(args.bundle, stage_repo, precision=args.precision, idle_timeout_s=args.idle_timeout, force=args.force)
         print(f"wrote {len(models)} plain per-stage models to {stage_repo} (for Triton's own onnxruntime/tensorrt backends; docs/SERVING.md)")
     return 0

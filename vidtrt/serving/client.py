@@ -94,8 +94,10 @@ class RemoteDetector:
             config = self.client.get_model_config(self.model, as_json=True, client_timeout=self.timeout_s)["config"]
         except InferenceServerException as err:
             raise explain(err, url, f"the check of model {self.model!r}", self.timeout_s) from None
-        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         from .repository import bundle_identity
+        from .triton_model import parameters
+
+        params = parameters(config)
 
         if params.get("bundle_sha256") != bundle_identity(self.bundle):
             raise ServingError(
@@ -196,7 +198,9 @@ class RemoteStream:
         return self._detections(result)
 
     def _detections(self, result) -> list[Detections]:
-        arrays = {name: result.as_numpy(name) for name in ("FRAME_INDEX", "STAGES", "COUNTS", "BOXES", "SCORES", "LABELS")}
+        from .triton_model import OUTPUT_NAMES
+
+        arrays = {name: result.as_numpy(name) for name in OUTPUT_NAMES}
         frames = arrays["FRAME_INDEX"].reshape(-1)
         counts = arrays["COUNTS"].reshape(-1)
         boxes = arrays["BOXES"].reshape(-1, 4)
