@@ -189,6 +189,7 @@ PYBIND11_MODULE(_kernels, m) {
     py::dict build;
     build["cuda_kernels"] = static_cast<bool>(VIDTRT_BUILT_CUDA);
     build["plugins"] = static_cast<bool>(VIDTRT_BUILT_PLUGINS);
+    build["ort_ops"] = static_cast<bool>(VIDTRT_BUILT_ORT_OPS);
     build["cuda_architectures"] = std::string(VIDTRT_CUDA_ARCHS);
     build["tensorrt_headers_version"] = std::string(VIDTRT_TRT_HEADERS_VERSION);
     build["tensorrt_include_dir"] = std::string(VIDTRT_TRT_INCLUDE_DIR);

@@ -40,7 +40,12 @@ from vidtrt import _native
 from vidtrt.export.onnx import DEFAULT_OPSET, export_module
 from vidtrt.ops import registry
 
-IMPLS = ("reference", "native", "onnx")
+from vidtrt.runtime.backends import onnxruntime_fused_ops as fused_ops
+
+# "onnx-fused": the same graph in ONNX Runtime with libvidtrt_ort_ops.so, whose
+# kernels run the op (in builds that have it; tests/test_ort_fused_ops.py says
+# when they don't).
+IMPLS = ("reference", "native", "onnx") + (("onnx-fused",) if fused_ops.available() else ())
 EAGER_IMPLS = ("reference", "native")  # the layers a Python caller reaches, which validate their inputs
 
 # Exports and sessions are shared by every test of a run (pytest makes a new
@@ -157,25 +162,30 @@ class OpTester:
     def exported_model(self, directory, dtypes: tuple, attrs: dict) -> onnx.ModelProto:
         return onnx.load(self.export_path(directory, dtypes, attrs))
 
-    def session(self, directory, dtypes: tuple, attrs: dict) -> ort.InferenceSession:
-        key = self._export_key(directory, dtypes, attrs)
+    def session(self, directory, dtypes: tuple, attrs: dict, fused: bool = False) -> ort.InferenceSession:
+        key = self._export_key(directory, dtypes, attrs) + (fused,)
         if key not in _SESSIONS:
             path = self.export_path(directory, dtypes, attrs)
-            _SESSIONS[key] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            if fused:
+                _SESSIONS[key] = fused_ops.create_session(path, custom_ops=fused_ops.FUSED)
+            else:  # the decomposition: no custom-op library registered
+                _SESSIONS[key] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return _SESSIONS[key]
 
-    def run_onnx(self, *inputs, directory, **attrs) -> torch.Tensor:
-        """The op's graph in ONNX Runtime; None inputs are optional ones left out."""
+    def run_onnx(self, *inputs, directory, fused: bool = False, **attrs) -> torch.Tensor:
+        """The op's graph in ONNX Runtime (its decomposition, or the fused
+        kernels' library); None inputs are optional ones left out."""
         dtypes = tuple(None if t is None else t.dtype for t in inputs)
-        session = self.session(directory, dtypes, attrs)
+        session = self.session(directory, dtypes, attrs, fused)
         feeds = {name: t.numpy() for name, t in zip(self._input_names(dtypes), (t for t in inputs if t is not None))}
         return torch.from_numpy(session.run(None, feeds)[0])
 
     def run(self, impl: str, *inputs, directory, **attrs) -> torch.Tensor:
         """One of IMPLS: the public function with impl="reference" or
-        "native", or "onnx" (ONNX Runtime, the graph exported to `directory`)."""
-        if impl == "onnx":
-            return self.run_onnx(*inputs, directory=directory, **attrs)
+        "native", "onnx" (ONNX Runtime, the graph exported to `directory`, its
+        decomposition) or "onnx-fused" (the same graph on the fused kernels)."""
+        if impl in ("onnx", "onnx-fused"):
+            return self.run_onnx(*inputs, directory=directory, fused=impl == "onnx-fused", **attrs)
         return self.function(*inputs, **attrs, impl=impl)
 
     # ---- comparison with the oracle

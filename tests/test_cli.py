@@ -17,7 +17,8 @@ def test_help_lists_commands(capsys):
 def test_doctor_reports_every_component(capsys):
     code = cli.main(["doctor"])
     out = capsys.readouterr().out
-    for name in ("torch", "onnx", "onnxruntime", "host kernel library", "nvcc", "tensorrt (Python)", "GPU", "plugin library"):
+    for name in ("torch", "onnx", "onnxruntime", "host kernel library", "nvcc", "tensorrt (Python)", "GPU", "plugin library",
+                 "ONNX Runtime custom-op library"):
         assert name in out
     # every missing component says what it disables
     for line in out.splitlines():

@@ -2,7 +2,7 @@
 
 For each method in the registry: its small config exports to a bundle whose
 manifest matches the method's description; its pipeline, on the torch and
-onnxruntime backends, equals its whole-video reference (torch bit for bit,
+onnxruntime backends (decomposed custom ops, and fused where built), equals its whole-video reference (torch bit for bit,
 onnxruntime detection for detection) under every choice of every choice-typed
 schedule option (key frame first/middle, offline/online, multi/single focus),
 on a video whose length is not a multiple of any batch or segment; frames come
@@ -24,6 +24,7 @@ from vidtrt.export.exporter import export_bundle
 from vidtrt.methods import all_methods, get_method, method_names
 from vidtrt.methods.common import sample_image
 from vidtrt.runtime.backends import create_backend
+from vidtrt.runtime.backends import onnxruntime_fused_ops as fused_ops
 from vidtrt.runtime.pipelines import Pipeline, create_pipeline
 
 LENGTH = 7  # not a multiple of PSLA's small interval (10 → a short last segment), MFSA's K = 4, ...
@@ -39,7 +40,11 @@ def _setup(method_name: str, tmp_path_factory):
             method.name, tmp_path_factory.mktemp(f"conf_{method.name}") / "bundle", config_name=method.small_config, log=lambda _: None
         )
         _, detector = method.load_detector(checkpoint=bundle.path(bundle.manifest.checkpoint))
-        backends = {name: create_backend(name, bundle) for name in ("torch", "onnxruntime")}
+        backends = {"torch": create_backend("torch", bundle)}
+        # ONNX Runtime both ways: the ops' decompositions, and their fused
+        # kernels (libvidtrt_ort_ops.so) where this build has them.
+        for mode in ("decomposed", "fused") if fused_ops.available() else ("decomposed",):
+            backends[f"onnxruntime-{mode}"] = create_backend("onnxruntime", bundle, custom_ops=mode)
         _cache[method_name] = (method, bundle, detector, backends)
     return _cache[method_name]
 
@@ -90,9 +95,11 @@ def test_bundle_matches_the_method(method_name, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend_name", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("backend_name", ["torch", "onnxruntime-decomposed", "onnxruntime-fused"])
 @pytest.mark.parametrize("method_name,variant", list(_variants()))
 def test_pipeline_equals_whole_video_reference(method_name, variant, backend_name, tmp_path_factory):
+    if backend_name == "onnxruntime-fused" and not fused_ops.available():
+        pytest.skip("no libvidtrt_ort_ops.so in this build (ONNX Runtime API headers: ONNXRUNTIME_ROOT)")
     method, bundle, detector, backends = _setup(method_name, tmp_path_factory)
     schedule = method.resolve_schedule(bundle.manifest.schedule, variant)
     images = [sample_image(detector.cfg, seed=100 + i) for i in range(LENGTH)]

@@ -520,16 +520,16 @@ class TestPSRoIAlign(OpTester):
         boxes = [torch.rand(3, 4, generator=g) * 10, torch.zeros(0, 4), torch.rand(2, 4, generator=g) * 10]
         table = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b], dim=1) for i, b in enumerate(boxes)])
         expected = ps_roi_align(features, table, 3, 0.5, 2)
-        if impl == "onnx":  # the list is converted by traced ops in front of the node
+        if impl in ("onnx", "onnx-fused"):  # the list is converted by traced ops in front of the node
             module = PSRoIAlign((3, 3), 0.5, 2)
             path = onnx_dir / "ps_roi_align_boxes_list.onnx"
             from vidtrt.export.onnx import export_module
 
             export_module(module, (features, boxes), path, ["features", "boxes0", "boxes1", "boxes2"], ["out"],
                           {"features": {0: "N", 2: "H", 3: "W"}, "boxes0": {0: "K0"}, "boxes2": {0: "K2"}})  # fmt: skip
-            import onnxruntime as ort
+            from vidtrt.runtime.backends import onnxruntime_fused_ops as fused_ops
 
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            session = fused_ops.create_session(path, custom_ops="fused" if impl == "onnx-fused" else "decomposed")
             feeds = {"features": features.numpy(), **{f"boxes{i}": b.numpy() for i, b in enumerate(boxes)}}
             got = torch.from_numpy(session.run(None, feeds)[0])
         else:

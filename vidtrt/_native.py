@@ -52,6 +52,15 @@ def plugin_library_path() -> Path | None:
     return path if path.exists() else None
 
 
+def ort_ops_library_path() -> Path | None:
+    """libvidtrt_ort_ops.so (the custom ops as ONNX Runtime kernels), or None
+    when this build has none (no ONNX Runtime API headers at build time)."""
+    if not available() or not build_info().get("ort_ops"):
+        return None
+    path = library_dir() / "libvidtrt_ort_ops.so"
+    return path if path.exists() else None
+
+
 # ---------------------------------------------------------------- plugin library info
 #
 # libvidtrt_plugins.so exports vidtrtPluginLibraryInfo(), a static C string

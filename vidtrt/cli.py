@@ -90,6 +90,15 @@ def _cmd_selfcheck(args) -> int:
     if args.json:
         _writable_file(args.json, "--json")
     dtypes = [getattr(torch, d) for d in names]
+    if args.bench:
+        from . import op_bench
+
+        ops = [o.strip() for o in args.ops.split(",") if o.strip()] if args.ops else None
+        print("vidtrt selfcheck --bench: every custom op at paper scale, side by side (minutes)", flush=True)
+        report = op_bench.run(ops, threads=args.threads, repeat=args.repeat, log=lambda m: print(m, flush=True))
+        print(op_bench.format_table(report))
+        _write_json(args.json, report)
+        return 0
     print(f"vidtrt selfcheck: exporting every custom op to {args.out}/ and comparing backends", flush=True)
     rows = selfcheck.run(Path(args.out), dtypes=dtypes)
     print(selfcheck.format_table(rows))
@@ -585,6 +594,14 @@ def build_parser(argv: list[str] | None = None, all_commands: bool | None = None
     volume.add_argument("-v", "--verbose", action="store_true", help="also show third-party log output (OpenCV, ONNX Runtime, TensorRT)")
     long_work = argparse.ArgumentParser(add_help=False)
     long_work.add_argument("--no-progress", action="store_true", help="no progress bars")
+    onnxruntime_flags = argparse.ArgumentParser(add_help=False)
+    ort = onnxruntime_flags.add_argument_group("onnxruntime backend")
+    ort.add_argument(
+        "--ort-custom-ops", choices=["auto", "fused", "decomposed"], default=None,
+        help="run vidtrt's custom ops with their fused host kernels (fused, needs a build with libvidtrt_ort_ops.so) "
+        "or as their ONNX decompositions (decomposed); auto: fused on the CPU provider when built "
+        "(default: auto, or $VIDTRT_ORT_CUSTOM_OPS)",
+    )  # fmt: skip
     with_json = argparse.ArgumentParser(add_help=False)
     with_json.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -652,7 +669,7 @@ def build_parser(argv: list[str] | None = None, all_commands: bool | None = None
     )
     p.set_defaults(func=_cmd_build)
 
-    p = sub.add_parser("bench", parents=[common, long_work, with_json], help="each precision against FP32 per stage and end to end, with timings")
+    p = sub.add_parser("bench", parents=[common, long_work, with_json, onnxruntime_flags], help="each precision against FP32 per stage and end to end, with timings")
     p.add_argument("bundle")
     p.add_argument("video", help="video file (or camera index) to measure on")
     p.add_argument("--precision", help="comma-separated fp32,fp16,int8 (default: every precision the bundle has)")
@@ -667,7 +684,7 @@ def build_parser(argv: list[str] | None = None, all_commands: bool | None = None
     schedule_flags(p, "bench", at_run=True)
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("run", parents=[common, long_work, with_json], help="run a video through a bundle")
+    p = sub.add_parser("run", parents=[common, long_work, with_json, onnxruntime_flags], help="run a video through a bundle")
     p.add_argument("bundle")
     p.add_argument(
         "video",
@@ -729,7 +746,7 @@ def build_parser(argv: list[str] | None = None, all_commands: bool | None = None
     serving_flags(p, "triton-repo")
     p.set_defaults(func=_cmd_triton_repo)
 
-    p = sub.add_parser("serve", parents=[common], help="serve a bundle to many video streams with Triton Inference Server (foreground)")
+    p = sub.add_parser("serve", parents=[common, onnxruntime_flags], help="serve a bundle to many video streams with Triton Inference Server (foreground)")
     p.add_argument("bundle")
     p.add_argument("--repo", metavar="DIR", help="write the repository here and keep it (default: a temporary directory)")
     p.add_argument("--address", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)")
@@ -796,6 +813,14 @@ def build_parser(argv: list[str] | None = None, all_commands: bool | None = None
     )
     p.add_argument("--out", default="vidtrt-selfcheck", help="directory for the exported graphs (default: %(default)s)")
     p.add_argument("--dtypes", default="float32,float16", help="comma-separated dtypes (default: %(default)s)")
+    p.add_argument(
+        "--bench", action="store_true",
+        help="time every op at paper scale instead: reference, native, ONNX Runtime fused and decomposed, beside the "
+        "measured sgemm ceiling (minutes; use --json FILE to keep it)",
+    )  # fmt: skip
+    p.add_argument("--ops", help="with --bench: comma-separated op types (default: all)")
+    p.add_argument("--repeat", type=_positive_int, default=5, help="with --bench: timed runs of the fast paths (default: %(default)s)")
+    p.add_argument("--threads", type=_non_negative_int, default=0, help="with --bench: threads, 0 = every core (default: %(default)s)")
     p.set_defaults(func=_cmd_selfcheck)
     return parser
 
@@ -831,6 +856,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     _quiet_third_party(args.verbose)
+    if getattr(args, "ort_custom_ops", None):
+        # Through the environment: every session this process (and a server
+        # it starts) creates follows it (onnxruntime_fused_ops.MODE_ENV).
+        import os
+
+        os.environ["VIDTRT_ORT_CUSTOM_OPS"] = args.ort_custom_ops
     if args.quiet:
         return _run_quietly(args)
     return _run(args)

@@ -116,6 +116,15 @@ def components() -> list[Component]:
                 "the TensorRT plugin library",
             )
         )
+        ort_ops = _native.ort_ops_library_path()
+        found.append(
+            Component(
+                "ONNX Runtime custom-op library",
+                ort_ops is not None,
+                str(ort_ops) if ort_ops else "not built (no ONNX Runtime API headers: set ONNXRUNTIME_ROOT and reinstall)",
+                "fused kernels inside ONNX Runtime (sessions run the ops' ONNX decompositions)",
+            )
+        )
         plugin_ok, plugin_detail = _plugin_library()
         found.append(
             Component("plugin library", plugin_ok, plugin_detail, "TensorRT engines with vidtrt plugins (graphs fall back to the ops' ONNX functions)")

@@ -14,6 +14,7 @@ import torch
 from . import _native
 from .export.onnx import export_module
 from .ops import registry
+from .runtime.backends import onnxruntime_fused_ops as fused_ops
 
 # Max abs deviation from the reference that passes, per dtype (outputs are O(1)).
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 4e-3}
@@ -72,9 +73,14 @@ def check_op(op: registry.CustomOp, dtype: torch.dtype, out_dir: Path) -> list[R
 
     path = out_dir / f"{op.op_type}_{dname}.onnx"
     export_module(_OpModule(op, attrs), tensors, path, op.input_names, op.output_names)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {name: t.numpy() for name, t in zip(op.input_names, tensors)}
-    compare("onnxruntime", lambda: torch.from_numpy(np.asarray(session.run(None, feeds)[0])))
+    modes = [fused_ops.DECOMPOSED] + ([fused_ops.FUSED] if fused_ops.available() else [])
+    for mode in modes:
+        session = fused_ops.create_session(path, custom_ops=mode)
+        backend = "onnxruntime" if mode == fused_ops.DECOMPOSED else "onnxruntime-fused"
+        compare(backend, lambda: torch.from_numpy(np.asarray(session.run(None, feeds)[0])))
+    if not fused_ops.available():
+        rows.append(Row(op.op_type, dname, shapes, "onnxruntime-fused", None, None, True, "not built (ONNXRUNTIME_ROOT)"))
     return rows
 
 

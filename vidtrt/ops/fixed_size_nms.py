@@ -351,6 +351,20 @@ def example(dtype: torch.dtype = torch.float32, seed: int = 0):
     return (boxes, scores), {"iou_threshold": 0.7, "max_output": 300}
 
 
+def paper_problem(seed: int = 0):
+    """An RPN's proposal NMS: 3840 proposals (the detectors' constant pre-NMS
+    count) of 16..400 px on a 600×1000 image, IoU 0.7, 300 survivors."""
+    g = torch.Generator().manual_seed(seed)
+    count = 3840
+    centre = torch.rand(count, 2, generator=g) * torch.tensor([1000.0, 600.0])
+    size = 16 + torch.rand(count, 2, generator=g) * 384
+    boxes = torch.cat([centre - size / 2, centre + size / 2], dim=1)
+    scores = torch.rand(count, generator=g)
+    # Each pair's IoU once (~12 FLOPs); the K×K bit mask written and scanned.
+    work = {"flops": 12.0 * count * (count - 1) / 2, "bytes": 4.0 * count * 5 + 2 * count * count / 8}
+    return (boxes, scores), {"iou_threshold": 0.7, "max_output": 300}, work
+
+
 register(
     CustomOp(
         op_type=OP_TYPE,
@@ -361,6 +375,7 @@ register(
         input_names=("boxes", "scores"),
         output_names=("keep",),
         example=example,
+        paper_problem=paper_problem,
         # Box coordinates need FP32 (the IoU must be torchvision's to the bit).
         fp16=False,
         storage_types=(torch.float32,),

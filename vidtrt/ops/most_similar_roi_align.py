@@ -310,6 +310,19 @@ def example(dtype: torch.dtype = torch.float32, seed: int = 0):
     return (roi.to(dtype), support.to(dtype)), {"top_k": 2}
 
 
+def paper_problem(seed: int = 0):
+    """SELSA + TRoI at inference (mmtracking's configs): 300 RoIs of 7×7 cells,
+    C = 512, 14 support frames of 38×63 cells, top_k = 2."""
+    g = torch.Generator().manual_seed(seed)
+    rois, c, h, w, frames, sh, sw, top_k = 300, 512, 7, 7, 14, 38, 63, 2
+    support = torch.randn(frames, c, sh, sw, generator=g).relu()
+    roi = torch.randn(rois, c, h, w, generator=g).relu()
+    queries, cells = rois * h * w, sh * sw
+    flops = 2.0 * frames * queries * cells * c + 2.0 * frames * queries * top_k * c + 3.0 * (frames * cells + queries) * c
+    work = {"flops": flops, "bytes": 4.0 * c * (queries + frames * cells + frames * queries)}
+    return (roi, support), {"top_k": top_k}, work
+
+
 register(
     CustomOp(
         op_type=OP_TYPE,
@@ -320,5 +333,6 @@ register(
         input_names=("roi_feats", "support_feats"),
         output_names=("out",),
         example=example,
+        paper_problem=paper_problem,
     )
 )

@@ -531,6 +531,23 @@ def example(dtype: torch.dtype = torch.float32, seed: int = 0):
     return (features.to(dtype), rois.to(dtype)), attrs
 
 
+def paper_problem(seed: int = 0):
+    """R-FCN's classification head on ImageNet VID: 31 classes (30 + background)
+    of 7×7 score maps on the stride-16 map of a 600×1000 image, 300 RoIs, 2×2
+    samples per bin."""
+    g = torch.Generator().manual_seed(seed)
+    k, classes, image_h, image_w, stride, rois = 7, 31, 600, 1000, 16, 300
+    features = torch.randn(1, classes * k * k, image_h // stride, image_w // stride, generator=g)
+    centre = torch.rand(rois, 2, generator=g) * torch.tensor([image_w, image_h])
+    size = 16 + torch.rand(rois, 2, generator=g) * 300
+    table = torch.cat([torch.zeros(rois, 1), centre - size / 2, centre + size / 2], dim=1)
+    outputs = rois * classes * k * k
+    # Per output: 4 samples × (4 corner weights·values + the sum) ≈ 4·9 FLOPs;
+    # traffic: the 4 corners of each sample read once, the output written.
+    work = {"flops": 36.0 * outputs, "bytes": 4.0 * outputs * (16 + 1) + 4.0 * rois * 5}
+    return (features, table), {"output_size": k, "spatial_scale": 1.0 / stride, "sampling_ratio": 2}, work
+
+
 register(
     CustomOp(
         op_type=OP_TYPE,
@@ -541,6 +558,7 @@ register(
         input_names=("features", "rois"),
         output_names=("out",),
         example=example,
+        paper_problem=paper_problem,
         # RoI coordinates need FP32 (FP16 spacing is 0.5 px at 1000 px) and the
         # plugin takes one type on all inputs, so FP16 graphs keep this op FP32.
         fp16=False,

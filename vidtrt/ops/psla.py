@@ -244,6 +244,18 @@ def example(dtype: torch.dtype = torch.float32, seed: int = 0):
     return tuple(t.to(dtype) for t in (query, key, value)), {"max_disp": 4}
 
 
+def paper_problem(seed: int = 0):
+    """PSLA at the paper's scale: c = 256, C = 1024 on the 38×63 map of a
+    600×1000 image, max displacement 4."""
+    g = torch.Generator().manual_seed(seed)
+    n, c, big_c, h, w, d = 1, 256, 1024, 38, 63, 4
+    query, key = (torch.randn(n, c, h, w, generator=g) * 0.1 for _ in range(2))
+    value = torch.randn(n, big_c, h, w, generator=g)
+    cells = int(inside_mask(h, w, d).sum())  # (cell, position) pairs inside the map
+    work = {"flops": 2.0 * n * cells * (c + big_c), "bytes": 4.0 * n * h * w * (2 * c + 2 * big_c)}
+    return (query, key, value), {"max_disp": d}, work
+
+
 register(
     CustomOp(
         op_type=OP_TYPE,
@@ -254,5 +266,6 @@ register(
         input_names=("query", "key", "value"),
         output_names=("out",),
         example=example,
+        paper_problem=paper_problem,
     )
 )

@@ -46,6 +46,11 @@ class CustomOp:
     # The dtypes its public function and fused kernel accept; the self-check
     # runs the op's example in these only.
     storage_types: tuple[torch.dtype, ...] = (torch.float32, torch.float16)
+    # The op at its paper's scale for `vidtrt selfcheck --bench`: () -> (FP32
+    # tensors, attrs, {"flops": ..., "bytes": ...}) where flops count 2 per
+    # multiply-add of the fused kernel's work and bytes the least memory
+    # traffic (inputs read once, output written once).
+    paper_problem: Callable | None = None
 
 
 _OPS: dict[str, CustomOp] = {}

@@ -260,6 +260,20 @@ def example(dtype: torch.dtype = torch.float32, seed: int = 0):
     return (sigma.to(dtype), phi.to(dtype), regions.to(dtype), valid), {}
 
 
+def paper_problem(seed: int = 0):
+    """MFSA's inference batch: 21 frames × 300 proposals = 6300 regions,
+    d = 256, D = 1024, all valid."""
+    g = torch.Generator().manual_seed(seed)
+    n, d, big_d = 6300, 256, 1024
+    common = torch.randn(1, d, generator=g)
+    sigma, phi = (torch.randn(n, d, generator=g) + common for _ in range(2))
+    regions = torch.randn(n, big_d, generator=g)
+    valid = torch.ones(n, dtype=torch.bool)
+    # The fused kernel's work: every A tile twice (N²·d each) and A·R, A·Y (N²·D each).
+    work = {"flops": 2.0 * (2 * n * n * d + 2 * n * n * big_d), "bytes": 4.0 * n * (2 * d + 2 * big_d) + n}
+    return (sigma, phi, regions, valid), {}, work
+
+
 register(
     CustomOp(
         op_type=OP_TYPE,
@@ -270,5 +284,6 @@ register(
         input_names=INPUT_NAMES,
         output_names=("out",),
         example=example,
+        paper_problem=paper_problem,
     )
 )

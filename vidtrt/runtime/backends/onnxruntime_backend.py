@@ -1,6 +1,8 @@
-"""The ``onnxruntime`` backend: the bundle's ONNX graphs (custom ops run as
-their local functions). CPU here; the CUDA execution provider where present.
-Values stay OrtValues between stages, on the provider's device."""
+"""The ``onnxruntime`` backend: the bundle's ONNX graphs. CPU here; the CUDA
+execution provider where present. Custom ops run with their fused host kernels
+on the CPU provider when the build has them, as their local functions
+otherwise (``custom_ops``, onnxruntime_fused_ops). Values stay OrtValues
+between stages, on the provider's device."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ...core.bundle import Bundle
+from . import onnxruntime_fused_ops
 from .base import Backend
 
 
@@ -22,18 +25,25 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(
-        self, bundle: Bundle, providers: Sequence[str] | None = None, threads: int = 0, stages=None, precision: str = "fp32"
+        self,
+        bundle: Bundle,
+        providers: Sequence[str] | None = None,
+        threads: int = 0,
+        stages=None,
+        precision: str = "fp32",
+        custom_ops: str | None = None,
     ):
         super().__init__(bundle)
         self.precision = precision
         self.providers = list(providers or default_providers())
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        # fused or decomposed, resolved once for every stage (onnxruntime_fused_ops.resolve_mode).
+        self.custom_ops = onnxruntime_fused_ops.resolve_mode(custom_ops, self.providers)
         wanted = stages or list(bundle.stages)
         self.sessions = {
-            name: ort.InferenceSession(str(bundle.stage_file(name, precision)), options, providers=self.providers)
+            name: onnxruntime_fused_ops.create_session(
+                bundle.stage_file(name, precision), self.providers, self.custom_ops, threads
+            )
             for name in wanted
         }
         self.output_names = {name: [o.name for o in s.get_outputs()] for name, s in self.sessions.items()}

@@ -1,0 +1,306 @@
+// libvidtrt_ort_ops.so: vidtrt's custom ops as ONNX Runtime custom-op kernels
+// on the CPU, each calling the op's fused host kernel (the body the TensorRT
+// plugin and the CUDA build share). SessionOptions.register_custom_ops_library
+// loads it; the ops are registered in the "vidtrt" domain under their own
+// names, so an exported graph runs them as it is on disk (a registered kernel
+// takes precedence over the model-local function of the same name, which ONNX
+// Runtime otherwise inlines).
+//
+// Built only when ONNX Runtime's C/C++ API headers are found (ONNXRUNTIME_ROOT;
+// the onnxruntime wheel does not ship them). It calls ONNX Runtime only through
+// the OrtApi table handed to RegisterCustomOps, so it links against nothing of
+// ONNX Runtime, and headers of an older API version than the runtime work: it
+// asks for kApiVersion, the version of the headers it was compiled with.
+#define ORT_API_MANUAL_INIT
+#include <onnxruntime_cxx_api.h>
+#undef ORT_API_MANUAL_INIT
+
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/vidtrt_kernel_common.h"
+#include "fixed_size_nms/fixed_size_nms_launch.h"
+#include "most_similar_roi_align/most_similar_roi_align_launch.h"
+#include "ps_roi_align/ps_roi_align_launch.h"
+#include "psla/psla_launch.h"
+#include "relation_propagation/relation_propagation_launch.h"
+
+namespace {
+
+constexpr const char* kDomain = "vidtrt";
+constexpr uint32_t kApiVersion = ORT_API_VERSION;
+
+// ---------------------------------------------------------------- tensors in and out
+
+struct Input {
+    const void* data;
+    std::vector<int64_t> shape;
+    ONNXTensorElementDataType type;
+};
+
+Input input(Ort::CustomOpApi& api, OrtKernelContext* context, size_t index) {
+    const OrtValue* value = api.KernelContext_GetInput(context, index);
+    OrtTensorTypeAndShapeInfo* info = api.GetTensorTypeAndShape(value);
+    Input in{api.GetTensorData<uint8_t>(value), api.GetTensorShape(info), api.GetTensorElementType(info)};
+    api.ReleaseTensorTypeAndShapeInfo(info);
+    return in;
+}
+
+void* output(Ort::CustomOpApi& api, OrtKernelContext* context, size_t index, const std::vector<int64_t>& shape) {
+    OrtValue* value = api.KernelContext_GetOutput(context, index, shape.data(), shape.size());
+    return api.GetTensorMutableData<uint8_t>(value);
+}
+
+vidtrt::DType storage(const Input& in, const char* op) {
+    if (in.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return vidtrt::DType::kFloat32;
+    if (in.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) return vidtrt::DType::kFloat16;
+    throw std::invalid_argument(std::string("vidtrt.") + op + ": inputs must be float or float16");
+}
+
+size_t element_size(vidtrt::DType dtype) { return dtype == vidtrt::DType::kFloat32 ? 4 : 2; }
+
+void expect_rank(const Input& in, size_t rank, const char* op, const char* name) {
+    if (in.shape.size() != rank) {
+        throw std::invalid_argument(std::string("vidtrt.") + op + ": " + name + " must have rank " +
+                                    std::to_string(rank) + ", got " + std::to_string(in.shape.size()));
+    }
+}
+
+void check(int status, const char* op) {
+    if (status == vidtrt::kSuccess) return;
+    throw std::runtime_error(std::string("vidtrt.") + op + ": the fused kernel returned status " +
+                             std::to_string(status) + " (invalid shape, attribute or dtype)");
+}
+
+vidtrt::Strides4 nchw(const std::vector<int64_t>& s) { return {s[1] * s[2] * s[3], s[2] * s[3], s[3], 1}; }
+// Channels-last element strides of an [N, C, H, W] tensor stored as [N, H, W, C].
+vidtrt::Strides4 nhwc(const std::vector<int64_t>& s) { return {s[1] * s[2] * s[3], 1, s[3] * s[1], s[1]}; }
+
+// Copies between [N, C, P] and [N, P, C] (P = H·W), element size `bytes`:
+// the host bodies of PSLA and MostSimilarRoIAlign run their per-position
+// channel loops unit-stride on channels-last memory, as the Python binding
+// feeds them; ONNX Runtime's tensors are NCHW.
+template <typename Word>
+void transpose_words(const Word* src, Word* dst, int64_t n, int64_t rows, int64_t cols) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < n; ++b) {
+        for (int64_t r0 = 0; r0 < rows; r0 += 32) {
+            const Word* s = src + b * rows * cols;
+            Word* d = dst + b * rows * cols;
+            const int64_t r1 = r0 + 32 < rows ? r0 + 32 : rows;
+            for (int64_t c0 = 0; c0 < cols; c0 += 32) {
+                const int64_t c1 = c0 + 32 < cols ? c0 + 32 : cols;
+                for (int64_t r = r0; r < r1; ++r)
+                    for (int64_t c = c0; c < c1; ++c) d[c * rows + r] = s[r * cols + c];
+            }
+        }
+    }
+}
+
+void transpose(const void* src, void* dst, size_t bytes, int64_t n, int64_t rows, int64_t cols) {
+    if (bytes == 4) {
+        transpose_words(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), n, rows, cols);
+    } else {
+        transpose_words(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), n, rows, cols);
+    }
+}
+
+// ---------------------------------------------------------------- one kernel per op
+
+struct KernelBase {
+    KernelBase(const OrtApi& ort_api) : api(ort_api) {}
+    Ort::CustomOpApi api;
+};
+
+struct PSLAKernel : KernelBase {
+    PSLAKernel(const OrtApi& ort_api, const OrtKernelInfo* info) : KernelBase(ort_api) {
+        max_disp = static_cast<int>(api.KernelInfoGetAttribute<int64_t>(info, "max_disp"));
+    }
+    void Compute(OrtKernelContext* context) {
+        const Input q = input(api, context, 0), k = input(api, context, 1), v = input(api, context, 2);
+        for (const Input* in : {&q, &k, &v}) expect_rank(*in, 4, "PSLA", "query, key and value");
+        const vidtrt::DType dtype = storage(q, "PSLA");
+        const size_t bytes = element_size(dtype);
+        const int64_t n = q.shape[0], c = q.shape[1], channels = v.shape[1], h = q.shape[2], w = q.shape[3];
+        void* out = output(api, context, 0, v.shape);
+        // Channels-last copies of the inputs and the output (see transpose()).
+        std::vector<uint8_t> ql(q.shape[0] * c * h * w * bytes), kl(ql.size()), vl(n * channels * h * w * bytes),
+            ol(vl.size());
+        transpose(q.data, ql.data(), bytes, n, c, h * w);
+        transpose(k.data, kl.data(), bytes, n, c, h * w);
+        transpose(v.data, vl.data(), bytes, n, channels, h * w);
+        vidtrt::psla::Problem p{{n, c, channels, h, w, max_disp}, nhwc(q.shape), nhwc(k.shape), nhwc(v.shape),
+                                nhwc(v.shape)};
+        check(vidtrt::psla::forward_host(dtype, ql.data(), kl.data(), vl.data(), ol.data(), p, 0), "PSLA");
+        transpose(ol.data(), out, bytes, n, h * w, channels);
+    }
+    int max_disp;
+};
+
+struct PSRoIAlignKernel : KernelBase {
+    PSRoIAlignKernel(const OrtApi& ort_api, const OrtKernelInfo* info) : KernelBase(ort_api) {
+        output_size = static_cast<int>(api.KernelInfoGetAttribute<int64_t>(info, "output_size"));
+        sampling_ratio = static_cast<int>(api.KernelInfoGetAttribute<int64_t>(info, "sampling_ratio"));
+        spatial_scale = api.KernelInfoGetAttribute<float>(info, "spatial_scale");
+    }
+    void Compute(OrtKernelContext* context) {
+        const Input f = input(api, context, 0), r = input(api, context, 1);
+        expect_rank(f, 4, "PSRoIAlign", "features");
+        expect_rank(r, 2, "PSRoIAlign", "rois");
+        const int64_t k = output_size, rois = r.shape[0];
+        void* out = output(api, context, 0, {rois, f.shape[1] / (k * k), k, k});
+        vidtrt::ps_roi_align::Problem p{{f.shape[0], f.shape[1], f.shape[2], f.shape[3], rois, output_size,
+                                         sampling_ratio, spatial_scale},
+                                        nchw(f.shape),
+                                        {r.shape[1], 1},
+                                        {f.shape[1] / (k * k) * k * k, k * k, k, 1}};
+        check(vidtrt::ps_roi_align::forward_host(storage(f, "PSRoIAlign"), storage(r, "PSRoIAlign"), f.data, r.data,
+                                                 out, p, 0),
+              "PSRoIAlign");
+    }
+    int output_size, sampling_ratio;
+    float spatial_scale;
+};
+
+struct MostSimilarRoIAlignKernel : KernelBase {
+    MostSimilarRoIAlignKernel(const OrtApi& ort_api, const OrtKernelInfo* info) : KernelBase(ort_api) {
+        top_k = static_cast<int>(api.KernelInfoGetAttribute<int64_t>(info, "top_k"));
+    }
+    void Compute(OrtKernelContext* context) {
+        const Input x = input(api, context, 0), s = input(api, context, 1);
+        expect_rank(x, 4, "MostSimilarRoIAlign", "roi_feats");
+        expect_rank(s, 4, "MostSimilarRoIAlign", "support_feats");
+        const vidtrt::DType dtype = storage(x, "MostSimilarRoIAlign");
+        const size_t bytes = element_size(dtype);
+        const int64_t rois = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        const int64_t frames = s.shape[0], sh = s.shape[2], sw = s.shape[3];
+        void* out = output(api, context, 0, {frames, rois, c, h, w});
+        std::vector<uint8_t> xl(rois * c * h * w * bytes), sl(frames * c * sh * sw * bytes),
+            ol(frames * rois * c * h * w * bytes);
+        transpose(x.data, xl.data(), bytes, rois, c, h * w);
+        transpose(s.data, sl.data(), bytes, frames, c, sh * sw);
+        namespace msra = vidtrt::most_similar_roi_align;
+        // The output written as [T, R, h, w, C]: element strides of the [T, R, C, h, w] view.
+        msra::Problem p{{rois, c, h, w, frames, sh, sw, top_k},
+                        nhwc(x.shape),
+                        nhwc(s.shape),
+                        {rois * h * w * c, h * w * c, 1, w * c, c}};
+        check(msra::forward_host(dtype, xl.data(), sl.data(), ol.data(), p, 0), "MostSimilarRoIAlign");
+        transpose(ol.data(), out, bytes, frames * rois, h * w, c);
+    }
+    int top_k;
+};
+
+struct RelationPropagationKernel : KernelBase {
+    RelationPropagationKernel(const OrtApi& ort_api, const OrtKernelInfo*) : KernelBase(ort_api) {}
+    void Compute(OrtKernelContext* context) {
+        const Input sigma = input(api, context, 0), phi = input(api, context, 1), regions = input(api, context, 2),
+                    valid = input(api, context, 3);
+        expect_rank(sigma, 2, "RelationPropagation", "sigma");
+        expect_rank(regions, 2, "RelationPropagation", "regions");
+        const int64_t n = sigma.shape[0], d = sigma.shape[1], channels = regions.shape[1];
+        void* out = output(api, context, 0, {n, channels});
+        namespace rp = vidtrt::relation_propagation;
+        rp::Problem p{{n, d, channels}, {d, 1}, {d, 1}, {channels, 1}, 1, {channels, 1}};
+        check(rp::forward_host(storage(sigma, "RelationPropagation"), sigma.data, phi.data, regions.data, valid.data,
+                               out, p, 0, rp::HostIsa::kAuto),
+              "RelationPropagation");
+    }
+};
+
+struct FixedSizeNMSKernel : KernelBase {
+    FixedSizeNMSKernel(const OrtApi& ort_api, const OrtKernelInfo* info) : KernelBase(ort_api) {
+        iou_threshold = api.KernelInfoGetAttribute<float>(info, "iou_threshold");
+        max_output = api.KernelInfoGetAttribute<int64_t>(info, "max_output");
+    }
+    void Compute(OrtKernelContext* context) {
+        const Input boxes = input(api, context, 0), scores = input(api, context, 1);
+        expect_rank(boxes, 2, "FixedSizeNMS", "boxes");
+        auto* keep = static_cast<int32_t*>(output(api, context, 0, {max_output}));
+        namespace nms = vidtrt::fixed_size_nms;
+        const nms::Problem p{{boxes.shape[0], max_output, iou_threshold}, {4, 1}, 1, 1};
+        check(nms::forward_host(static_cast<const float*>(boxes.data), static_cast<const float*>(scores.data), keep, p,
+                                0),
+              "FixedSizeNMS");
+    }
+    float iou_threshold;
+    int64_t max_output;
+};
+
+// ---------------------------------------------------------------- the op descriptions ONNX Runtime reads
+
+// One description per storage type (ONNX Runtime picks the one whose types
+// match the node; the kernels read the type at run time). Several
+// descriptions of one name are how ONNX Runtime takes a typed custom op.
+template <typename Kernel>
+struct Op : Ort::CustomOpBase<Op<Kernel>, Kernel> {
+    Op(const char* op_name, std::vector<ONNXTensorElementDataType> input_types,
+       std::vector<ONNXTensorElementDataType> output_types)
+        : name(op_name), in(std::move(input_types)), out(std::move(output_types)) {}
+    void* CreateKernel(const OrtApi& api, const OrtKernelInfo* info) const { return new Kernel(api, info); }
+    const char* GetName() const { return name; }
+    const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+    size_t GetInputTypeCount() const { return in.size(); }
+    ONNXTensorElementDataType GetInputType(size_t i) const { return in[i]; }
+    size_t GetOutputTypeCount() const { return out.size(); }
+    ONNXTensorElementDataType GetOutputType(size_t i) const { return out[i]; }
+
+    const char* name;
+    std::vector<ONNXTensorElementDataType> in, out;
+};
+
+constexpr auto f32 = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+constexpr auto f16 = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+
+// Static: ONNX Runtime keeps pointers to them for the life of the process.
+Op<PSLAKernel> psla_ops[] = {{"PSLA", {f32, f32, f32}, {f32}}, {"PSLA", {f16, f16, f16}, {f16}}};
+// The RoI table is FP32 or the features' type.
+Op<PSRoIAlignKernel> ps_roi_align_ops[] = {{"PSRoIAlign", {f32, f32}, {f32}},
+                                           {"PSRoIAlign", {f16, f16}, {f16}},
+                                           {"PSRoIAlign", {f16, f32}, {f16}}};
+Op<MostSimilarRoIAlignKernel> most_similar_roi_align_ops[] = {{"MostSimilarRoIAlign", {f32, f32}, {f32}},
+                                                              {"MostSimilarRoIAlign", {f16, f16}, {f16}}};
+// valid: 0/1 flags in the storage type.
+Op<RelationPropagationKernel> relation_propagation_ops[] = {{"RelationPropagation", {f32, f32, f32, f32}, {f32}},
+                                                            {"RelationPropagation", {f16, f16, f16, f16}, {f16}}};
+Op<FixedSizeNMSKernel> fixed_size_nms_ops[] = {{"FixedSizeNMS", {f32, f32}, {ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32}}};
+
+template <typename Ops>
+OrtStatus* add_all(const OrtApi* api, OrtCustomOpDomain* domain, Ops& ops) {
+    for (auto& op : ops) {
+        if (OrtStatus* status = api->CustomOpDomain_Add(domain, &op)) return status;
+    }
+    return nullptr;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Names the ops this library registers, for vidtrt's check against its op
+// registry (comma-separated, in the "vidtrt" domain).
+__attribute__((visibility("default"))) const char* vidtrtOrtOpsInfo() {
+    return "domain=vidtrt;ops=PSLA,PSRoIAlign,MostSimilarRoIAlign,RelationPropagation,FixedSizeNMS";
+}
+
+__attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
+                                                                                 const OrtApiBase* api_base) {
+    const OrtApi* api = api_base->GetApi(kApiVersion);
+    if (api == nullptr) return nullptr;  // cannot happen for a runtime at least as new as the headers
+    Ort::Global<void>::api_ = api;
+    OrtCustomOpDomain* domain = nullptr;
+    if (OrtStatus* status = api->CreateCustomOpDomain(kDomain, &domain)) return status;
+    for (OrtStatus* status : {add_all(api, domain, psla_ops), add_all(api, domain, ps_roi_align_ops),
+                              add_all(api, domain, most_similar_roi_align_ops),
+                              add_all(api, domain, relation_propagation_ops), add_all(api, domain, fixed_size_nms_ops)}) {
+        if (status) return status;
+    }
+    // The domain must outlive every session made from these options; it is
+    // never released (one per registration, a few bytes).
+    return api->AddCustomOpDomain(options, domain);
+}
+
+}  // extern "C"
