@@ -45,7 +45,10 @@ void check_status(int status, const char* op) {
 void psla_forward(const std::string& dtype, uintptr_t query, uintptr_t key, uintptr_t value, uintptr_t out,
                   const std::array<int64_t, 5>& ncchw, int max_disp, const std::array<int64_t, 4>& query_strides,
                   const std::array<int64_t, 4>& key_strides, const std::array<int64_t, 4>& value_strides,
-                  const std::array<int64_t, 4>& out_strides, int num_threads) {
+                  const std::array<int64_t, 4>& out_strides, int num_threads, const std::string& isa) {
+    if (isa != "auto" && isa != "generic") {
+        throw std::invalid_argument("psla: isa must be 'auto' or 'generic', got '" + isa + "'");
+    }
     vidtrt::psla::Problem p{{ncchw[0], ncchw[1], ncchw[2], ncchw[3], ncchw[4], max_disp},
                             strides4(query_strides), strides4(key_strides), strides4(value_strides),
                             strides4(out_strides)};
@@ -55,7 +58,9 @@ void psla_forward(const std::string& dtype, uintptr_t query, uintptr_t key, uint
         py::gil_scoped_release release;
         status = vidtrt::psla::forward_host(dt, reinterpret_cast<const void*>(query), reinterpret_cast<const void*>(key),
                                             reinterpret_cast<const void*>(value), reinterpret_cast<void*>(out), p,
-                                            num_threads);
+                                            num_threads,
+                                            isa == "generic" ? vidtrt::psla::HostIsa::kGeneric
+                                                             : vidtrt::psla::HostIsa::kAuto);
     }
     check_status(status, "psla");
 }
@@ -164,7 +169,7 @@ PYBIND11_MODULE(_kernels, m) {
     m.doc() = "vidtrt host kernels (CPU builds of the fused kernel bodies)";
     m.def("psla_forward", &psla_forward, py::arg("dtype"), py::arg("query"), py::arg("key"), py::arg("value"),
           py::arg("out"), py::arg("ncchw"), py::arg("max_disp"), py::arg("query_strides"), py::arg("key_strides"),
-          py::arg("value_strides"), py::arg("out_strides"), py::arg("num_threads") = 0);
+          py::arg("value_strides"), py::arg("out_strides"), py::arg("num_threads") = 0, py::arg("isa") = "auto");
     m.attr("PSLA_MAX_DISP") = vidtrt::psla::kMaxDisp;
     m.def("ps_roi_align_forward", &ps_roi_align_forward, py::arg("features_dtype"), py::arg("rois_dtype"),
           py::arg("features"), py::arg("rois"), py::arg("out"), py::arg("shape"), py::arg("output_size"),

@@ -74,8 +74,10 @@ VIDTRT_HD VIDTRT_FORCEINLINE int64_t channel_stride(int64_t runtime_stride) {
 #if defined(_OPENMP) && !defined(__CUDA_ARCH__)
 #define VIDTRT_PRAGMA(x) _Pragma(#x)
 #define VIDTRT_SIMD_SUM(var) VIDTRT_PRAGMA(omp simd reduction(+ : var))
+#define VIDTRT_SIMD_SUM4(a, b, c, d) VIDTRT_PRAGMA(omp simd reduction(+ : a, b, c, d))
 #define VIDTRT_SIMD VIDTRT_PRAGMA(omp simd)
 #else
 #define VIDTRT_SIMD_SUM(var)
+#define VIDTRT_SIMD_SUM4(a, b, c, d)
 #define VIDTRT_SIMD
 #endif

@@ -65,8 +65,15 @@ inline bool valid_shape(const Shape& s) {
 }
 
 // Computes out[n, :, y, x] for position index p = (n * H + y) * W + x.
+// The body in two steps (weights, then the weighted sum a tile of channels at
+// a time), run back to back per position by both launchers. Force-inlined so
+// that a caller compiled for a wider ISA (the host's AVX2 build) compiles them
+// for it too.
+
+// The softmax weights of position p's cells inside the map, and where each
+// cell's value vector starts. Returns the number of cells inside (>= 1).
 template <typename T, int kCStride>
-VIDTRT_HD void psla_position(const Args<T>& a, int64_t p) {
+VIDTRT_HD VIDTRT_FORCEINLINE int psla_weights(const Args<T>& a, int64_t p, float* weight, int64_t* value_offset) {
     using Num = NumTraits<T>;
     const Shape& s = a.shape;
     const int64_t x = p % s.W;
@@ -75,12 +82,9 @@ VIDTRT_HD void psla_position(const Args<T>& a, int64_t p) {
     const int64_t n = ny / s.H;
     const int64_t qc = channel_stride<kCStride>(a.sq.c);
     const int64_t kc = channel_stride<kCStride>(a.sk.c);
-    const int64_t vc = channel_stride<kCStride>(a.sv.c);
-    const int64_t oc = channel_stride<kCStride>(a.so.c);
 
     // Step 1 (Eq. 1, 4): logits of the cells inside the map, then softmax.
-    float weight[kMaxCells];
-    int64_t value_offset[kMaxCells];
+    int64_t key_offset[kMaxCells];
     int count = 0;
     const T* q = a.query + n * a.sq.n + y * a.sq.y + x * a.sq.x;
     const int cells = num_cells(s.max_disp);
@@ -90,45 +94,94 @@ VIDTRT_HD void psla_position(const Args<T>& a, int64_t p) {
         const int64_t yy = y + dy;
         const int64_t xx = x + dx;
         if (yy < 0 || yy >= s.H || xx < 0 || xx >= s.W) continue;
-        const T* k = a.key + n * a.sk.n + yy * a.sk.y + xx * a.sk.x;
+        key_offset[count] = n * a.sk.n + yy * a.sk.y + xx * a.sk.x;
+        value_offset[count] = n * a.sv.n + yy * a.sv.y + xx * a.sv.x;
+        ++count;
+    }
+    // Four cells per pass over the channels: each query element is loaded
+    // once for four keys, and the four sums are independent.
+    int j = 0;
+    for (; j + 4 <= count; j += 4) {
+        const T* k0 = a.key + key_offset[j];
+        const T* k1 = a.key + key_offset[j + 1];
+        const T* k2 = a.key + key_offset[j + 2];
+        const T* k3 = a.key + key_offset[j + 3];
+        float d0 = 0.f, d1 = 0.f, d2 = 0.f, d3 = 0.f;
+        VIDTRT_SIMD_SUM4(d0, d1, d2, d3)
+        for (int64_t ch = 0; ch < s.c; ++ch) {
+            const float qv = Num::to_float(q[ch * qc]);
+            d0 += qv * Num::to_float(k0[ch * kc]);
+            d1 += qv * Num::to_float(k1[ch * kc]);
+            d2 += qv * Num::to_float(k2[ch * kc]);
+            d3 += qv * Num::to_float(k3[ch * kc]);
+        }
+        weight[j] = d0;
+        weight[j + 1] = d1;
+        weight[j + 2] = d2;
+        weight[j + 3] = d3;
+    }
+    for (; j < count; ++j) {
+        const T* k = a.key + key_offset[j];
         float dot = 0.f;
         VIDTRT_SIMD_SUM(dot)
         for (int64_t ch = 0; ch < s.c; ++ch) {
             dot += Num::to_float(q[ch * qc]) * Num::to_float(k[ch * kc]);
         }
-        weight[count] = dot;
-        value_offset[count] = n * a.sv.n + yy * a.sv.y + xx * a.sv.x;
-        ++count;
+        weight[j] = dot;
     }
     // The centre cell is always inside the map, so count >= 1.
     float top = weight[0];
-    for (int j = 1; j < count; ++j) top = weight[j] > top ? weight[j] : top;
+    for (int i = 1; i < count; ++i) top = weight[i] > top ? weight[i] : top;
     float total = 0.f;
-    for (int j = 0; j < count; ++j) {
-        weight[j] = expf(weight[j] - top);
-        total += weight[j];
+    for (int i = 0; i < count; ++i) {
+        weight[i] = expf(weight[i] - top);
+        total += weight[i];
     }
     const float inv_total = 1.f / total;
-    for (int j = 0; j < count; ++j) weight[j] *= inv_total;
+    for (int i = 0; i < count; ++i) weight[i] *= inv_total;
+    return count;
+}
 
-    // Step 2 (Eq. 5): weighted sum of value over the same cells, a tile of
-    // output channels at a time so the accumulators stay in registers.
+// Step 2 (Eq. 5) for output channels [c0, c0 + kTile) of position p: the
+// weighted sum of value over its cells, the accumulators in registers.
+// kTile independent sums hide the FMA latency: the host's AVX2 build takes
+// 64 (8 vector registers), the CUDA launcher kChannelTile per thread.
+template <typename T, int kCStride, int kTile>
+VIDTRT_HD VIDTRT_FORCEINLINE void psla_accumulate(const Args<T>& a, int64_t p, int64_t c0, const float* weight,
+                                                  const int64_t* value_offset, int count) {
+    using Num = NumTraits<T>;
+    const Shape& s = a.shape;
+    const int64_t vc = channel_stride<kCStride>(a.sv.c);
+    const int64_t oc = a.so.c;  // read at run time: written once per tile, and ONNX Runtime's output is NCHW
+    const int64_t x = p % s.W;
+    const int64_t ny = p / s.W;
+    const int64_t y = ny % s.H;
+    const int64_t n = ny / s.H;
     T* o = a.out + n * a.so.n + y * a.so.y + x * a.so.x;
-    for (int64_t c0 = 0; c0 < s.C; c0 += kChannelTile) {
-        const int64_t width = (s.C - c0) < kChannelTile ? (s.C - c0) : kChannelTile;
-        float acc[kChannelTile];
-        for (int t = 0; t < kChannelTile; ++t) acc[t] = 0.f;
-        for (int j = 0; j < count; ++j) {
-            const T* v = a.value + value_offset[j] + c0 * vc;
-            const float w = weight[j];
-            if (width == kChannelTile) {
-                VIDTRT_SIMD
-                for (int t = 0; t < kChannelTile; ++t) acc[t] += w * Num::to_float(v[t * vc]);
-            } else {
-                for (int t = 0; t < width; ++t) acc[t] += w * Num::to_float(v[t * vc]);
-            }
+    const int64_t width = (s.C - c0) < kTile ? (s.C - c0) : kTile;
+    float acc[kTile];
+    for (int t = 0; t < kTile; ++t) acc[t] = 0.f;
+    for (int i = 0; i < count; ++i) {
+        const T* v = a.value + value_offset[i] + c0 * vc;
+        const float w = weight[i];
+        if (width == kTile) {
+            VIDTRT_SIMD
+            for (int t = 0; t < kTile; ++t) acc[t] += w * Num::to_float(v[t * vc]);
+        } else {
+            for (int t = 0; t < width; ++t) acc[t] += w * Num::to_float(v[t * vc]);
         }
-        for (int t = 0; t < width; ++t) o[(c0 + t) * oc] = Num::from_float(acc[t]);
+    }
+    for (int t = 0; t < width; ++t) o[(c0 + t) * oc] = Num::from_float(acc[t]);
+}
+
+// Both steps for out[n, :, y, x], p = (n * H + y) * W + x.
+template <typename T, int kCStride, int kTile = kChannelTile>
+VIDTRT_HD VIDTRT_FORCEINLINE void psla_position(const Args<T>& a, int64_t p) {
+    float weight[kMaxCells];
+    int64_t value_offset[kMaxCells];
+    const int count = psla_weights<T, kCStride>(a, p, weight, value_offset);
+    for (int64_t c0 = 0; c0 < a.shape.C; c0 += kTile) {
+        psla_accumulate<T, kCStride, kTile>(a, p, c0, weight, value_offset, count);
     }
 }
 

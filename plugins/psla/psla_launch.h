@@ -14,10 +14,14 @@ struct Problem {
     Strides4 query, key, value, out;  // element strides of each tensor
 };
 
+// Which build of the host body runs: kAuto takes the AVX2 + FMA one on CPUs
+// that have it, kGeneric the baseline x86-64 one (tests compare the two).
+enum class HostIsa : int { kAuto = 0, kGeneric = 1 };
+
 // Runs on the calling thread's CPU with OpenMP over positions. num_threads <= 0
 // uses OpenMP's default. Returns a vidtrt::Status.
 int forward_host(DType dtype, const void* query, const void* key, const void* value, void* out,
-                 const Problem& problem, int num_threads);
+                 const Problem& problem, int num_threads, HostIsa isa = HostIsa::kAuto);
 
 // Enqueues on `stream` (a cudaStream_t). Returns a vidtrt::Status; kCudaError
 // when the launch itself failed. Defined only when the CUDA sources are built.

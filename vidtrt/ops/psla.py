@@ -117,10 +117,20 @@ def psla_reference(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, 
     return out.to(value.dtype)
 
 
-def psla_native(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, max_disp: int, num_threads: int = 0):
+HOST_ISAS = ("auto", "generic")
+
+
+def psla_native(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, max_disp: int, num_threads: int = 0, isa: str = "auto"
+):
     """The fused kernel body, host build. CPU tensors, FP32 or FP16; no autograd
-    (refuses inputs that require grad while grad mode is on)."""
+    (refuses inputs that require grad while grad mode is on).
+
+    isa="generic" forces the baseline x86-64 build of the body (for tests);
+    "auto" takes the AVX2 + FMA build when the CPU has it."""
     refuse_autograd("psla", query=query, key=key, value=value)
+    if isa not in HOST_ISAS:
+        raise ValueError(f"psla: isa must be one of {HOST_ISAS}, got {isa!r}")
     if query.device.type != "cpu":
         raise ValueError(f"psla: impl='native' runs on the CPU, got tensors on {query.device}")
     if query.dtype not in _FLOAT_TYPES:
@@ -134,7 +144,7 @@ def psla_native(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, max
         q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(),
         (n, c, v.shape[1], h, w), int(max_disp),
         q.stride(), k.stride(), v.stride(), out.stride(),
-        num_threads,
+        num_threads, isa,
     )  # fmt: skip
     return out
 

@@ -72,13 +72,21 @@ def resolve_mode(mode: str | None, providers: Iterable[str]) -> str:
     return mode
 
 
-def session_options(mode: str, threads: int = 0) -> ort.SessionOptions:
-    """Session options for a resolved ``mode`` (the library registered when fused)."""
+def session_options(mode: str, threads: int = 0, spinning: bool | None = None) -> ort.SessionOptions:
+    """Session options for a resolved ``mode`` (the library registered when fused).
+
+    ``spinning``: whether ONNX Runtime's idle pool threads spin. Off by default
+    when fused: the fused kernels run their own OpenMP threads, and pool
+    threads spinning beside them take the same cores.
+    """
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     if mode == FUSED:
         options.register_custom_ops_library(str(library_path()))
+    if spinning is None:
+        spinning = mode != FUSED
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return options
 
 
@@ -87,12 +95,13 @@ def create_session(
     providers: Iterable[str] | None = None,
     custom_ops: str | None = None,
     threads: int = 0,
+    spinning: bool | None = None,
 ) -> ort.InferenceSession:
     """An InferenceSession on ``model`` (a path or a ModelProto) whose vidtrt
     custom ops run fused or decomposed; ``session.vidtrt_custom_ops`` says which."""
     providers = list(providers or ["CPUExecutionProvider"])
     mode = resolve_mode(custom_ops, providers)
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    session = ort.InferenceSession(source, session_options(mode, threads), providers=providers)
+    session = ort.InferenceSession(source, session_options(mode, threads, spinning), providers=providers)
     session.vidtrt_custom_ops = mode  # type: ignore[attr-defined]
     return session
