@@ -2,7 +2,9 @@
 #   make demo   set up .venv, build, run the main job
 #   make test   set up .venv, build, run the test suite
 # Optional: TENSORRT_ROOT=/path/to/TensorRT (its include/ has NvInferRuntime.h)
-# builds libvidtrt_plugins.so too; VIDTRT_CUDA_ARCHITECTURES="75;86" narrows the
+# builds libvidtrt_plugins.so too; ONNXRUNTIME_ROOT=/path/to/onnxruntime (its
+# include/ has onnxruntime_cxx_api.h) builds libvidtrt_ort_ops.so, the fused
+# custom ops inside ONNX Runtime; VIDTRT_CUDA_ARCHITECTURES="75;86" narrows the
 # CUDA architectures (default 75;80;86;89;90).
 
 PYTHON ?= python3

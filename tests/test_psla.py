@@ -169,6 +169,23 @@ class TestPSLA(OpTester):
         torch.testing.assert_close(psla(q_t, k, v, 2, impl="native"), ref)
         torch.testing.assert_close(psla(q, k, v[:, :, :, :], 2, impl="native").contiguous(), ref.contiguous())
 
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+    def test_native_builds_agree(self, dtype):
+        """The AVX2 build (auto, where the CPU has it) and the baseline build,
+        both against the naive loop, on channel counts that are not multiples
+        of the 4-key pass or of the 32/64-channel tiles, and at the borders."""
+        from vidtrt.ops.psla import psla_native
+
+        q, k, v = random_inputs(21, 2, 70, 67, 9, 11, dtype=dtype)
+        want = psla_naive(q.double(), k.double(), v.double(), 3)  # float64 on the same (rounded) inputs
+        tol = 1e-5 if dtype == torch.float32 else 4e-3
+        outs = {isa: psla_native(q, k, v, 3, isa=isa) for isa in ("generic", "auto")}
+        for isa, got in outs.items():
+            np.testing.assert_allclose(got.double().numpy(), want, atol=tol, rtol=0, err_msg=isa)
+        torch.testing.assert_close(outs["auto"].float(), outs["generic"].float(), rtol=0, atol=tol)
+        with pytest.raises(ValueError, match="isa must be one of"):
+            psla_native(q, k, v, 3, isa="avx512")
+
     def test_reference_is_differentiable(self):
         q, k, v = (t.double().requires_grad_() for t in random_inputs(1, 1, 3, 2, 4, 5))
         assert torch.autograd.gradcheck(lambda a, b, c: psla(a, b, c, 2), (q, k, v))
