@@ -360,9 +360,14 @@ def paper_problem(seed: int = 0):
     size = 16 + torch.rand(count, 2, generator=g) * 384
     boxes = torch.cat([centre - size / 2, centre + size / 2], dim=1)
     scores = torch.rand(count, generator=g)
-    # Each pair's IoU once (~12 FLOPs); the K×K bit mask written and scanned.
-    work = {"flops": 12.0 * count * (count - 1) / 2, "bytes": 4.0 * count * 5 + 2 * count * count / 8}
-    return (boxes, scores), {"iou_threshold": 0.7, "max_output": 300}, work
+    attrs = {"iou_threshold": 0.7, "max_output": 300}
+    return (boxes, scores), attrs, work((boxes, scores), attrs)
+
+
+def work(tensors, attrs) -> dict:
+    """Each pair's IoU once (~12 FLOPs); the K×K bit mask written and scanned."""
+    count = tensors[0].shape[0]
+    return {"flops": 12.0 * count * (count - 1) / 2, "bytes": 4.0 * count * 5 + 2 * count * count / 8}
 
 
 register(
@@ -375,6 +380,7 @@ register(
         input_names=("boxes", "scores"),
         output_names=("keep",),
         example=example,
+        work=work,
         paper_problem=paper_problem,
         # Box coordinates need FP32 (the IoU must be torchvision's to the bit).
         fp16=False,

@@ -541,11 +541,20 @@ def paper_problem(seed: int = 0):
     centre = torch.rand(rois, 2, generator=g) * torch.tensor([image_w, image_h])
     size = 16 + torch.rand(rois, 2, generator=g) * 300
     table = torch.cat([torch.zeros(rois, 1), centre - size / 2, centre + size / 2], dim=1)
-    outputs = rois * classes * k * k
-    # Per output: 4 samples × (4 corner weights·values + the sum) ≈ 4·9 FLOPs;
-    # traffic: the 4 corners of each sample read once, the output written.
-    work = {"flops": 36.0 * outputs, "bytes": 4.0 * outputs * (16 + 1) + 4.0 * rois * 5}
-    return (features, table), {"output_size": k, "spatial_scale": 1.0 / stride, "sampling_ratio": 2}, work
+    attrs = {"output_size": k, "spatial_scale": 1.0 / stride, "sampling_ratio": 2}
+    return (features, table), attrs, work((features, table), attrs)
+
+
+def work(tensors, attrs) -> dict:
+    """Per output: s×s samples × (4 corner weights·values + the sum) ≈ 9·s²
+    FLOPs (s = 2 when adaptive); traffic: the 4 corners of each sample read
+    once, the output written."""
+    features, rois = tensors
+    k = int(attrs["output_size"])
+    samples = max(int(attrs["sampling_ratio"]), 2) ** 2
+    outputs = rois.shape[0] * features.shape[1]  # R · C·k·k
+    size = features.element_size()
+    return {"flops": 9.0 * samples * outputs, "bytes": float(size * outputs * (4 * samples + 1) + 4 * rois.numel())}
 
 
 register(
@@ -558,6 +567,7 @@ register(
         input_names=("features", "rois"),
         output_names=("out",),
         example=example,
+        work=work,
         paper_problem=paper_problem,
         # RoI coordinates need FP32 (FP16 spacing is 0.5 px at 1000 px) and the
         # plugin takes one type on all inputs, so FP16 graphs keep this op FP32.

@@ -261,9 +261,17 @@ def paper_problem(seed: int = 0):
     n, c, big_c, h, w, d = 1, 256, 1024, 38, 63, 4
     query, key = (torch.randn(n, c, h, w, generator=g) * 0.1 for _ in range(2))
     value = torch.randn(n, big_c, h, w, generator=g)
-    cells = int(inside_mask(h, w, d).sum())  # (cell, position) pairs inside the map
-    work = {"flops": 2.0 * n * cells * (c + big_c), "bytes": 4.0 * n * h * w * (2 * c + 2 * big_c)}
-    return (query, key, value), {"max_disp": d}, work
+    return (query, key, value), {"max_disp": d}, work((query, key, value), {"max_disp": d})
+
+
+def work(tensors, attrs) -> dict:
+    """Logits (c) and weighted sum (C) over the (cell, position) pairs inside the map."""
+    query, _, value = tensors
+    n, c, h, w = query.shape
+    big_c = value.shape[1]
+    cells = int(inside_mask(h, w, int(attrs["max_disp"])).sum())
+    size = value.element_size()
+    return {"flops": 2.0 * n * cells * (c + big_c), "bytes": float(size * n * h * w * (2 * c + 2 * big_c))}
 
 
 register(
@@ -276,6 +284,7 @@ register(
         input_names=("query", "key", "value"),
         output_names=("out",),
         example=example,
+        work=work,
         paper_problem=paper_problem,
     )
 )

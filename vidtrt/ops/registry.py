@@ -46,10 +46,13 @@ class CustomOp:
     # The dtypes its public function and fused kernel accept; the self-check
     # runs the op's example in these only.
     storage_types: tuple[torch.dtype, ...] = (torch.float32, torch.float16)
+    # The fused kernel's work on a problem: (tensors, attrs) -> {"flops": ...,
+    # "bytes": ...}, flops counting 2 per multiply-add and bytes the least
+    # memory traffic (inputs read once, output written once) in the tensors'
+    # storage type. Used by `vidtrt selfcheck --bench` and the GPU roofline.
+    work: Callable | None = None
     # The op at its paper's scale for `vidtrt selfcheck --bench`: () -> (FP32
-    # tensors, attrs, {"flops": ..., "bytes": ...}) where flops count 2 per
-    # multiply-add of the fused kernel's work and bytes the least memory
-    # traffic (inputs read once, output written once).
+    # tensors, attrs, work(tensors, attrs)).
     paper_problem: Callable | None = None
 
 

@@ -269,9 +269,17 @@ def paper_problem(seed: int = 0):
     sigma, phi = (torch.randn(n, d, generator=g) + common for _ in range(2))
     regions = torch.randn(n, big_d, generator=g)
     valid = torch.ones(n, dtype=torch.bool)
-    # The fused kernel's work: every A tile twice (N²·d each) and A·R, A·Y (N²·D each).
-    work = {"flops": 2.0 * (2 * n * n * d + 2 * n * n * big_d), "bytes": 4.0 * n * (2 * d + 2 * big_d) + n}
-    return (sigma, phi, regions, valid), {}, work
+    return (sigma, phi, regions, valid), {}, work((sigma, phi, regions, valid), {})
+
+
+def work(tensors, attrs) -> dict:
+    """The fused kernel's work: every A tile twice (N²·d each) and A·R, A·Y
+    (N²·D each), not the literal equations' N³ (A·A)."""
+    sigma, _, regions = tensors[:3]
+    n, d = sigma.shape
+    big_d = regions.shape[1]
+    size = sigma.element_size()
+    return {"flops": 2.0 * (2 * n * n * d + 2 * n * n * big_d), "bytes": float(size * n * (2 * d + 2 * big_d) + n)}
 
 
 register(
@@ -284,6 +292,7 @@ register(
         input_names=INPUT_NAMES,
         output_names=("out",),
         example=example,
+        work=work,
         paper_problem=paper_problem,
     )
 )
