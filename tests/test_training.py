@@ -266,6 +266,20 @@ def test_cli_train(tiny_set, tmp_path, capsys):
         assert not (tmp_path / "x.pt").exists()
 
 
+def test_cli_train_optimizer_is_used_and_recorded(tiny_set, tmp_path):
+    out = tmp_path / "adamw.pt"
+    argv = ["train", "--data", str(tiny_set), "--out", str(out), "--steps", "2", "--lr", "0.0001", "--no-progress"]
+    assert cli_main([*argv, "--optimizer", "adamw"]) == 0
+    record = json.loads((tmp_path / "adamw.pt.json").read_text())
+    assert record["settings"]["optimizer"] == "adamw" and "--optimizer adamw" in record["command"]
+    sgd = tmp_path / "sgd.pt"
+    assert cli_main([*argv[:4], str(sgd), *argv[5:]]) == 0
+    record = json.loads((tmp_path / "sgd.pt.json").read_text())
+    assert record["settings"]["optimizer"] == "sgd" and "--optimizer" not in record["command"]
+    with pytest.raises(SystemExit):
+        cli_main([*argv, "--optimizer", "lbfgs"])
+
+
 def test_cli_train_init_copies_resnet_weights_and_records_them(tiny_set, tmp_path, capsys):
     source = trained_checkpoint("psla_small")
     out = tmp_path / "mfsa.pt"

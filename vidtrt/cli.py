@@ -540,11 +540,14 @@ def _cmd_train(args) -> int:
     out = _writable_file(args.out or f"{config}.pt", "--out")
     if out.exists() and not args.force:
         raise ValueError(f"{out} exists; give --force to replace it, or another --out")
-    settings = TrainingSettings(steps=args.steps, lr=args.lr, seed=args.seed, flip=not args.no_flip, init=args.init)
+    settings = TrainingSettings(
+        steps=args.steps, lr=args.lr, optimizer=args.optimizer, seed=args.seed, flip=not args.no_flip, init=args.init
+    )
     command = shlex.join([
         "vidtrt", "train", "--method", m.name, "--config", config, "--data", str(args.data), "--split", args.split,
         "--out", str(out), "--steps", str(args.steps), "--lr", str(args.lr), "--seed", str(args.seed),
-    ] + (["--init", str(args.init)] if args.init else []) + (["--no-flip"] if args.no_flip else []))  # fmt: skip
+    ] + (["--optimizer", args.optimizer] if args.optimizer != "sgd" else [])
+      + (["--init", str(args.init)] if args.init else []) + (["--no-flip"] if args.no_flip else []))  # fmt: skip
     try:
         train(m.name, config, args.data, out, settings, split=args.split, command=command, progress=not args.no_progress)
     except NotImplementedError as err:
@@ -791,6 +794,8 @@ def build_parser(argv: list[str] | None = None, all_commands: bool | None = None
     p.add_argument("--out", help="checkpoint to write, and its record beside it as <out>.json (default: <config>.pt)")
     p.add_argument("--steps", type=_positive_int, default=1500, help="SGD steps, one sample each (default: %(default)s)")
     p.add_argument("--lr", type=_learning_rate, default=0.02, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"],
+                   help="SGD with momentum 0.9, or AdamW (then an lr around 1e-4) (default: %(default)s)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="initial weights and sampling follow from it (default: %(default)s)")
     p.add_argument(
         "--init", metavar="CHECKPOINT",
