@@ -186,6 +186,43 @@ class TestPSLA(OpTester):
         with pytest.raises(ValueError, match="isa must be one of"):
             psla_native(q, k, v, 3, isa="avx512")
 
+    def test_zero_channels_refused_and_impl_compared_by_value(self):
+        q, k, v = random_inputs(3, 1, 4, 3, 5, 6)
+        with pytest.raises(ValueError, match="at least one channel"):
+            psla(q[:, :0], k[:, :0], v, 1)
+        impl = "".join(["nat", "ive"])  # a string built at run time, as one read from a config is
+        torch.testing.assert_close(psla(q, k, v, 1, impl=impl), psla(q, k, v, 1, impl="native"), rtol=0, atol=0)
+
+    def test_work_and_paper_problem_by_hand(self):
+        """The counts `selfcheck --bench` and the GPU roofline use, on a 3×4
+        map with d = 1: FLOPs from the (cell, position) pairs inside the map,
+        counted here cell by cell; bytes = size·N·H·W·(2c + 2C); and the
+        paper-scale problem's shapes."""
+        from vidtrt.ops.psla import paper_problem, work
+
+        h, w, c, big_c = 3, 4, 5, 7
+        inside = sum(
+            1 for y in range(h) for x in range(w) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+            if 0 <= y + dy < h and 0 <= x + dx < w
+        )  # fmt: skip
+        t = torch.zeros(2, c, h, w), torch.zeros(2, c, h, w), torch.zeros(2, big_c, h, w)
+        assert work(t, {"max_disp": 1}) == {"flops": 2.0 * 2 * inside * (c + big_c), "bytes": 4.0 * 2 * h * w * (2 * c + 2 * big_c)}
+        half = tuple(x.half() for x in t)
+        assert work(half, {"max_disp": 1})["bytes"] == 2.0 * 2 * h * w * (2 * c + 2 * big_c)
+        (q, k, v), attrs, counted = paper_problem()
+        # The paper's setting: c = 256, C = 1024 on the 38×63 map of a 600×1000 frame, d = 4.
+        assert q.shape == k.shape == (1, 256, 38, 63) and v.shape == (1, 1024, 38, 63) and attrs == {"max_disp": 4}
+        assert float(q.std()) < 0.2 and counted == work((q, k, v), attrs)
+
+    def test_selfcheck_example_is_a_valid_problem(self):
+        """The example `vidtrt selfcheck` runs: a quarter of the paper's
+        channels on a 19×32 map, d = 4, a valid call of the op."""
+        from vidtrt.ops.psla import example
+
+        (q, k, v), attrs = example()
+        assert q.shape == k.shape == (1, 64, 19, 32) and v.shape == (1, 256, 19, 32) and attrs == {"max_disp": 4}
+        assert psla(q, k, v, **attrs).shape == v.shape
+
     def test_reference_is_differentiable(self):
         q, k, v = (t.double().requires_grad_() for t in random_inputs(1, 1, 3, 2, 4, 5))
         assert torch.autograd.gradcheck(lambda a, b, c: psla(a, b, c, 2), (q, k, v))

@@ -32,10 +32,6 @@ MAX_DISP = 8  # plugins/psla/psla_kernel.h: kMaxDisp (bounds per-position arrays
 _FLOAT_TYPES = (torch.float32, torch.float16)
 
 
-def num_cells(max_disp: int) -> int:
-    return 1 + 8 * max_disp
-
-
 @functools.cache
 def cell_offsets(max_disp: int) -> tuple[tuple[int, int], ...]:
     """(dy, dx) of every cell, in the order shared with the kernel and the ONNX function."""
