@@ -214,6 +214,15 @@ class TestPSLA(OpTester):
         assert q.shape == k.shape == (1, 256, 38, 63) and v.shape == (1, 1024, 38, 63) and attrs == {"max_disp": 4}
         assert float(q.std()) < 0.2 and counted == work((q, k, v), attrs)
 
+    def test_devices_checked(self):
+        """Tensors on different devices are refused, and the fused kernel
+        refuses any device but the CPU ("meta" stands in for a GPU here)."""
+        q, k, v = random_inputs(4, 1, 3, 2, 4, 5)
+        with pytest.raises(ValueError, match="on one device"):
+            psla(q, k, v.to("meta"), 1)
+        with pytest.raises(ValueError, match="runs on the CPU"):
+            psla(*(t.to("meta") for t in (q, k, v)), 1, impl="native")
+
     def test_selfcheck_example_is_a_valid_problem(self):
         """The example `vidtrt selfcheck` runs: a quarter of the paper's
         channels on a 19×32 map, d = 4, a valid call of the op."""
