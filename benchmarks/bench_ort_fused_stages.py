@@ -47,15 +47,12 @@ def bench_config(config: str, short_side: int, max_long_side: int, rounds: int, 
                            log=lambda m: None, verify=False)  # fmt: skip
     pre = Preprocessor.from_dict(bundle.manifest.preprocess)
     frames = [pre(f).tensor for f in moving_shapes_clip(num_frames=4, height=240, width=320)]
-    sessions = {
-        mode: create_backend("onnxruntime", bundle, providers=["CPUExecutionProvider"], threads=threads, custom_ops=mode)
+    sessions = {  # same threads, no spinning (see the module doc)
+        mode: create_backend(
+            "onnxruntime", bundle, providers=["CPUExecutionProvider"], threads=threads, custom_ops=mode, spinning=False
+        )
         for mode in ("fused", "decomposed")
     }
-    for backend in sessions.values():  # same threads, no spinning (see the module doc)
-        for name in list(backend.sessions):
-            backend.sessions[name] = fused_ops.create_session(
-                bundle.stage_file(name), custom_ops=backend.custom_ops, threads=threads, spinning=False
-            )
     recorder = RecordingBackend(sessions["decomposed"], max_per_stage=1)
     stream = create_pipeline(recorder).stream()
     for i, image in enumerate(frames):

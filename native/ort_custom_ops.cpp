@@ -315,11 +315,13 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
     Ort::Global<void>::api_ = api;
     OrtCustomOpDomain* domain = nullptr;
     if (OrtStatus* status = api->CreateCustomOpDomain(kDomain, &domain)) return status;
-    for (OrtStatus* status : {add_all(api, domain, psla_ops), add_all(api, domain, ps_roi_align_ops),
-                              add_all(api, domain, most_similar_roi_align_ops),
-                              add_all(api, domain, relation_propagation_ops), add_all(api, domain, fixed_size_nms_ops)}) {
-        if (status) return status;
-    }
+    // In turn, stopping at the first error (a braced list would add them all first).
+    OrtStatus* status = add_all(api, domain, psla_ops);
+    if (!status) status = add_all(api, domain, ps_roi_align_ops);
+    if (!status) status = add_all(api, domain, most_similar_roi_align_ops);
+    if (!status) status = add_all(api, domain, relation_propagation_ops);
+    if (!status) status = add_all(api, domain, fixed_size_nms_ops);
+    if (status) return status;
     // The domain must outlive every session made from these options; it is
     // never released (one per registration, a few bytes).
     return api->AddCustomOpDomain(options, domain);

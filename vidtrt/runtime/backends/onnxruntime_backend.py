@@ -32,6 +32,7 @@ class OnnxRuntimeBackend(Backend):
         stages=None,
         precision: str = "fp32",
         custom_ops: str | None = None,
+        spinning: bool | None = None,
     ):
         super().__init__(bundle)
         self.precision = precision
@@ -42,7 +43,7 @@ class OnnxRuntimeBackend(Backend):
         wanted = stages or list(bundle.stages)
         self.sessions = {
             name: onnxruntime_fused_ops.create_session(
-                bundle.stage_file(name, precision), self.providers, self.custom_ops, threads
+                bundle.stage_file(name, precision), self.providers, self.custom_ops, threads, spinning
             )
             for name in wanted
         }
