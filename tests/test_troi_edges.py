@@ -228,8 +228,8 @@ class HeadFeatures(torch.nn.Module):
         super().__init__()
         self.detector = detector
 
-    def forward(self, feature, proposal_valid, roi_feats, support_features, support_roi_feats, support_pvalid, support_valid):
-        return self.detector.head_features(feature, proposal_valid, roi_feats, support_features, support_roi_feats, support_pvalid, support_valid)
+    def forward(self, *inputs):
+        return self.detector.head_features(*inputs)
 
 
 @pytest.mark.parametrize("tafa_blocks", [4, 0])
@@ -240,18 +240,19 @@ def test_head_with_every_reference_masked(tafa_blocks, tmp_path):
     support frames' data at all (zeros)."""
     detector = method.METHOD.seeded_detector(get_method("troi").config("troi_small", {"tafa_blocks": tafa_blocks}))
     sample = method.METHOD.stage_samples(detector)["head"]
-    feature, _, proposal_valid, roi_feats, support_features, support_roi, support_pvalid, support_valid = sample[1:]
-    masked = (feature, torch.zeros_like(proposal_valid), roi_feats, support_features, support_roi,
-              torch.zeros_like(support_pvalid), torch.zeros_like(support_valid))  # fmt: skip
+    (feature, _, proposal_valid, roi_feats, ref_keys, ref_values,
+     support_features, support_keys, support_values, support_pvalid, support_valid) = sample[1:]  # fmt: skip
+    masked = (feature, torch.zeros_like(proposal_valid), roi_feats, ref_keys, ref_values, support_features, support_keys,
+              support_values, torch.zeros_like(support_pvalid), torch.zeros_like(support_valid))  # fmt: skip
     module = HeadFeatures(detector).eval()
     with torch.no_grad():
         eager = module(*masked)
-        zeroed = module(feature, masked[1], roi_feats, torch.zeros_like(support_features), torch.zeros_like(support_roi),
-                        masked[5], masked[6])  # fmt: skip
+        zeroed = module(feature, masked[1], roi_feats, ref_keys, ref_values, torch.zeros_like(support_features),
+                        torch.zeros_like(support_keys), torch.zeros_like(support_values), masked[8], masked[9])  # fmt: skip
     assert eager.isfinite().all()
     torch.testing.assert_close(eager, zeroed, rtol=1e-6, atol=1e-6)  # masked frames are read by nothing
-    names = ["feature", "proposal_valid", "roi_feats", "support_features", "support_roi_feats", "support_proposal_valid",
-             "support_valid"]  # fmt: skip
+    names = ["feature", "proposal_valid", "roi_feats", "ref_keys", "ref_values", "support_features", "support_ref_keys",
+             "support_ref_values", "support_proposal_valid", "support_valid"]  # fmt: skip
     path = tmp_path / "head_features.onnx"
     export_module(module, sample[1:2] + sample[3:], path, names, ["features"], {"feature": {2: "h", 3: "w"},
                   "support_features": {2: "h", 3: "w"}})  # fmt: skip
@@ -259,3 +260,27 @@ def test_head_with_every_reference_masked(tafa_blocks, tmp_path):
     got = session.run(None, {n: t.numpy() for n, t in zip(names, masked)})[0]
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, eager.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_cached_projections_equal_the_stacked_references():
+    """The head reads each support frame's SELSA projections computed once by
+    its frame stage, [T, L, P, C], instead of running the shared FCs and the
+    aggregators' reference FCs over all (T + 1)·P reference RoIs for every
+    target. Same features as SELSA over the stacked RoI features (mmtracking's
+    formulation) up to GEMM blocking, and masked support frames read nothing."""
+    detector = method.METHOD.seeded_detector(get_method("troi").config("troi_small"))
+    with torch.no_grad():
+        outs = [detector.frame(sample_image(detector.cfg, seed=i)) for i in range(3)]
+        target, supports = outs[2], outs[:2]
+        cached = detector.head_features(
+            target[0], target[2], target[3], target[4], target[5], torch.cat([s[0] for s in supports]),
+            torch.stack([s[4] for s in supports]), torch.stack([s[5] for s in supports]),
+            torch.stack([s[2] for s in supports]), torch.ones(2, dtype=torch.bool),
+        )  # fmt: skip
+        maps = torch.cat([s[0] for s in supports] + [target[0]])
+        temporal = detector.roi_head.bbox_roi_extractor(target[3], maps, torch.ones(3, dtype=torch.bool))
+        stacked_refs = torch.cat([s[3] for s in supports] + [target[3]])
+        ref_valid = torch.cat([s[2] for s in supports] + [target[2]])
+        stacked = detector.roi_head.bbox_head.features(temporal, stacked_refs, ref_valid)
+    torch.testing.assert_close(cached, stacked, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(cached, detector.roi_head.bbox_head.features(temporal, target[3], target[2]))  # supports count

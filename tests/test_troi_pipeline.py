@@ -125,11 +125,14 @@ def test_manifest_and_bad_options(bundle, backends):
     assert m.schedule == {"num_support": T, "mode": "offline", "online_stride": STRIDE}
     head = m.stages["head"]
     assert [t.name for t in head.inputs] == [
-        "image_size", "feature", "proposals", "proposal_valid", "roi_feats",
-        "support_features", "support_roi_feats", "support_proposal_valid", "support_valid",
+        "image_size", "feature", "proposals", "proposal_valid", "roi_feats", "ref_keys", "ref_values",
+        "support_features", "support_ref_keys", "support_ref_values", "support_proposal_valid", "support_valid",
     ]
     assert head.input("support_features").shape == [T, 32, "h", "w"]
-    assert head.input("support_roi_feats").shape == [T, 12, 32, 7, 7]
+    # 3 shared FCs of 64 channels, 12 proposals: the SELSA references' projections, not their RoI features
+    assert head.input("support_ref_keys").shape == head.input("support_ref_values").shape == [T, 3, 12, 64]
+    assert head.input("ref_keys").shape == [3, 12, 64]
+    assert [t.name for t in m.stages["frame"].outputs][-2:] == ["ref_keys", "ref_values"]
     with pytest.raises(ValueError, match="exported for T = 3"):
         create_pipeline(backends["torch"], num_support=4)
     with pytest.raises(ValueError, match="mode must be one of"):

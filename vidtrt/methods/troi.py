@@ -1,12 +1,14 @@
 """Temporal RoI Align (SELSA + TRoI, mmtracking's layout) as a registered method.
 
-Stages: ``frame`` (backbone, neck, RPN, plain RoIAlign of the proposals) runs
-once per frame per pass; ``head`` (TRoI over T support feature maps plus the
-target's, SELSA over their proposals, post-processing) runs once per target
-frame. T is fixed at export (``num_support``); missing support frames are
-masked. No state: the pipeline caches the frame stage's outputs of the
-support frames and assembles each ``head`` call from them, as MFSA's
-pipeline assembles its batches.
+Stages: ``frame`` (backbone, neck, RPN, plain RoIAlign of the proposals, and
+the SELSA references' projections of those RoIs) runs once per frame per
+pass; ``head`` (TRoI over T support feature maps plus the target's, SELSA
+over their proposals, post-processing) runs once per target frame. T is fixed
+at export (``num_support``); missing support frames are masked. The pipeline
+caches the frame stage's outputs of the support frames and assembles each
+``head`` call from them, as MFSA's pipeline assembles its batches; so the
+support side of SELSA (three shared FCs and two projections per aggregator
+on every support RoI) is computed once per frame, not once per target.
 
 ``load_detector`` reads a native checkpoint or an mmtracking one (mmcv
 format, ``detector.*`` keys); for the latter the config is ``config_name`` or,
@@ -71,44 +73,51 @@ def online_support(target: int, num_support: int, stride: int) -> list[int]:
 
 @torch.no_grad()
 def detect_video_reference(detector: TroiDetector, images, num_support: int, mode: str, stride: int | None = None):
-    """The method over a whole video with no stage split. Every frame's
-    features, proposals and RoI features are computed once; each target is
-    then detected with TRoI over its support frames plus itself and SELSA over
-    their proposals. ``offline``: the same adaptive-stride support set for
-    every target. ``online``: ``online_support`` (past frames only)."""
+    """The method over a whole video with no stage split and nothing cached
+    between targets. Every frame's features, proposals and RoI features are
+    computed once; each target is then detected with TRoI over its support
+    frames plus itself and SELSA over their proposals, the SELSA references'
+    projections recomputed from the support frames' RoI features for every
+    target (what the pipelines carry instead, computed once per frame by the
+    frame stage; tests compare the two bit for bit). ``offline``: the same
+    adaptive-stride support set for every target. ``online``:
+    ``online_support`` (past frames only)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     stride = stride or detector.cfg.online_stride
     per_frame = [detector.frame(image) for image in images]
+    bbox_head = detector.roi_head.bbox_head
     size = torch.tensor([float(images[0].shape[2]), float(images[0].shape[3])])
     offline = adaptive_stride_support(len(images), num_support) if mode == "offline" else None
     results = []
     for t in range(len(images)):
         frames = offline if offline is not None else online_support(t, num_support, stride)
-        feature, proposals, valid, roi_feats = per_frame[t]
+        feature, proposals, valid, roi_feats = per_frame[t][:4]
+        own_keys, own_values = bbox_head.reference_projections(roi_feats)
         parts = [per_frame[i] for i in frames]
+        projections = [bbox_head.reference_projections(p[3]) for p in parts]
         missing = num_support - len(parts)
-        if parts:
-            support_features = torch.cat([p[0] for p in parts])
-            support_roi = torch.stack([p[3] for p in parts])
-            support_pvalid = torch.stack([p[2] for p in parts])
-        else:
-            support_features, support_roi, support_pvalid = feature[:0], roi_feats[None][:0], valid[None][:0]
-        support_features = torch.cat([support_features, feature.new_zeros(missing, *feature.shape[1:])])
-        support_roi = torch.cat([support_roi, roi_feats.new_zeros(missing, *roi_feats.shape)])
-        support_pvalid = torch.cat([support_pvalid, valid.new_zeros(missing, *valid.shape)])
+        support_features = torch.cat([p[0] for p in parts] + [feature.new_zeros(missing, *feature.shape[1:])])
+        support_keys = torch.stack([k for k, _ in projections] + [own_keys.new_zeros(own_keys.shape)] * missing)
+        support_values = torch.stack([v for _, v in projections] + [own_values.new_zeros(own_values.shape)] * missing)
+        support_pvalid = torch.stack([p[2] for p in parts] + [valid.new_zeros(valid.shape)] * missing)
         support_valid = torch.arange(num_support) < len(parts)
-        results.append(detector.head(size, feature, proposals, valid, roi_feats, support_features, support_roi, support_pvalid, support_valid))
+        results.append(detector.head(
+            size, feature, proposals, valid, roi_feats, own_keys, own_values,
+            support_features, support_keys, support_values, support_pvalid, support_valid,
+        ))  # fmt: skip
     return results
 
 
 def _support_inputs(outs: list, t: int, valid_count: int):
+    """The head's support inputs from frame outputs (cycled over T slots; slots from ``valid_count`` on masked)."""
     pick = [outs[i % len(outs)] for i in range(t)]
     support_features = torch.cat([o[0] for o in pick])
-    support_roi = torch.stack([o[3] for o in pick])
+    support_keys = torch.stack([o[4] for o in pick])
+    support_values = torch.stack([o[5] for o in pick])
     support_pvalid = torch.stack([o[2] for o in pick])
     support_valid = torch.arange(t) < valid_count
-    return support_features, support_roi, support_pvalid, support_valid
+    return support_features, support_keys, support_values, support_pvalid, support_valid
 
 
 class Troi(Method):
@@ -142,7 +151,7 @@ class Troi(Method):
         feature = detector.neck(detector.backbone(image))
         calibrate_logits(detector.rpn_head.rpn_cls, torch.relu(detector.rpn_head.rpn_conv(feature)), 2.0)
         out = detector.frame(image)
-        x = detector.head_features(out[0], out[2], out[3], *_support_inputs([out], cfg.num_support, cfg.num_support))
+        x = detector.head_features(out[0], out[2], out[3], out[4], out[5], *_support_inputs([out], cfg.num_support, cfg.num_support))
         calibrate_logits(detector.roi_head.bbox_head.fc_cls, x, 3.0)
         calibrate_logits(detector.roi_head.bbox_head.fc_reg, x, 0.5)
         return detector
@@ -183,7 +192,7 @@ class Troi(Method):
         target = outs[2]
         t = cfg.num_support
         size = torch.tensor([float(images[0].shape[2]), float(images[0].shape[3])])
-        head = (size, target[0], target[1], target[2], target[3], *_support_inputs(outs[:2], t, max(t - 1, 1)))
+        head = (size, *target, *_support_inputs(outs[:2], t, max(t - 1, 1)))
         return {"frame": (images[0],), "head": head}
 
     def video_reference(self, detector, images, schedule):
@@ -199,9 +208,10 @@ class Troi(Method):
 
     def training_loss(self, detector: TroiDetector, frames, generator=None) -> dict:
         """RPN and head losses on the target frame; the support frames give
-        their feature maps and proposals' RoI features (computed without
-        gradient: they only feed TRoI and SELSA's attention, whose weights
-        train through the target's RoIs)."""
+        their feature maps and their proposals' SELSA projections (computed
+        without gradient: they only feed TRoI and SELSA's attention, whose
+        weights train through the target's RoIs, its own references
+        included)."""
         target, supports = frames[0], frames[1:]
         d = detector
         feature = d.neck(d.backbone(target.image))
@@ -210,10 +220,11 @@ class Troi(Method):
             support = [d.frame(s.image) for s in supports]
         sampled = sample_rois(proposals, valid, target.targets, generator=generator)
         roi_feats = d.roi_align(feature, sampled.rois)
+        own_keys, own_values = d.roi_head.bbox_head.reference_projections(roi_feats)
         x = d.head_features(
-            feature, torch.ones(len(sampled.rois), dtype=torch.bool), roi_feats,
-            torch.cat([s[0] for s in support]), torch.stack([s[3] for s in support]), torch.stack([s[2] for s in support]),
-            torch.ones(len(support), dtype=torch.bool),
+            feature, torch.ones(len(sampled.rois), dtype=torch.bool), roi_feats, own_keys, own_values,
+            torch.cat([s[0] for s in support]), torch.stack([s[4] for s in support]), torch.stack([s[5] for s in support]),
+            torch.stack([s[2] for s in support]), torch.ones(len(support), dtype=torch.bool),
         )  # fmt: skip
         bbox_head = d.roi_head.bbox_head
         layout = HeadLayout(BoxCoding(d.cfg.detection.box_weights), background="last", deltas="per_class")

@@ -267,17 +267,26 @@ class SelsaAggregator(nn.Module):
         self.ref_fc = nn.Linear(channels, channels)
 
     def forward(self, x, ref_x, ref_valid):
-        """x [N, C], ref_x [M, C], ref_valid [M] bool → [N, C]; invalid
-        references get zero weight (they are absent upstream). With no valid
-        reference the weighted sum is 0 and the result fc(0) = fc.bias, as
-        upstream's softmax over an empty set of references gives (an empty
-        weight matrix, a zero product), not the NaN of a softmax over logits
-        that are all −inf."""
+        """x [N, C], ref_x [M, C], ref_valid [M] bool → [N, C]."""
+        return self.attend(x, *self.reference_projections(ref_x), ref_valid)
+
+    def reference_projections(self, ref_x):
+        """ref_x [M, C] → (keys [M, C], values [M, C]): the references' side,
+        row by row, independent of the queries (so computed once per frame)."""
+        return self.ref_fc_embed(ref_x), self.ref_fc(ref_x)
+
+    def attend(self, x, ref_keys, ref_values, ref_valid):
+        """x [N, C], the references' projections [M, C] each, ref_valid [M]
+        bool → [N, C]; invalid references get zero weight (they are absent
+        upstream). With no valid reference the weighted sum is 0 and the
+        result fc(0) = fc.bias, as upstream's softmax over an empty set of
+        references gives (an empty weight matrix, a zero product), not the
+        NaN of a softmax over logits that are all −inf."""
         n, c = x.shape
-        m = ref_x.shape[0]
+        m = ref_keys.shape[0]
         d = c // self.blocks
         q = self.fc_embed(x).reshape(n, self.blocks, d).permute(1, 0, 2)
-        k = self.ref_fc_embed(ref_x).reshape(m, self.blocks, d).permute(1, 2, 0)
+        k = ref_keys.reshape(m, self.blocks, d).permute(1, 2, 0)
         logits = torch.bmm(q, k) / math.sqrt(d)  # [B, N, M]
         valid = ref_valid.view(1, 1, m)
         logits = torch.where(valid, logits, torch.full_like(logits, float("-inf")))
@@ -285,7 +294,7 @@ class SelsaAggregator(nn.Module):
         # below zeroes it; otherwise the mask changes nothing (exp(−inf) is 0).
         logits = torch.where(ref_valid.any(), logits, torch.zeros_like(logits))
         weights = torch.softmax(logits, dim=2) * valid.to(logits.dtype)
-        v = self.ref_fc(ref_x).reshape(m, self.blocks, d).permute(1, 0, 2)
+        v = ref_values.reshape(m, self.blocks, d).permute(1, 0, 2)
         out = torch.bmm(weights, v).permute(1, 0, 2).reshape(n, c)
         return self.fc(out)
 
@@ -300,12 +309,35 @@ class SelsaBBoxHead(nn.Module):
         self.fc_reg = nn.Linear(cfg.fc_channels, 4 * (cfg.num_classes - 1))
 
     def features(self, x, ref_x, ref_valid):
-        x, ref_x = x.flatten(1), ref_x.flatten(1)
+        """x [N, ...] (TRoI's features of the target's RoIs), ref_x [M, ...]
+        (plain RoI features of the references), ref_valid [M] → [N, C]."""
+        return self.features_from_projections(x, *self.reference_projections(ref_x), ref_valid)
+
+    def reference_projections(self, ref_x):
+        """The references' side of every aggregator: ref_x [M, ...] →
+        (keys [L, M, C], values [L, M, C]) for the L shared FCs. It depends
+        on nothing but the references' own RoI features, row by row, so each
+        frame's is computed once, by the frame stage, and carried: the
+        target's detection then never recomputes its support frames' (TRoI
+        offline: the same support set for the whole video)."""
+        ref_x = ref_x.flatten(1)
+        keys, values = [], []
         for fc, aggregator in zip(self.shared_fcs, self.aggregator):
-            x, ref_x = fc(x), fc(ref_x)
+            ref_x = fc(ref_x)
             # The aggregator reads ref_x before its ReLU, as SelsaBBoxHead does.
-            x = x + aggregator(x, ref_x, ref_valid)
-            x, ref_x = torch.relu(x), torch.relu(ref_x)
+            k, v = aggregator.reference_projections(ref_x)
+            keys.append(k)
+            values.append(v)
+            ref_x = torch.relu(ref_x)
+        return torch.stack(keys), torch.stack(values)
+
+    def features_from_projections(self, x, ref_keys, ref_values, ref_valid):
+        """x [N, ...], the references' projections [L, M, C] each, ref_valid [M] → [N, C]."""
+        x = x.flatten(1)
+        for level, (fc, aggregator) in enumerate(zip(self.shared_fcs, self.aggregator)):
+            x = fc(x)
+            x = x + aggregator.attend(x, ref_keys[level], ref_values[level], ref_valid)
+            x = torch.relu(x)
         return x
 
     def forward(self, x, ref_x, ref_valid):
@@ -339,32 +371,46 @@ class TroiDetector(nn.Module):
 
     def frame(self, image: torch.Tensor):
         """image [1, 3, H, W] → feature [1, C, h, w], proposals [P, 4],
-        proposal_valid [P], roi_feats [P, C, 7, 7] (plain RoIAlign: what a
-        support frame contributes, and the target's input to TRoI)."""
+        proposal_valid [P], roi_feats [P, C, 7, 7] (plain RoIAlign: the
+        target's input to TRoI), ref_keys and ref_values [L, P, C] (what the
+        frame brings to SELSA as a reference, its own detection's included)."""
         feature = self.neck(self.backbone(image))
         proposals, valid = self.rpn_head(feature, image.shape[2], image.shape[3])
-        return feature, proposals, valid, self.roi_align(feature, proposals)
+        roi_feats = self.roi_align(feature, proposals)
+        return feature, proposals, valid, roi_feats, *self.roi_head.bbox_head.reference_projections(roi_feats)
 
-    def head_features(self, feature, proposal_valid, roi_feats, support_features, support_roi_feats, support_proposal_valid, support_valid):
-        t, p = support_roi_feats.shape[:2]
+    def head_features(self, feature, proposal_valid, roi_feats, ref_keys, ref_values,
+                      support_features, support_ref_keys, support_ref_values, support_proposal_valid, support_valid):
+        """TRoI + SELSA features [P, C] of the target's RoIs (see ``head``)."""
+        t, levels, p, c = support_ref_keys.shape
         # mmtracking's reference set is the support frames plus the target itself.
         maps = torch.cat([support_features, feature], dim=0)
         map_valid = torch.cat([support_valid, torch.ones_like(support_valid[:1])])
         temporal = self.roi_head.bbox_roi_extractor(roi_feats, maps, map_valid, impl=self.op_impl)
-        ref = torch.cat([support_roi_feats.reshape(t * p, *support_roi_feats.shape[2:]), roi_feats], dim=0)
+
+        def references(support, own):  # [T, L, P, C] and [L, P', C] → [L, T·P + P', C]
+            return torch.cat([support.permute(1, 0, 2, 3).reshape(levels, t * p, c), own], dim=1)
+
         ref_valid = torch.cat([(support_valid.view(t, 1) & support_proposal_valid).reshape(-1), proposal_valid])
-        return self.roi_head.bbox_head.features(temporal, ref, ref_valid)
+        return self.roi_head.bbox_head.features_from_projections(
+            temporal, references(support_ref_keys, ref_keys), references(support_ref_values, ref_values), ref_valid
+        )
 
     def head(
-        self, image_size, feature, proposals, proposal_valid, roi_feats,
-        support_features, support_roi_feats, support_proposal_valid, support_valid,
+        self, image_size, feature, proposals, proposal_valid, roi_feats, ref_keys, ref_values,
+        support_features, support_ref_keys, support_ref_values, support_proposal_valid, support_valid,
     ):
         """One target frame's detections: boxes [D, 4], scores [D], labels [D], valid [D].
 
-        support_features [T, C, h, w], support_roi_feats [T, P, C, 7, 7],
-        support_proposal_valid [T, P], support_valid [T] (False = no frame).
+        The target's frame outputs (``frame``), then its T support frames':
+        support_features [T, C, h, w], support_ref_keys and support_ref_values
+        [T, L, P, C], support_proposal_valid [T, P], and support_valid [T]
+        (False = no frame).
         """
-        x = self.head_features(feature, proposal_valid, roi_feats, support_features, support_roi_feats, support_proposal_valid, support_valid)
+        x = self.head_features(
+            feature, proposal_valid, roi_feats, ref_keys, ref_values,
+            support_features, support_ref_keys, support_ref_values, support_proposal_valid, support_valid,
+        )  # fmt: skip
         bbox_head = self.roi_head.bbox_head
         return mmdet_detect(
             proposals, proposal_valid, bbox_head.fc_cls(x), bbox_head.fc_reg(x), image_size[0], image_size[1], self.cfg.detection
@@ -377,10 +423,10 @@ class TroiDetector(nn.Module):
 
 class TroiFrameStage(nn.Module):
     """inputs: image [1, 3, H, W]; outputs: feature [1, C, h, w], proposals [P, 4],
-    proposal_valid [P], roi_feats [P, C, 7, 7]."""
+    proposal_valid [P], roi_feats [P, C, 7, 7], ref_keys and ref_values [L, P, C]."""
 
     input_names = ("image",)
-    output_names = ("feature", "proposals", "proposal_valid", "roi_feats")
+    output_names = ("feature", "proposals", "proposal_valid", "roi_feats", "ref_keys", "ref_values")
 
     def __init__(self, detector: TroiDetector):
         super().__init__()
@@ -395,8 +441,8 @@ class TroiHeadStage(nn.Module):
     frames' feature maps, RoI features and masks; outputs: detections."""
 
     input_names = (
-        "image_size", "feature", "proposals", "proposal_valid", "roi_feats",
-        "support_features", "support_roi_feats", "support_proposal_valid", "support_valid",
+        "image_size", "feature", "proposals", "proposal_valid", "roi_feats", "ref_keys", "ref_values",
+        "support_features", "support_ref_keys", "support_ref_values", "support_proposal_valid", "support_valid",
     )
     output_names = ("boxes", "scores", "labels", "valid")
 

@@ -21,7 +21,7 @@ import numpy as np
 from ...methods.troi import adaptive_stride_support, online_support
 from .base import FrameResult, Pipeline, PipelineStream
 
-FRAME_OUTPUTS = ("feature", "proposals", "proposal_valid", "roi_feats")
+FRAME_OUTPUTS = ("feature", "proposals", "proposal_valid", "roi_feats", "ref_keys", "ref_values")
 
 
 class TroiPipeline(Pipeline):
@@ -86,7 +86,10 @@ class TroiStream(PipelineStream):
         """T support slots from frame-stage outputs; slots past ``frames`` are
         zeros shaped like ``like`` (the target's outputs), masked."""
         backend, t = self.pipeline.backend, self.pipeline.num_support
-        names = {"support_features": "feature", "support_roi_feats": "roi_feats", "support_proposal_valid": "proposal_valid"}
+        names = {
+            "support_features": "feature", "support_ref_keys": "ref_keys", "support_ref_values": "ref_values",
+            "support_proposal_valid": "proposal_valid",
+        }  # fmt: skip
         inputs = {}
         for name, source in names.items():
             arrays = [backend.to_numpy(f[source]) for f in frames]
