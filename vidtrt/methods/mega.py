@@ -276,7 +276,11 @@ class Mega(Method):
         with torch.no_grad():
             refs = [d.frame(f.image) for f in frames[1:]]
         like = refs[0]
-        local = _stack_slots(refs[: self.TRAIN_LOCAL], self.TRAIN_LOCAL, cfg.ref_proposals, like)
+        # The target's own first proposals lead the local pool, as at test time (its local window
+        # holds it) and as mega.pytorch trains (the current frame is the first local reference).
+        own_rows = proposals[: cfg.ref_proposals]
+        own = (own_rows, valid[: cfg.ref_proposals], d.extractor.box_features(c4, own_rows))
+        local = _stack_slots([own] + refs[: self.TRAIN_LOCAL], self.TRAIN_LOCAL + 1, cfg.ref_proposals, like)
         _, global_valid, global_features = _stack_slots(refs[self.TRAIN_LOCAL :], self.TRAIN_GLOBAL, cfg.ref_proposals, like)
         x, _ = d.aggregate(sampled.rois, torch.ones(len(sampled.rois), dtype=torch.bool), features, *local, global_valid, global_features)
         predictor = d.roi_heads.box.predictor

@@ -198,6 +198,37 @@ def maskrcnn_detect(rois, roi_valid, class_logits, box_deltas, image_height, ima
 # ------------------------------------------------------------ modules
 
 
+POSITION_WEIGHT_EPS = 1e-6  # mega.pytorch: log(relu(W_G·embedding) + 1e-6)
+# Training only: the gradient of log(w + eps) is taken as if w were at least this.
+POSITION_GRADIENT_FLOOR = 1e-2
+
+
+class _BoundedGradientLog(torch.autograd.Function):
+    """log(w + eps) with its gradient 1 / max(w + eps, floor): the same values,
+    a bounded gradient. A position weight just above the ReLU's kink gives
+    1 / (w + 1e-6), up to 1e6, and one such spike, clipped with the rest of
+    the step's gradient, shrinks every other update; measured on mega_small,
+    W_G's gradient norm jumped 40-fold every few hundred steps and the head's
+    losses rose until training diverged."""
+
+    @staticmethod
+    def forward(ctx, weight):
+        ctx.save_for_backward(weight)
+        return torch.log(weight + POSITION_WEIGHT_EPS)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        return grad / (weight + POSITION_WEIGHT_EPS).clamp(min=POSITION_GRADIENT_FLOOR)
+
+
+def log_position_weight(weight: torch.Tensor) -> torch.Tensor:
+    """log(weight + 1e-6) as mega.pytorch; under autograd its gradient is bounded (training)."""
+    if torch.is_grad_enabled() and weight.requires_grad:
+        return _BoundedGradientLog.apply(weight)
+    return torch.log(weight + POSITION_WEIGHT_EPS)
+
+
 class _Namespace(nn.Module):
     """A module that only groups children, to reproduce upstream key prefixes."""
 
@@ -298,6 +329,22 @@ class MegaFeatureExtractor(nn.Module):
         self.g_Wks = nn.ModuleList([nn.Linear(d, d) for _ in range(n_global)])
         self.g_Wvs = nn.ModuleList([nn.Conv2d(d * g, d, 1, groups=g) for _ in range(n_global)])
         self.g_us = nn.ParameterList([nn.Parameter(torch.zeros(g, 1, dg)) for _ in range(n_global)])
+        self.reset_relation_parameters()
+
+    @torch.no_grad()
+    def reset_relation_parameters(self) -> None:
+        """mega.pytorch's initialisation of the relation modules: W_G and W_V
+        N(0, 0.01) with zero bias, u N(0, 0.01); W_Q, W_K keep their default.
+        Each relation then starts as a near-zero residual, so the head begins
+        as a plain two-FC detector and learns how much to aggregate. With
+        PyTorch's default W_V, the untrained relations add a nearly uniform
+        mix of every reference (mostly background) of the input's own scale
+        to each query, five times over, and the classifier underfits."""
+        for module in list(self.l_Wgs) + list(self.l_Wvs) + list(self.g_Wvs):
+            nn.init.normal_(module.weight, std=0.01)
+            nn.init.zeros_(module.bias)
+        for u in list(self.l_us) + list(self.g_us):
+            nn.init.normal_(u, std=0.01)
 
     def pooled(self, c4: torch.Tensor, proposals: torch.Tensor) -> torch.Tensor:
         """res5 on the whole map, then RoIAlign of ``proposals``, flattened: [P, C·7·7]."""
@@ -324,7 +371,7 @@ class MegaFeatureExtractor(nn.Module):
         aff = aff.permute(1, 0, 2)  # [Nq, G, Nr]
         if position is not None:
             weight = torch.relu(self.l_Wgs[index](position)).permute(2, 1, 3, 0).squeeze(3)
-            aff = torch.log(weight + 1e-6) + aff
+            aff = log_position_weight(weight) + aff
         valid = ref_valid.view(1, 1, -1)
         aff = torch.where(valid, aff, torch.full_like(aff, float("-inf")))
         aff = torch.where(ref_valid.any(), aff, torch.zeros_like(aff))
