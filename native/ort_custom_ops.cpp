@@ -16,11 +16,19 @@
 #undef ORT_API_MANUAL_INIT
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define VIDTRT_ORT_X86_DISPATCH 1
+#else
+#define VIDTRT_ORT_X86_DISPATCH 0
+#endif
 
 #include "common/vidtrt_kernel_common.h"
 #include "fixed_size_nms/fixed_size_nms_launch.h"
@@ -107,8 +115,72 @@ void transpose_words(const Word* src, Word* dst, int64_t n, int64_t rows, int64_
     }
 }
 
+#if VIDTRT_ORT_X86_DISPATCH
+// One 8x8 block of 32-bit words in eight AVX registers: unpack pairs, then
+// quads, then swap 128-bit halves (the textbook sequence). Rows of the
+// source are `src_stride` words apart, rows of the destination `dst_stride`.
+__attribute__((target("avx2"))) inline void transpose_8x8(const float* s, int64_t src_stride, float* d, int64_t dst_stride) {
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s + i * src_stride);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; ++i) {
+        _mm256_storeu_ps(d + i * dst_stride, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+        _mm256_storeu_ps(d + (i + 4) * dst_stride, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    }
+}
+
+// transpose_words for 32-bit words with AVX2: 32x32 tiles of 8x8 register
+// blocks; partial tiles at the edges element by element. PSLA copies 25 MB
+// in and out per call at paper scale; with the scalar 16x16 path below those
+// copies were most of what ONNX Runtime's PSLA spent beyond the kernel
+// (benchmarks/results/ops_paper_scale_cpu.json). VIDTRT_ORT_GENERIC_TRANSPOSE
+// set in the environment picks the scalar path, to compare the two.
+__attribute__((target("avx2"))) void transpose_words_avx2(const float* src, float* dst, int64_t n, int64_t rows, int64_t cols) {
+    constexpr int64_t kTile = 32;
+    const int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < n; ++b) {
+        for (int64_t tile = 0; tile < row_tiles * col_tiles; ++tile) {
+            const float* s = src + b * rows * cols;
+            float* d = dst + b * rows * cols;
+            const int64_t r0 = tile / col_tiles * kTile, c0 = tile % col_tiles * kTile;
+            const int64_t nr = rows - r0 < kTile ? rows - r0 : kTile, nc = cols - c0 < kTile ? cols - c0 : kTile;
+            if (nr == kTile && nc == kTile) {
+                for (int64_t rb = 0; rb < kTile; rb += 8)
+                    for (int64_t cb = 0; cb < kTile; cb += 8)
+                        transpose_8x8(s + (r0 + rb) * cols + c0 + cb, cols, d + (c0 + cb) * rows + r0 + rb, rows);
+            } else {
+                for (int64_t r = 0; r < nr; ++r)
+                    for (int64_t c = 0; c < nc; ++c) d[(c0 + c) * rows + r0 + r] = s[(r0 + r) * cols + c0 + c];
+            }
+        }
+    }
+}
+
+bool cpu_has_avx2() {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+}
+#endif
+
 // [N, rows, cols] -> [N, cols, rows].
 void transpose(const void* src, void* dst, size_t bytes, int64_t n, int64_t rows, int64_t cols) {
+#if VIDTRT_ORT_X86_DISPATCH
+    static const bool avx2 = cpu_has_avx2();
+    if (bytes == 4 && avx2 && std::getenv("VIDTRT_ORT_GENERIC_TRANSPOSE") == nullptr) {
+        transpose_words_avx2(static_cast<const float*>(src), static_cast<float*>(dst), n, rows, cols);
+        return;
+    }
+#endif
     if (bytes == 4) {
         transpose_words(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), n, rows, cols);
     } else {
@@ -119,6 +191,35 @@ void transpose(const void* src, void* dst, size_t bytes, int64_t n, int64_t rows
 // Uninitialised scratch (every byte is written before it is read; a
 // zero-filled std::vector would add a pass over tens of MB).
 std::unique_ptr<uint8_t[]> scratch(int64_t bytes) { return std::unique_ptr<uint8_t[]>(new uint8_t[bytes]); }
+
+// Scratch kept per thread between calls and grown as needed, for ops whose
+// copies are small enough to keep (PSLA: 25 MB at paper scale). A fresh
+// allocation that size is mapped anew on every call and faulted in page by
+// page on first touch; reusing it saves that on every frame. (Not for
+// MostSimilarRoIAlign: its output copy is hundreds of MB.)
+class ScratchArena {
+  public:
+    uint8_t* get(int slot, int64_t bytes) {
+        Buffer& b = buffers_[slot];
+        if (b.size < bytes) {
+            b.data.reset(new uint8_t[bytes]);
+            b.size = bytes;
+        }
+        return b.data.get();
+    }
+
+  private:
+    struct Buffer {
+        std::unique_ptr<uint8_t[]> data;
+        int64_t size = 0;
+    };
+    Buffer buffers_[4];
+};
+
+uint8_t* kept_scratch(int slot, int64_t bytes) {
+    thread_local ScratchArena arena;
+    return arena.get(slot, bytes);
+}
 
 void to_channels_last(const void* src, void* dst, size_t bytes, int64_t n, int64_t channels, int64_t positions) {
     transpose(src, dst, bytes, n, channels, positions);
@@ -150,14 +251,15 @@ struct PSLAKernel : KernelBase {
         // stores to an NCHW output, one per channel 4·H·W bytes apart, were
         // measured slower than writing channels-last and transposing.
         const int64_t qk_bytes = n * c * h * w * bytes, v_bytes = n * channels * h * w * bytes;
-        auto ql = scratch(qk_bytes), kl = scratch(qk_bytes), vl = scratch(v_bytes), ol = scratch(v_bytes);
-        to_channels_last(q.data, ql.get(), bytes, n, c, h * w);
-        to_channels_last(k.data, kl.get(), bytes, n, c, h * w);
-        to_channels_last(v.data, vl.get(), bytes, n, channels, h * w);
+        uint8_t *ql = kept_scratch(0, qk_bytes), *kl = kept_scratch(1, qk_bytes), *vl = kept_scratch(2, v_bytes),
+                *ol = kept_scratch(3, v_bytes);
+        to_channels_last(q.data, ql, bytes, n, c, h * w);
+        to_channels_last(k.data, kl, bytes, n, c, h * w);
+        to_channels_last(v.data, vl, bytes, n, channels, h * w);
         vidtrt::psla::Problem p{{n, c, channels, h, w, max_disp}, nhwc(q.shape), nhwc(k.shape), nhwc(v.shape),
                                 nhwc(v.shape)};
-        check(vidtrt::psla::forward_host(dtype, ql.get(), kl.get(), vl.get(), ol.get(), p, 0), "PSLA");
-        from_channels_last(ol.get(), out, bytes, n, channels, h * w);
+        check(vidtrt::psla::forward_host(dtype, ql, kl, vl, ol, p, 0), "PSLA");
+        from_channels_last(ol, out, bytes, n, channels, h * w);
     }
     int max_disp;
 };

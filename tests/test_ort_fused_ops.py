@@ -73,6 +73,30 @@ def test_fused_session_is_the_native_kernel_bit_for_bit(op_type, tmp_path):
         assert path.read_bytes() == before
 
 
+@needs_library
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_psla_copies_on_tile_edges_and_reused_scratch(dtype, tmp_path):
+    """PSLA's channels-last copies in and out of ONNX Runtime's NCHW tensors
+    (32x32 AVX2 tiles for FP32, 16x16 otherwise, partial tiles element by
+    element) and its scratch kept per thread between calls: shapes with whole
+    and partial tiles in both directions, called largest first so the later
+    calls reuse larger buffers, each equal to the native kernel exactly."""
+    from vidtrt.export.onnx import export_module
+
+    op = registry.registered_ops()["PSLA"]
+    generator = torch.Generator().manual_seed(0)
+    for channels, value_channels, height, width in [(64, 96, 9, 11), (40, 33, 8, 4), (32, 64, 4, 8), (3, 5, 2, 3)]:
+        query, key = (torch.randn(1, channels, height, width, generator=generator).to(dtype) for _ in range(2))
+        value = torch.randn(1, value_channels, height, width, generator=generator).to(dtype)
+        path = tmp_path / f"psla_{channels}_{value_channels}_{height}x{width}.onnx"
+        export_module(_OpModule(op, {"max_disp": 2}), (query, key, value), path, op.input_names, op.output_names)
+        session = fused_ops.create_session(path, custom_ops="fused")
+        feeds = {"query": query.numpy(), "key": key.numpy(), "value": value.numpy()}
+        native = op.function(query, key, value, max_disp=2, impl="native").contiguous().numpy()
+        for _ in range(2):
+            np.testing.assert_array_equal(session.run(None, feeds)[0], native)
+
+
 _bundles: dict = {}
 
 
