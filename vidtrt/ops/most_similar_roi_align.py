@@ -57,7 +57,7 @@ import torch.nn.functional as F
 
 from .. import _native
 from .function_builder import FunctionBuilder
-from .registry import CustomOp, DOMAIN, refuse_autograd, register, untraced
+from .registry import CustomOp, DOMAIN, channels_last, refuse_autograd, register, untraced
 
 OP_TYPE = "MostSimilarRoIAlign"
 PLUGIN_VERSION = "1"
@@ -343,5 +343,6 @@ register(
         example=example,
         work=work,
         paper_problem=paper_problem,
+        kernel_layout=channels_last,
     )
 )

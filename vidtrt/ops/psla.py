@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .. import _native
 from .function_builder import FunctionBuilder
-from .registry import CustomOp, DOMAIN, refuse_autograd, register, untraced
+from .registry import CustomOp, DOMAIN, channels_last, refuse_autograd, register, untraced
 
 OP_TYPE = "PSLA"
 PLUGIN_VERSION = "1"
@@ -282,5 +282,6 @@ register(
         example=example,
         work=work,
         paper_problem=paper_problem,
+        kernel_layout=channels_last,
     )
 )

@@ -54,6 +54,17 @@ class CustomOp:
     # The op at its paper's scale for `vidtrt selfcheck --bench`: () -> (FP32
     # tensors, attrs, work(tensors, attrs)).
     paper_problem: Callable | None = None
+    # (tensors) -> the same values in the layout the host kernel reads without
+    # copying (channels-last for PSLA and MostSimilarRoIAlign, whose native
+    # entry points copy NCHW inputs first). None: the kernel reads the inputs
+    # as they are. The bench times the kernel on these too, so its GFLOP/s
+    # against the ceiling are the kernel's, not the layout copies'.
+    kernel_layout: Callable | None = None
+
+
+def channels_last(tensors) -> tuple:
+    """4-D tensors as channels-last copies, others unchanged (a ``kernel_layout``)."""
+    return tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in tensors)
 
 
 _OPS: dict[str, CustomOp] = {}

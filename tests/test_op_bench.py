@@ -1,0 +1,55 @@
+"""`vidtrt selfcheck --bench` (vidtrt/op_bench.py) on small problems: every
+path is timed and its output checked against the reference, the native
+kernel is also timed alone on inputs in its own layout where the op's entry
+point copies them, and the figures derive from the medians as stated."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from vidtrt import op_bench
+from vidtrt.ops import registry
+
+
+class FixedCeiling:
+    """An sgemm stand-in that takes no time and reports 100 GFLOP/s, so the fractions are checkable."""
+
+    def __call__(self):
+        pass
+
+    def gflops(self, ms: float) -> float:
+        return 100.0
+
+
+def small(op_type: str):
+    op = registry.registered_ops()[op_type]
+    tensors, attrs = op.example(torch.float32)
+    return dataclasses.replace(op, paper_problem=lambda: (tensors, attrs, op.work(tensors, attrs)))
+
+
+@pytest.mark.parametrize("op_type,has_kernel_path", [("PSLA", True), ("MostSimilarRoIAlign", True), ("RelationPropagation", False)])
+def test_bench_row(op_type, has_kernel_path, tmp_path):
+    op = small(op_type)
+    row = op_bench.bench_op(op, tmp_path, threads=1, repeat=2, slow_repeat=1, sgemm=FixedCeiling(), log=lambda m: None)
+    median = row["median_ms"]
+    assert ("native_kernel" in median) == has_kernel_path
+    assert all(len(row["times_ms"][k]) == (1 if k in ("reference", "onnxruntime_decomposed") else 2) for k in row["times_ms"])
+    assert max(row["max_abs_deviation_vs_reference"].values()) < 1e-4
+    kernel_ms = median.get("native_kernel", median["native"])
+    assert row["native_kernel_gflops"] == pytest.approx(row["flops"] / (kernel_ms * 1e-3) / 1e9)
+    assert row["native_kernel_fraction_of_sgemm_ceiling"] == pytest.approx(row["native_kernel_gflops"] / 100.0)
+    assert row["native_fraction_of_sgemm_ceiling"] == pytest.approx(row["flops"] / (median["native"] * 1e-3) / 1e9 / 100.0)
+    table = op_bench.format_table({"sgemm_ceiling": {"size": 1}, "threads": 1, "ops": [row]})
+    assert f"{row['native_kernel_fraction_of_sgemm_ceiling']:.1%}" in table
+
+
+def test_kernel_layout_is_channels_last_and_the_same_values():
+    op = registry.registered_ops()["PSLA"]
+    tensors, _ = op.example(torch.float32)
+    laid_out = op.kernel_layout(tensors)
+    assert all(t.is_contiguous(memory_format=torch.channels_last) for t in laid_out)
+    assert all(torch.equal(a, b) for a, b in zip(tensors, laid_out))
+    assert registry.registered_ops()["FixedSizeNMS"].kernel_layout is None
