@@ -91,35 +91,46 @@ vidtrt::Strides4 nhwc(const std::vector<int64_t>& s) { return {s[1] * s[2] * s[3
 // [N, C, P] <-> [N, P, C] (P = H·W), element size `bytes`: the host bodies of
 // PSLA and MostSimilarRoIAlign run their per-position channel loops
 // unit-stride on channels-last inputs, as the Python binding feeds them;
-// ONNX Runtime's tensors are NCHW. 16×16 tiles through a local buffer: every
-// row segment read or written is one whole cache line. (Scattering single
+// ONNX Runtime's tensors are NCHW.
+//
+// [N, rows, cols] -> [N, cols, rows] in kTile x kTile tiles, OpenMP over
+// batches and tiles. `copy_tile(s, src_stride, d, dst_stride, nr, nc)`
+// transposes one nr x nc tile (nr, nc <= kTile; smaller at the edges).
+template <int64_t kTile, typename Word, typename CopyTile>
+void transpose_tiled(const Word* src, Word* dst, int64_t n, int64_t rows, int64_t cols, CopyTile copy_tile) {
+    const int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < n; ++b) {
+        for (int64_t tile = 0; tile < row_tiles * col_tiles; ++tile) {
+            const int64_t r0 = tile / col_tiles * kTile, c0 = tile % col_tiles * kTile;
+            const int64_t nr = rows - r0 < kTile ? rows - r0 : kTile, nc = cols - c0 < kTile ? cols - c0 : kTile;
+            copy_tile(src + b * rows * cols + r0 * cols + c0, cols, dst + b * rows * cols + c0 * rows + r0, rows, nr, nc);
+        }
+    }
+}
+
+// Any word size: 16x16 tiles through a local buffer, so that every row
+// segment read or written is one whole cache line. (Scattering single
 // elements instead was 3x slower: rows 4 KiB apart, e.g. 1024 FP32 channels,
 // all fall into one L1 set.)
 template <typename Word>
 void transpose_words(const Word* src, Word* dst, int64_t n, int64_t rows, int64_t cols) {
     constexpr int64_t kTile = 16;
-    const int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t b = 0; b < n; ++b) {
-        for (int64_t tile = 0; tile < row_tiles * col_tiles; ++tile) {
-            const Word* s = src + b * rows * cols;
-            Word* d = dst + b * rows * cols;
-            const int64_t r0 = tile / col_tiles * kTile, c0 = tile % col_tiles * kTile;
-            const int64_t nr = rows - r0 < kTile ? rows - r0 : kTile, nc = cols - c0 < kTile ? cols - c0 : kTile;
-            Word buffer[kTile][kTile];
-            for (int64_t r = 0; r < nr; ++r)
-                for (int64_t c = 0; c < nc; ++c) buffer[c][r] = s[(r0 + r) * cols + c0 + c];
-            for (int64_t c = 0; c < nc; ++c)
-                for (int64_t r = 0; r < nr; ++r) d[(c0 + c) * rows + r0 + r] = buffer[c][r];
-        }
-    }
+    transpose_tiled<kTile>(src, dst, n, rows, cols,
+                           [](const Word* s, int64_t ss, Word* d, int64_t ds, int64_t nr, int64_t nc) {
+                               Word buffer[kTile][kTile];
+                               for (int64_t r = 0; r < nr; ++r)
+                                   for (int64_t c = 0; c < nc; ++c) buffer[c][r] = s[r * ss + c];
+                               for (int64_t c = 0; c < nc; ++c)
+                                   for (int64_t r = 0; r < nr; ++r) d[c * ds + r] = buffer[c][r];
+                           });
 }
 
 #if VIDTRT_ORT_X86_DISPATCH
 // One 8x8 block of 32-bit words in eight AVX registers: unpack pairs, then
 // quads, then swap 128-bit halves (the textbook sequence). Rows of the
 // source are `src_stride` words apart, rows of the destination `dst_stride`.
-__attribute__((target("avx2"))) inline void transpose_8x8(const float* s, int64_t src_stride, float* d, int64_t dst_stride) {
+__attribute__((target("avx2"))) void transpose_8x8(const float* s, int64_t src_stride, float* d, int64_t dst_stride) {
     __m256 r[8], t[8];
     for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s + i * src_stride);
     for (int i = 0; i < 8; i += 2) {
@@ -138,32 +149,25 @@ __attribute__((target("avx2"))) inline void transpose_8x8(const float* s, int64_
     }
 }
 
-// transpose_words for 32-bit words with AVX2: 32x32 tiles of 8x8 register
-// blocks; partial tiles at the edges element by element. PSLA copies 25 MB
-// in and out per call at paper scale; with the scalar 16x16 path below those
-// copies were most of what ONNX Runtime's PSLA spent beyond the kernel
+// 32-bit words with AVX2: whole 32x32 tiles as 8x8 register blocks, partial
+// tiles at the edges element by element. PSLA copies 25 MB in and out per
+// call at paper scale; with the scalar path above those copies were most of
+// what ONNX Runtime's PSLA spent beyond the kernel
 // (benchmarks/results/ops_paper_scale_cpu.json). VIDTRT_ORT_GENERIC_TRANSPOSE
 // set in the environment picks the scalar path, to compare the two.
-__attribute__((target("avx2"))) void transpose_words_avx2(const float* src, float* dst, int64_t n, int64_t rows, int64_t cols) {
+void transpose_words_avx2(const float* src, float* dst, int64_t n, int64_t rows, int64_t cols) {
     constexpr int64_t kTile = 32;
-    const int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t b = 0; b < n; ++b) {
-        for (int64_t tile = 0; tile < row_tiles * col_tiles; ++tile) {
-            const float* s = src + b * rows * cols;
-            float* d = dst + b * rows * cols;
-            const int64_t r0 = tile / col_tiles * kTile, c0 = tile % col_tiles * kTile;
-            const int64_t nr = rows - r0 < kTile ? rows - r0 : kTile, nc = cols - c0 < kTile ? cols - c0 : kTile;
-            if (nr == kTile && nc == kTile) {
-                for (int64_t rb = 0; rb < kTile; rb += 8)
-                    for (int64_t cb = 0; cb < kTile; cb += 8)
-                        transpose_8x8(s + (r0 + rb) * cols + c0 + cb, cols, d + (c0 + cb) * rows + r0 + rb, rows);
-            } else {
-                for (int64_t r = 0; r < nr; ++r)
-                    for (int64_t c = 0; c < nc; ++c) d[(c0 + c) * rows + r0 + r] = s[(r0 + r) * cols + c0 + c];
-            }
-        }
-    }
+    transpose_tiled<kTile>(src, dst, n, rows, cols,
+                           [](const float* s, int64_t ss, float* d, int64_t ds, int64_t nr, int64_t nc) {
+                               if (nr == kTile && nc == kTile) {
+                                   for (int64_t rb = 0; rb < kTile; rb += 8)
+                                       for (int64_t cb = 0; cb < kTile; cb += 8)
+                                           transpose_8x8(s + rb * ss + cb, ss, d + cb * ds + rb, ds);
+                                   return;
+                               }
+                               for (int64_t r = 0; r < nr; ++r)
+                                   for (int64_t c = 0; c < nc; ++c) d[c * ds + r] = s[r * ss + c];
+                           });
 }
 
 bool cpu_has_avx2() {

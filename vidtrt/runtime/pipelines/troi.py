@@ -22,6 +22,11 @@ from ...methods.troi import adaptive_stride_support, online_support
 from .base import FrameResult, Pipeline, PipelineStream
 
 FRAME_OUTPUTS = ("feature", "proposals", "proposal_valid", "roi_feats", "ref_keys", "ref_values")
+# head input of a support slot -> the frame output it is stacked from
+SUPPORT_SOURCES = {
+    "support_features": "feature", "support_ref_keys": "ref_keys", "support_ref_values": "ref_values",
+    "support_proposal_valid": "proposal_valid",
+}  # fmt: skip
 
 
 class TroiPipeline(Pipeline):
@@ -56,8 +61,8 @@ class TroiStream(PipelineStream):
         outputs = self._run_frame(image)
         support = [self._memory[i] for i in online_support(index, p.num_support, p.stride)]
         result = self._detect(index, outputs, self._support_inputs(support, like=outputs))
-        if index % p.stride == 0:
-            self._memory[index] = outputs
+        if index % p.stride == 0:  # only what a support slot reads (not the frame's RoI features)
+            self._memory[index] = {name: outputs[name] for name in SUPPORT_SOURCES.values()}
             for old in sorted(self._memory)[: -p.num_support]:
                 del self._memory[old]
         return [result]
@@ -86,12 +91,8 @@ class TroiStream(PipelineStream):
         """T support slots from frame-stage outputs; slots past ``frames`` are
         zeros shaped like ``like`` (the target's outputs), masked."""
         backend, t = self.pipeline.backend, self.pipeline.num_support
-        names = {
-            "support_features": "feature", "support_ref_keys": "ref_keys", "support_ref_values": "ref_values",
-            "support_proposal_valid": "proposal_valid",
-        }  # fmt: skip
         inputs = {}
-        for name, source in names.items():
+        for name, source in SUPPORT_SOURCES.items():
             arrays = [backend.to_numpy(f[source]) for f in frames]
             if len(arrays) < t:
                 template = arrays[0] if arrays else backend.to_numpy(like[source])
