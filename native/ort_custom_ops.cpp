@@ -23,13 +23,7 @@
 #include <string>
 #include <vector>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define VIDTRT_ORT_X86_DISPATCH 1
-#else
-#define VIDTRT_ORT_X86_DISPATCH 0
-#endif
-
+#include "common/vidtrt_host_transpose.h"
 #include "common/vidtrt_kernel_common.h"
 #include "fixed_size_nms/fixed_size_nms_launch.h"
 #include "most_similar_roi_align/most_similar_roi_align_launch.h"
@@ -126,31 +120,9 @@ void transpose_words(const Word* src, Word* dst, int64_t n, int64_t rows, int64_
                            });
 }
 
-#if VIDTRT_ORT_X86_DISPATCH
-// One 8x8 block of 32-bit words in eight AVX registers: unpack pairs, then
-// quads, then swap 128-bit halves (the textbook sequence). Rows of the
-// source are `src_stride` words apart, rows of the destination `dst_stride`.
-__attribute__((target("avx2"))) void transpose_8x8(const float* s, int64_t src_stride, float* d, int64_t dst_stride) {
-    __m256 r[8], t[8];
-    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s + i * src_stride);
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int i = 0; i < 4; ++i) {
-        _mm256_storeu_ps(d + i * dst_stride, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
-        _mm256_storeu_ps(d + (i + 4) * dst_stride, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
-    }
-}
-
+#if VIDTRT_HOST_X86_DISPATCH
 // 32-bit words with AVX2: whole 32x32 tiles as 8x8 register blocks, partial
-// tiles at the edges element by element. PSLA copies 25 MB in and out per
+// tiles at the edges element by element. PSLA copies 15 MB in per
 // call at paper scale; with the scalar path above those copies were most of
 // what ONNX Runtime's PSLA spent beyond the kernel
 // (benchmarks/results/ops_paper_scale_cpu.json). VIDTRT_ORT_GENERIC_TRANSPOSE
@@ -162,11 +134,10 @@ void transpose_words_avx2(const float* src, float* dst, int64_t n, int64_t rows,
                                if (nr == kTile && nc == kTile) {
                                    for (int64_t rb = 0; rb < kTile; rb += 8)
                                        for (int64_t cb = 0; cb < kTile; cb += 8)
-                                           transpose_8x8(s + rb * ss + cb, ss, d + cb * ds + rb, ds);
+                                           vidtrt::transpose_8x8(s + rb * ss + cb, ss, d + cb * ds + rb, ds);
                                    return;
                                }
-                               for (int64_t r = 0; r < nr; ++r)
-                                   for (int64_t c = 0; c < nc; ++c) d[c * ds + r] = s[r * ss + c];
+                               vidtrt::transpose_block(s, ss, d, ds, nr, nc);
                            });
 }
 
@@ -178,7 +149,7 @@ bool cpu_has_avx2() {
 
 // [N, rows, cols] -> [N, cols, rows].
 void transpose(const void* src, void* dst, size_t bytes, int64_t n, int64_t rows, int64_t cols) {
-#if VIDTRT_ORT_X86_DISPATCH
+#if VIDTRT_HOST_X86_DISPATCH
     static const bool avx2 = cpu_has_avx2();
     if (bytes == 4 && avx2 && std::getenv("VIDTRT_ORT_GENERIC_TRANSPOSE") == nullptr) {
         transpose_words_avx2(static_cast<const float*>(src), static_cast<float*>(dst), n, rows, cols);
@@ -197,7 +168,7 @@ void transpose(const void* src, void* dst, size_t bytes, int64_t n, int64_t rows
 std::unique_ptr<uint8_t[]> scratch(int64_t bytes) { return std::unique_ptr<uint8_t[]>(new uint8_t[bytes]); }
 
 // Scratch kept per thread between calls and grown as needed, for ops whose
-// copies are small enough to keep (PSLA: 25 MB at paper scale). A fresh
+// copies are small enough to keep (PSLA: 15 MB at paper scale). A fresh
 // allocation that size is mapped anew on every call and faulted in page by
 // page on first touch; reusing it saves that on every frame. (Not for
 // MostSimilarRoIAlign: its output copy is hundreds of MB.)
@@ -217,7 +188,7 @@ class ScratchArena {
         std::unique_ptr<uint8_t[]> data;
         int64_t size = 0;
     };
-    Buffer buffers_[4];
+    Buffer buffers_[3];
 };
 
 uint8_t* kept_scratch(int slot, int64_t bytes) {
@@ -251,19 +222,18 @@ struct PSLAKernel : KernelBase {
         const size_t bytes = element_size(dtype);
         const int64_t n = q.shape[0], c = q.shape[1], channels = v.shape[1], h = q.shape[2], w = q.shape[3];
         void* out = output(api, context, 0, v.shape);
-        // Channels-last copies in and out (see transpose()): the body's
-        // stores to an NCHW output, one per channel 4·H·W bytes apart, were
-        // measured slower than writing channels-last and transposing.
+        // Channels-last copies of the inputs (see transpose()). The output
+        // is ONNX Runtime's NCHW tensor itself: the host launcher stages each
+        // run of positions channels-last in cache and stores it plane by
+        // plane (psla_host.cpp), instead of a separate pass over the output.
         const int64_t qk_bytes = n * c * h * w * bytes, v_bytes = n * channels * h * w * bytes;
-        uint8_t *ql = kept_scratch(0, qk_bytes), *kl = kept_scratch(1, qk_bytes), *vl = kept_scratch(2, v_bytes),
-                *ol = kept_scratch(3, v_bytes);
+        uint8_t *ql = kept_scratch(0, qk_bytes), *kl = kept_scratch(1, qk_bytes), *vl = kept_scratch(2, v_bytes);
         to_channels_last(q.data, ql, bytes, n, c, h * w);
         to_channels_last(k.data, kl, bytes, n, c, h * w);
         to_channels_last(v.data, vl, bytes, n, channels, h * w);
         vidtrt::psla::Problem p{{n, c, channels, h, w, max_disp}, nhwc(q.shape), nhwc(k.shape), nhwc(v.shape),
-                                nhwc(v.shape)};
-        check(vidtrt::psla::forward_host(dtype, ql, kl, vl, ol, p, 0), "PSLA");
-        from_channels_last(ol, out, bytes, n, channels, h * w);
+                                nchw(v.shape)};
+        check(vidtrt::psla::forward_host(dtype, ql, kl, vl, out, p, 0), "PSLA");
     }
     int max_disp;
 };

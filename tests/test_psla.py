@@ -186,6 +186,32 @@ class TestPSLA(OpTester):
         with pytest.raises(ValueError, match="isa must be one of"):
             psla_native(q, k, v, 3, isa="avx512")
 
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+    @pytest.mark.parametrize("isa", ["generic", "auto"])
+    def test_native_planar_output_equals_channels_last(self, dtype, isa):
+        """An NCHW output (what ONNX Runtime hands the kernel) goes through the
+        launcher's staged path: runs of positions summed channels-last in a
+        per-thread buffer, then stored plane by plane. It must equal the
+        channels-last output bit for bit, including runs of 16 positions that
+        cross from one image to the next (H·W = 99) and channel counts off
+        the 8-wide register blocks (70), on both builds."""
+        from vidtrt import _native
+        from vidtrt.ops.psla import psla_native
+
+        q, k, v = random_inputs(22, 2, 6, 70, 9, 11, dtype=dtype)
+        want = psla_native(q, k, v, 2, isa=isa)
+        ql, kl, vl = (t.contiguous(memory_format=torch.channels_last) for t in (q, k, v))
+        for threads in (1, 2):
+            out = torch.full_like(v, float("nan"))  # NCHW; every element must be written
+            _native.kernels().psla_forward(
+                str(dtype).removeprefix("torch."),
+                ql.data_ptr(), kl.data_ptr(), vl.data_ptr(), out.data_ptr(),
+                (2, 6, 70, 9, 11), 2,
+                ql.stride(), kl.stride(), vl.stride(), out.stride(),
+                threads, isa,
+            )  # fmt: skip
+            torch.testing.assert_close(out, want.contiguous(), rtol=0, atol=0)
+
     def test_zero_channels_refused_and_impl_compared_by_value(self):
         q, k, v = random_inputs(3, 1, 4, 3, 5, 6)
         with pytest.raises(ValueError, match="at least one channel"):

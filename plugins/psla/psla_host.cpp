@@ -1,14 +1,11 @@
 // Host launcher of the PSLA kernel body: OpenMP over positions.
 #include <omp.h>
 
-#include "../common/vidtrt_host_half.h"
-#include "psla_launch.h"
+#include <memory>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define VIDTRT_PSLA_X86_DISPATCH 1
-#else
-#define VIDTRT_PSLA_X86_DISPATCH 0
-#endif
+#include "../common/vidtrt_host_half.h"
+#include "../common/vidtrt_host_transpose.h"
+#include "psla_launch.h"
 
 namespace vidtrt {
 namespace psla {
@@ -20,19 +17,89 @@ namespace {
 // positions in turn.)
 constexpr int64_t kRun = 16;
 
-template <typename T, int kCStride>
-void positions_generic(const Args<T>& a, int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) psla_position<T, kCStride, 32>(a, p);  // 8 SSE registers of sums
+// Planar output (NCHW-like: x unit-stride, rows W apart, channel planes
+// apart), for callers that hand the body channels-last inputs but want an
+// NCHW result (ONNX Runtime). Storing each position's channels straight into
+// the planes scatters one element per channel, planes 4·H·W bytes apart (a
+// whole pass slower, measured); transposing a separate channels-last result
+// afterwards moves the whole output twice more. Instead each run of
+// positions is summed into `stage` ([run, C], per thread, in cache) and
+// written out a channel plane at a time, each row segment contiguous.
+template <typename T>
+bool planar_output(const Args<T>& a) {
+    return a.so.c != 1 && a.so.x == 1 && a.so.y == a.shape.W;
 }
 
-#if VIDTRT_PSLA_X86_DISPATCH
+// The staged rows [begin, end) of positions to out's planes, split where the
+// run crosses from one image of the batch to the next.
+template <typename T, typename StoreBlock>
+VIDTRT_FORCEINLINE void store_planes(const Args<T>& a, const T* stage, int64_t begin, int64_t end,
+                                     StoreBlock store_block) {
+    const int64_t plane = a.shape.H * a.shape.W;
+    for (int64_t s0 = begin; s0 < end;) {
+        const int64_t n = s0 / plane;
+        const int64_t s1 = end < (n + 1) * plane ? end : (n + 1) * plane;
+        store_block(stage + (s0 - begin) * a.shape.C, a.shape.C, a.out + n * a.so.n + (s0 - n * plane), a.so.c,
+                    s1 - s0, a.shape.C);
+        s0 = s1;
+    }
+}
+
+// Positions [begin, end) either straight to out (stage == nullptr) or through
+// `stage`, then out's planes.
+template <typename T, int kCStride, int kTile, typename StoreBlock>
+VIDTRT_FORCEINLINE void positions_body(const Args<T>& a, int64_t begin, int64_t end, T* stage,
+                                       StoreBlock store_block) {
+    if (stage == nullptr) {
+        for (int64_t p = begin; p < end; ++p) psla_position<T, kCStride, kTile>(a, p);
+        return;
+    }
+    float weight[kMaxCells];
+    int64_t value_offset[kMaxCells];
+    for (int64_t p = begin; p < end; ++p) {
+        const int count = psla_weights<T, kCStride>(a, p, weight, value_offset);
+        T* o = stage + (p - begin) * a.shape.C;
+        for (int64_t c0 = 0; c0 < a.shape.C; c0 += kTile) {
+            psla_accumulate<T, kCStride, kTile>(a, c0, weight, value_offset, count, o, 1);
+        }
+    }
+    store_planes(a, stage, begin, end, store_block);
+}
+
+template <typename T, int kCStride>
+void positions_generic(const Args<T>& a, int64_t begin, int64_t end, T* stage) {
+    positions_body<T, kCStride, 32>(a, begin, end, stage, transpose_block<T>);  // 8 SSE registers of sums
+}
+
+#if VIDTRT_HOST_X86_DISPATCH
 // The same body compiled for AVX2 + FMA (+ F16C for the FP16 conversions):
 // the dot products and the weighted sums are 8 lanes wide with fused
 // multiply-adds instead of SSE2's 4. Picked at run time, so the library
 // still runs on any x86-64.
+// FP32 blocks of the staged output as 8x8 register transposes; the rest
+// (edges, FP16) element by element.
+template <typename T>
+__attribute__((target("avx2"))) void store_block_avx2(const T* s, int64_t src_stride, T* d, int64_t dst_stride,
+                                                      int64_t rows, int64_t cols) {
+    int64_t r0 = 0;
+    if constexpr (sizeof(T) == 4) {
+        const int64_t whole_cols = cols - cols % 8;
+        for (; r0 + 8 <= rows; r0 += 8) {
+            for (int64_t c0 = 0; c0 < whole_cols; c0 += 8) {
+                transpose_8x8(reinterpret_cast<const float*>(s + r0 * src_stride + c0), src_stride,
+                              reinterpret_cast<float*>(d + c0 * dst_stride + r0), dst_stride);
+            }
+            transpose_block(s + r0 * src_stride + whole_cols, src_stride, d + whole_cols * dst_stride + r0,
+                            dst_stride, 8, cols - whole_cols);
+        }
+    }
+    transpose_block(s + r0 * src_stride, src_stride, d + r0, dst_stride, rows - r0, cols);
+}
+
 template <typename T, int kCStride>
-__attribute__((target("avx2,fma,f16c"))) void positions_avx2(const Args<T>& a, int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) psla_position<T, kCStride, 64>(a, p);  // 8 AVX registers of sums
+__attribute__((target("avx2,fma,f16c"))) void positions_avx2(const Args<T>& a, int64_t begin, int64_t end,
+                                                               T* stage) {
+    positions_body<T, kCStride, 64>(a, begin, end, stage, store_block_avx2<T>);  // 8 AVX registers of sums
 }
 
 bool cpu_has_avx2() {
@@ -50,9 +117,9 @@ int run(const void* query, const void* key, const void* value, void* out, const 
     // The inputs' channel strides decide the instantiation; the output's is read at run time.
     const bool unit = p.query.c == 1 && p.key.c == 1 && p.value.c == 1;
     const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
-    using RangeFn = void (*)(const Args<T>&, int64_t, int64_t);
+    using RangeFn = void (*)(const Args<T>&, int64_t, int64_t, T*);
     RangeFn range = unit ? &positions_generic<T, kUnitChannelStride> : &positions_generic<T, kAnyChannelStride>;
-#if VIDTRT_PSLA_X86_DISPATCH
+#if VIDTRT_HOST_X86_DISPATCH
     if (isa == HostIsa::kAuto && cpu_has_avx2()) {
         range = unit ? &positions_avx2<T, kUnitChannelStride> : &positions_avx2<T, kAnyChannelStride>;
     }
@@ -60,10 +127,15 @@ int run(const void* query, const void* key, const void* value, void* out, const 
     (void)isa;
 #endif
     const int64_t runs = (positions + kRun - 1) / kRun;
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t r = 0; r < runs; ++r) {
-        const int64_t begin = r * kRun;
-        range(a, begin, begin + kRun < positions ? begin + kRun : positions);
+    const bool staged = planar_output(a);
+#pragma omp parallel num_threads(threads)
+    {
+        std::unique_ptr<T[]> stage(staged ? new T[kRun * p.shape.C] : nullptr);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < runs; ++r) {
+            const int64_t begin = r * kRun;
+            range(a, begin, begin + kRun < positions ? begin + kRun : positions, stage.get());
+        }
     }
     return kSuccess;
 }

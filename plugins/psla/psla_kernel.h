@@ -142,23 +142,18 @@ VIDTRT_HD VIDTRT_FORCEINLINE int psla_weights(const Args<T>& a, int64_t p, float
     return count;
 }
 
-// Step 2 (Eq. 5) for output channels [c0, c0 + kTile) of position p: the
-// weighted sum of value over its cells, the accumulators in registers.
-// kTile independent sums hide the FMA latency: the host's AVX2 build takes
-// 64 (8 vector registers), the CUDA launcher kChannelTile per thread.
+// Step 2 (Eq. 5) for output channels [c0, c0 + kTile) of one position: the
+// weighted sum of value over its cells, the accumulators in registers,
+// stored to o[(c0 + t) * oc] (o: the position's output, oc: its channel
+// stride). kTile independent sums hide the FMA latency: the host's AVX2
+// build takes 64 (8 vector registers), the CUDA launcher kChannelTile per
+// thread.
 template <typename T, int kCStride, int kTile>
-VIDTRT_HD VIDTRT_FORCEINLINE void psla_accumulate(const Args<T>& a, int64_t p, int64_t c0, const float* weight,
-                                                  const int64_t* value_offset, int count) {
+VIDTRT_HD VIDTRT_FORCEINLINE void psla_accumulate(const Args<T>& a, int64_t c0, const float* weight,
+                                                  const int64_t* value_offset, int count, T* o, int64_t oc) {
     using Num = NumTraits<T>;
-    const Shape& s = a.shape;
     const int64_t vc = channel_stride<kCStride>(a.sv.c);
-    const int64_t oc = a.so.c;  // read at run time: written once per tile, and ONNX Runtime's output is NCHW
-    const int64_t x = p % s.W;
-    const int64_t ny = p / s.W;
-    const int64_t y = ny % s.H;
-    const int64_t n = ny / s.H;
-    T* o = a.out + n * a.so.n + y * a.so.y + x * a.so.x;
-    const int64_t width = (s.C - c0) < kTile ? (s.C - c0) : kTile;
+    const int64_t width = (a.shape.C - c0) < kTile ? (a.shape.C - c0) : kTile;
     float acc[kTile];
     for (int t = 0; t < kTile; ++t) acc[t] = 0.f;
     for (int i = 0; i < count; ++i) {
@@ -174,14 +169,25 @@ VIDTRT_HD VIDTRT_FORCEINLINE void psla_accumulate(const Args<T>& a, int64_t p, i
     for (int t = 0; t < width; ++t) o[(c0 + t) * oc] = Num::from_float(acc[t]);
 }
 
+// Where out[n, :, y, x] starts, p = (n * H + y) * W + x.
+template <typename T>
+VIDTRT_HD VIDTRT_FORCEINLINE T* psla_output(const Args<T>& a, int64_t p) {
+    const int64_t x = p % a.shape.W;
+    const int64_t ny = p / a.shape.W;
+    return a.out + ny / a.shape.H * a.so.n + ny % a.shape.H * a.so.y + x * a.so.x;
+}
+
 // Both steps for out[n, :, y, x], p = (n * H + y) * W + x.
 template <typename T, int kCStride, int kTile = kChannelTile>
 VIDTRT_HD VIDTRT_FORCEINLINE void psla_position(const Args<T>& a, int64_t p) {
     float weight[kMaxCells];
     int64_t value_offset[kMaxCells];
     const int count = psla_weights<T, kCStride>(a, p, weight, value_offset);
+    T* o = psla_output(a, p);
+    // The output's channel stride is read at run time: written once per tile,
+    // and ONNX Runtime's and TensorRT's outputs are NCHW.
     for (int64_t c0 = 0; c0 < a.shape.C; c0 += kTile) {
-        psla_accumulate<T, kCStride, kTile>(a, p, c0, weight, value_offset, count);
+        psla_accumulate<T, kCStride, kTile>(a, c0, weight, value_offset, count, o, a.so.c);
     }
 }
 
