@@ -334,7 +334,8 @@ def train(method: str, config: str, data: str | Path, out: str | Path, settings:
         losses = m.training_loss(detector, _draw_sample(dataset, m, cfg, rng, settings.flip), generator)
         total = sum(losses.values())
         if not torch.isfinite(total):
-            raise TrainingError(f"the loss became {float(total)} at step {step} ({ {k: float(v) for k, v in losses.items()} }); lower --lr")
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            raise TrainingError(f"the loss became {float(total.detach())} at step {step} ({values}); lower --lr")
         optimiser.zero_grad(set_to_none=True)
         total.backward()
         if settings.clip_grad:
@@ -351,7 +352,7 @@ def train(method: str, config: str, data: str | Path, out: str | Path, settings:
                 log("  " + "  ".join(f"{k} {v:.4g}" for k, v in entry.items()))
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(total):.3f}")
+            bar.set_postfix(loss=f"{float(total.detach()):.3f}")  # float() of a graph tensor warns
     if bar is not None:
         bar.close()
     if freeze_step >= settings.steps:
