@@ -17,7 +17,6 @@ import random
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 import vidtrt.tensorrt as vtrt
@@ -26,6 +25,7 @@ from vidtrt import cli
 from vidtrt.core.bundle import Manifest, StageSpec, StateSpec, TensorSpec, load_bundle
 from vidtrt.export.exporter import export_bundle
 from vidtrt.runtime.backends import create_backend
+from vidtrt.runtime.backends import onnxruntime_fused_ops as fused_ops
 from vidtrt.runtime.binding import (
     INPUT,
     RESULT,
@@ -689,7 +689,11 @@ class FakeProfile(dict):
 class FakeEngine:
     def __init__(self, trt: FakeTensorRT, desc: dict):
         self.trt, self.desc = trt, desc
-        self.session = ort.InferenceSession(desc["onnx"], providers=["CPUExecutionProvider"])
+        # The same session kind as the onnxruntime backend's (fused custom ops
+        # where libvidtrt_ort_ops.so is built, their decompositions otherwise),
+        # so that the two pipelines compare bit for bit: a real engine runs
+        # the plugins, and the fused kernels are their host bodies.
+        self.session = fused_ops.create_session(desc["onnx"])
         self.io = {t["name"]: (t, "input") for t in desc["inputs"]} | {t["name"]: (t, "output") for t in desc["outputs"]}
         self.num_io_tensors = len(self.io)
         self.device_memory_size_v2 = 1 << 16
