@@ -112,3 +112,39 @@ def test_cli_run_single_focus(bundle, tmp_path, capsys):
     assert code == 0, out
     assert "5 frames" in out and "batch" in out
     assert len((tmp_path / "o" / "detections.jsonl").read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_head_reads_regions_plus_relation_or_relation_alone(residual):
+    """What classification and regression read, against Eq. 1-3 written out
+    in float64 here: R + Â·R with ``relation_residual`` (the default), Â·R
+    alone without; Â = rownorm(A·A + A) over the valid regions, A_ij =
+    max(0, cos(σ(R_i), φ(R_j))), σ and φ ReLU'd linear maps."""
+    import dataclasses
+
+    import torch
+
+    cfg = dataclasses.replace(method.CONFIGS["mfsa_small"], relation_residual=residual)
+    detector = method.MfsaDetector(cfg).eval()
+    g = torch.Generator().manual_seed(3)
+    regions = torch.rand(9, cfg.region_dim, generator=g)
+    valid = torch.tensor([1, 1, 0, 1, 1, 1, 0, 1, 1], dtype=torch.bool)
+    with torch.no_grad():
+        got = detector.head_input(regions, valid).double()
+        sigma = torch.relu(detector.sigma(regions)).double()
+        phi = torch.relu(detector.phi(regions)).double()
+    r = regions.double()
+    n = len(r)
+    a = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        for j in range(n):
+            if valid[i] and valid[j]:
+                a[i, j] = max(0.0, float(sigma[i] @ phi[j] / (sigma[i].norm() * phi[j].norm())))
+    b = a @ a + a
+    refined = torch.zeros_like(r)
+    for i in range(n):
+        if b[i].sum() > 0:
+            refined[i] = (b[i] / b[i].sum()) @ r
+    want = r + refined if residual else refined
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=0)
+    assert cfg.relation_residual is residual and method.CONFIGS["mfsa_small"].relation_residual is True

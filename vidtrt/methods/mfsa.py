@@ -158,14 +158,15 @@ class Mfsa(Method):
     def training_loss(self, detector: MfsaDetector, frames, generator=None) -> dict:
         """Each of the K frames: RPN loss and sampled RoIs; one relation matrix
         over all K frames' sampled regions (as at test time over their
-        proposals); the head's losses on R̂, averaged over the frames.
+        proposals); the head's losses on what it reads after RPM (R + R̂, or
+        R̂ alone: ``relation_residual``), averaged over the frames.
 
         Plus the same head on each frame's own regions R (``frame_head_*``):
         the paper's basic detector is a trained Faster R-CNN, and R̂ is a
         weighted mean of R, so a head that reads R rightly is what RPM's
-        weights can learn against (measured on the held-out set: 0.07 mAP
-        without it, 0.33 with it and --init). It also makes the ``perframe``
-        baseline stage a trained detector (0.84)."""
+        weights can learn against (measured on the held-out set with R̂
+        alone: 0.07 mAP without it, 0.33 with it and --init). It also makes
+        the ``perframe`` baseline stage a trained detector (0.84)."""
         d = detector
         total: dict = {}
         layout = HeadLayout(BoxCoding(d.cfg.detection.box_weights), background="first", deltas="per_class")
@@ -182,7 +183,7 @@ class Mfsa(Method):
             add_losses(total, {f"frame_{k}": v for k, v in own.items()}, weight=1.0 / len(frames))
         counts = [len(r) for r in regions]
         stacked = torch.cat(regions)
-        refined = d.relate(stacked, torch.ones(len(stacked), dtype=torch.bool)).split(counts)
+        refined = d.head_input(stacked, torch.ones(len(stacked), dtype=torch.bool)).split(counts)
         for sampled, x in zip(sampled_all, refined):
             add_losses(total, head_loss(d.cls(x), d.reg(x), sampled, layout), weight=1.0 / len(frames))
         return total
