@@ -132,6 +132,13 @@ void transpose_words_avx2(const float* src, float* dst, int64_t n, int64_t rows,
     transpose_tiled<kTile>(src, dst, n, rows, cols,
                            [](const float* s, int64_t ss, float* d, int64_t ds, int64_t nr, int64_t nc) {
                                if (nr == kTile && nc == kTile) {
+                                   // The next tile's destination rows (the walker goes along
+                                   // the columns), prefetched for writing: 32 store streams
+                                   // that are new on every tile.
+                                   for (int64_t i = kTile; i < 2 * kTile; ++i) {
+                                       __builtin_prefetch(d + i * ds, 1, 3);
+                                       __builtin_prefetch(d + i * ds + 16, 1, 3);
+                                   }
                                    for (int64_t rb = 0; rb < kTile; rb += 8)
                                        for (int64_t cb = 0; cb < kTile; cb += 8)
                                            vidtrt::transpose_8x8(s + rb * ss + cb, ss, d + cb * ds + rb, ds);
