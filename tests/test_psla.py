@@ -218,6 +218,8 @@ class TestPSLA(OpTester):
             psla(q[:, :0], k[:, :0], v, 1)
         impl = "".join(["nat", "ive"])  # a string built at run time, as one read from a config is
         torch.testing.assert_close(psla(q, k, v, 1, impl=impl), psla(q, k, v, 1, impl="native"), rtol=0, atol=0)
+        impl = "".join(["refer", "ence"])
+        torch.testing.assert_close(psla(q, k, v, 1, impl=impl), psla(q, k, v, 1, impl="reference"), rtol=0, atol=0)
 
     def test_work_and_paper_problem_by_hand(self):
         """The counts `selfcheck --bench` and the GPU roofline use, on a 3×4
@@ -244,8 +246,10 @@ class TestPSLA(OpTester):
         """Tensors on different devices are refused, and the fused kernel
         refuses any device but the CPU ("meta" stands in for a GPU here)."""
         q, k, v = random_inputs(4, 1, 3, 2, 4, 5)
-        with pytest.raises(ValueError, match="on one device"):
-            psla(q, k, v.to("meta"), 1)
+        for on_meta in range(3):  # each tensor apart from the other two
+            tensors = [t.to("meta") if i == on_meta else t for i, t in enumerate((q, k, v))]
+            with pytest.raises(ValueError, match="on one device"):
+                psla(*tensors, 1)
         with pytest.raises(ValueError, match="runs on the CPU"):
             psla(*(t.to("meta") for t in (q, k, v)), 1, impl="native")
 
