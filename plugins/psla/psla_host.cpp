@@ -25,9 +25,12 @@ constexpr int64_t kRun = 16;
 // afterwards moves the whole output twice more. Instead each chunk of
 // kStagedRun positions is summed into `stage` ([chunk, C], per thread, in
 // L2) and written out a block of channels at a time, each plane's segment
-// contiguous. Chunks of 16 positions were measured 2-3x slower to store than
-// a plain channels-last output: every 64-byte segment went to a different
-// page and straddled two cache lines.
+// contiguous. What costs is the store's writes, spread over many planes:
+// each block of channels starts new streams the hardware prefetcher has not
+// seen, so store_block_avx2 prefetches the next block for writing (at paper
+// scale the store pass took 4-5 ms of PSLA's ~15 without that, in chunks of
+// 16 or 128 positions alike, and about 2 ms with it; 128 positions make
+// each plane's segment 512 bytes long instead of 64).
 constexpr int64_t kStagedRun = 128;
 
 // Rows of the stage are C + kStagePad elements apart, so that a column of it
