@@ -127,6 +127,15 @@ class TestPSLA(OpTester):
         q, k, v = random_inputs(7, 2, 3, 4, h, w)
         self.check(impl, q, k, v, directory=onnx_dir, max_disp=5)
 
+    def test_largest_max_disp_is_accepted(self):
+        """MAX_DISP itself (the kernel's bound, 8) is a valid displacement,
+        against the naive loop; one more is refused (BAD_INPUTS)."""
+        q, k, v = random_inputs(5, 1, 3, 4, 19, 18)
+        want = psla_naive(q.double(), k.double(), v.double(), MAX_DISP)
+        for impl in ("reference", "native"):
+            got = psla(q, k, v, MAX_DISP, impl=impl)
+            np.testing.assert_allclose(got.double().numpy(), want, atol=1e-5, rtol=0, err_msg=impl)
+
     @pytest.mark.parametrize("impl", IMPLS)
     def test_max_disp_zero_returns_value(self, impl, onnx_dir):
         q, k, v = random_inputs(3, 2, 4, 3, 5, 6, scale=10.0)
