@@ -63,20 +63,17 @@ VIDTRT_FORCEINLINE void store_planes(const Args<T>& a, const T* stage, int64_t b
 template <typename T, int kCStride, int kTile, typename StoreBlock>
 VIDTRT_FORCEINLINE void positions_body(const Args<T>& a, int64_t begin, int64_t end, T* stage,
                                        StoreBlock store_block) {
-    if (stage == nullptr) {
-        for (int64_t p = begin; p < end; ++p) psla_position<T, kCStride, kTile>(a, p);
-        return;
-    }
     float weight[kMaxCells];
     int64_t value_offset[kMaxCells];
+    const int64_t out_channel_stride = stage == nullptr ? a.so.c : 1;
     for (int64_t p = begin; p < end; ++p) {
         const int count = psla_weights<T, kCStride>(a, p, weight, value_offset);
-        T* o = stage + (p - begin) * (a.shape.C + kStagePad);
+        T* o = stage == nullptr ? psla_output(a, p) : stage + (p - begin) * (a.shape.C + kStagePad);
         for (int64_t c0 = 0; c0 < a.shape.C; c0 += kTile) {
-            psla_accumulate<T, kCStride, kTile>(a, c0, weight, value_offset, count, o, 1);
+            psla_accumulate<T, kCStride, kTile>(a, c0, weight, value_offset, count, o, out_channel_stride);
         }
     }
-    store_planes(a, stage, begin, end, store_block);
+    if (stage != nullptr) store_planes(a, stage, begin, end, store_block);
 }
 
 template <typename T, int kCStride>
