@@ -19,6 +19,7 @@ import pytest
 from vidtrt import cli
 from vidtrt.core.bundle import load_bundle
 from vidtrt.export.exporter import export_bundle
+from vidtrt.runtime.outputs import AnnotatedVideoWriter
 from vidtrt.runtime.runner import run_video
 from vidtrt.runtime.synthetic import moving_shapes_clip, write_clip
 
@@ -163,6 +164,62 @@ def test_interrupted_run_keeps_completed_frames(bundle_dir, tmp_path):
     assert summary.interrupted and summary.partial == "interrupted" and summary.frames == 6
     assert "PARTIAL RUN" in summary.format()
     _check_outputs(out, 6)
+
+
+def _ctrl_c_inside_video_write(monkeypatch, at_frames, log):
+    """The annotated video's write of each frame in ``at_frames`` sends this
+    process SIGINT before it draws: unheld, KeyboardInterrupt is raised right
+    there, after the JSON lines took the frame and before the video did."""
+    original = AnnotatedVideoWriter._write
+
+    def write(self, index, detections, frame):
+        if index in at_frames:
+            log.append(index)
+            signal.raise_signal(signal.SIGINT)
+        original(self, index, detections, frame)
+
+    monkeypatch.setattr(AnnotatedVideoWriter, "_write", write)
+
+
+def test_ctrl_c_inside_one_writer_lands_after_the_frame_is_in_every_output(bundle_dir, tmp_path, monkeypatch):
+    signalled: list[int] = []
+    _ctrl_c_inside_video_write(monkeypatch, {3}, signalled)
+    out = tmp_path / "out"
+    frames = list(moving_shapes_clip(num_frames=12, height=96, width=128))
+    summary = run_video(bundle_dir, frames, out_dir=out, progress=False)
+    assert signalled == [3]
+    assert summary.interrupted and summary.frames == 4
+    _check_outputs(out, 4)
+    # the handler is back: Ctrl-C outside a run raises at once
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+
+
+def test_second_ctrl_c_while_finishing_waiting_frames_keeps_the_outputs(bundle_dir, tmp_path, monkeypatch):
+    """Ctrl-C, then another while the frames still waiting for their middle key
+    frame are finished: the outputs keep every frame written, valid."""
+    source_ended: list[bool] = []
+
+    def source():
+        yield from moving_shapes_clip(num_frames=6, height=96, width=128)
+        source_ended.append(True)
+        raise KeyboardInterrupt
+
+    signalled: list[int] = []
+    _ctrl_c_inside_video_write(monkeypatch, {4}, signalled)
+    original = AnnotatedVideoWriter._write
+    ended_before_frame_4: list[bool] = []
+    monkeypatch.setattr(
+        AnnotatedVideoWriter, "_write",
+        lambda self, index, d, f: (ended_before_frame_4.append(bool(source_ended)) if index == 4 else None, original(self, index, d, f)),
+    )  # fmt: skip
+    out = tmp_path / "out"
+    summary = run_video(
+        bundle_dir, source(), out_dir=out, progress=False, pipeline_options={"key_interval": 4, "key_placement": "middle"}
+    )
+    assert ended_before_frame_4 == [True]  # frame 4 came out of the flush, not a push
+    assert signalled == [4] and summary.interrupted and summary.frames == 5
+    _check_outputs(out, 5)
 
 
 def test_truncated_video_keeps_completed_frames(bundle_dir, tmp_path, capsys):

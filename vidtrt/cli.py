@@ -884,15 +884,13 @@ def _run(args) -> int:
     import signal
     import threading
 
+    from .runtime.interrupts import install_handler
+
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-        # Python's handlers make a signal interrupt system calls (EINTR); one
-        # landing in FFmpeg's write of the annotated video left a corrupt file
-        # that was then published as complete. Restarted calls finish, and the
-        # handler still runs at the next bytecode.
-        for number in (signal.SIGTERM, signal.SIGINT):
-            signal.siginterrupt(number, False)
+        # install_handler keeps system calls restarting (see its docstring).
+        previous = install_handler(signal.SIGTERM, _sigterm_as_interrupt)
+        signal.siginterrupt(signal.SIGINT, False)
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -906,7 +904,7 @@ def _run(args) -> int:
         return 1
     finally:
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            install_handler(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..core.bundle import Bundle
 from .backends import Backend
+from .interrupts import InterruptsBetweenFrames
 from .outputs import AnnotatedVideoWriter, CocoResultsWriter, ImageNetVidWriter, JsonLinesWriter, _as_min_score
 from ..api import VideoDetector
 from .video import RandomAccessVideo, VideoError, open_video
@@ -162,18 +163,22 @@ def run_video(
         keep_frames = "video" in paths
         waiting: dict[int, np.ndarray] = {}
 
+        # Each frame reaches every writer or none (see interrupts.py).
+        interrupts = stack.enter_context(InterruptsBetweenFrames())
+
         def emit(results) -> None:
             for detections in results:
-                index = detections.frame_index
-                frame = waiting.pop(index, None)
-                for writer in writers:
-                    writer.write(index, detections, frame)
-                if collect is not None:
-                    collect.append(detections)
-                summary.stage_of_frame[index] = detections.stage
-                summary.frames += 1
-                if bar is not None:
-                    bar.update(1)
+                with interrupts.frame():
+                    index = detections.frame_index
+                    frame = waiting.pop(index, None)
+                    for writer in writers:
+                        writer.write(index, detections, frame)
+                    if collect is not None:
+                        collect.append(detections)
+                    summary.stage_of_frame[index] = detections.stage
+                    summary.frames += 1
+                    if bar is not None:
+                        bar.update(1)
 
         start = time.perf_counter()
         try:
@@ -189,8 +194,12 @@ def run_video(
         except VideoError as err:  # truncated or corrupt mid-way: the frames before it are good
             summary.partial = str(err)
         # Frames already decoded but waiting (middle key frame, offline support)
-        # are finished either way; a second interrupt stops that too.
-        emit(stream.flush())
+        # are finished either way. A second interrupt stops that too, and the
+        # outputs keep the frames written until then.
+        try:
+            emit(stream.flush())
+        except KeyboardInterrupt:
+            summary.partial, summary.interrupted = "interrupted", True
         summary.seconds = time.perf_counter() - start
     summary.stage_ms = {k: list(v) for k, v in runner_backend.timings.items()}
     summary.outputs = paths
