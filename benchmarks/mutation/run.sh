@@ -10,18 +10,24 @@
 # Parallel: MUTATION_WORKERS="/path/clone1 /path/clone2" runs one cosmic-ray
 # http-worker in each of those clones (each an installed, natively built
 # checkout of this commit with its own .venv; mutants are applied there, so
-# this checkout is never touched) and hands them the jobs.
+# this checkout is never touched) and hands them the jobs, with one torch
+# thread each (VIDTRT_TEST_THREADS=1).
+#
+# Mutants that only change a type annotation are skipped as equivalent
+# (filter_annotations.py). The pipeline configs reuse bundles exported once
+# per invocation (VIDTRT_TEST_EXPORT_CACHE, cleared here).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 modules=("${@:-key_frames boxes vid_eval}")
 workers=(${MUTATION_WORKERS:-})
 pids=()
+rm -rf /tmp/vidtrt-mutation-exports
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 urls=()
 port=9876
 for clone in "${workers[@]}"; do
-  (cd "$clone" && exec .venv/bin/cosmic-ray http-worker --port "$port") > "$(mktemp)" 2>&1 &
+  (cd "$clone" && VIDTRT_TEST_THREADS=1 OMP_NUM_THREADS=1 exec .venv/bin/cosmic-ray http-worker --port "$port") > "$(mktemp)" 2>&1 &
   pids+=($!)
   urls+=("\"http://localhost:$port\"")
   port=$((port + 1))
@@ -39,6 +45,7 @@ for name in ${modules[@]}; do
   echo "$name: session $session"
   .venv/bin/cosmic-ray init "$config" "$session"
   .venv/bin/cr-filter-operators "$session" "$config"
+  .venv/bin/python benchmarks/mutation/filter_annotations.py "$session"
   [ ${#workers[@]} -gt 0 ] || .venv/bin/cosmic-ray baseline "$config"
   .venv/bin/cosmic-ray exec "$config" "$session"
   .venv/bin/cr-report "$session" > "benchmarks/mutation/$name.txt"
