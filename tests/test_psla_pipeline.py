@@ -224,3 +224,40 @@ def test_export_refuses_a_non_bundle_directory(tmp_path):
     with pytest.raises(FileExistsError, match="neither empty nor a bundle"):
         export_bundle("psla", tmp_path, config_name="psla_small", log=lambda _: None)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_key_stage_gets_has_state_exactly_as_documented(backends, detector):
+    """``has_state`` is 0.0 on a video's first key frame and 1.0 on every later
+    one (PslaKey's interface). The graph thresholds it at 0.5, so 2.0 or -1.0
+    would run the same today; another implementation of the stage, or a server
+    forwarding the flag, relies on the documented values."""
+    from vidtrt.calibration.capture import RecordingBackend
+
+    recording = RecordingBackend(backends["torch"])
+    stream = create_pipeline(recording, key_interval=2, key_placement="first").stream()
+    run_stream(stream, video(detector, 5))  # key frames 0, 2, 4
+    stream.reset()
+    run_stream(stream, video(detector, 3, seed=1))  # a new video: key frames 0, 2
+    flags = [r["has_state"].tolist() for r in recording.records["key"]]
+    assert flags == [[0.0], [1.0], [1.0], [0.0], [1.0]]
+
+
+def test_frames_must_arrive_in_increasing_order(backends, detector):
+    stream = create_pipeline(backends["torch"], key_interval=3, key_placement="first").stream()
+    images = video(detector, 2)
+    stream.push(4, images[0].numpy())
+    for index in (4, 3, 0):  # the same index again, and earlier ones
+        with pytest.raises(ValueError, match="increasing order"):
+            stream.push(index, images[1].numpy())
+    assert [r.index for r in stream.push(6, images[1].numpy())] == [6]  # gaps are allowed
+
+
+def test_frames_after_flush_begin_a_new_segment(backends, detector):
+    """flush() ends the segment too: with "first" placement the next frame is a key frame."""
+    stream = create_pipeline(backends["torch"], key_interval=5, key_placement="first").stream()
+    images = video(detector, 9)
+    results = [r for i in range(7) for r in stream.push(i, images[i].numpy())]  # key frames 0 and 5
+    results += stream.flush()
+    results += stream.push(7, images[7].numpy()) + stream.push(8, images[8].numpy())
+    assert [r.index for r in results] == list(range(9))
+    assert [r.stage for r in results] == ["key"] + ["nonkey"] * 4 + ["key", "nonkey"] + ["key", "nonkey"]

@@ -1,0 +1,91 @@
+"""The parts of every pipeline that need no model: the segment schedule of
+PSLA and Impression Network at any interval, the frame-size rule and the
+method check. Expected values are written out by hand."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from vidtrt.runtime.pipelines.base import FrameResult, Pipeline, checked_image_size
+from vidtrt.runtime.pipelines.key_frames import KeyFramePipeline, KeyFrameStream
+
+
+class _ScheduleOnly(KeyFrameStream):
+    """The schedule with the stages replaced by labels."""
+
+    def _key(self, index, image):
+        return FrameResult(index, "key", {})
+
+    def _nonkey(self, index, image):
+        return FrameResult(index, "nonkey", {})
+
+
+IMAGE = np.zeros((1, 3, 2, 2), np.float32)
+
+
+def _stream(interval: int, placement: str) -> _ScheduleOnly:
+    pipeline = object.__new__(KeyFramePipeline)  # no bundle: only what the schedule reads
+    pipeline.key_interval, pipeline.key_placement = interval, placement
+    pipeline.backend = SimpleNamespace(from_numpy=lambda array: array)
+    return _ScheduleOnly(pipeline)
+
+
+def _key_frames(interval: int, placement: str, length: int) -> list[int]:
+    stream, image = _stream(interval, placement), IMAGE
+    results = [r for i in range(length) for r in stream.push(i, image)] + stream.flush()
+    assert [r.index for r in results] == list(range(length))
+    return [r.index for r in results if r.stage == "key"]
+
+
+@pytest.mark.parametrize(
+    "interval, placement, length, keys",
+    [
+        (4, "first", 10, [0, 4, 8]),
+        (4, "middle", 10, [2, 6, 9]),  # the tail 8, 9 is 2 frames, not more than 4 // 2: its frame 2 // 2
+        # Intervals past CPython's small-int cache (256): positions and
+        # intervals are equal as numbers, not the same objects.
+        (300, "first", 700, [0, 300, 600]),
+        (600, "middle", 1300, [300, 900, 1250]),  # the tail 1200..1299 (100 frames): 1200 + 50
+    ],
+)
+def test_segment_schedule_by_hand(interval, placement, length, keys):
+    assert _key_frames(interval, placement, length) == keys
+
+
+@pytest.mark.parametrize("placement, keys", [("first", [0, 5, 7, 12]), ("middle", [2, 6, 9, 13])])
+def test_flush_ends_the_segment(placement, keys):
+    """Frames pushed after flush() (without reset) begin a new segment. By hand,
+    l = 5: "middle" keys frame 2 of 0..4, frame 1 of the tail 5, 6 (2 frames do
+    not pass 5 // 2), frame 2 of 7..11 and frame 1 of the tail 12, 13."""
+    stream = _stream(5, placement)
+    results = [r for i in range(7) for r in stream.push(i, IMAGE)] + stream.flush()  # the tail 5, 6 ends here
+    results += [r for i in range(7, 14) for r in stream.push(i, IMAGE)] + stream.flush()
+    assert [r.index for r in results] == list(range(14))
+    assert [r.index for r in results if r.stage == "key"] == keys
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8), (1, 3, 8), (1, 3, 8, 8, 1), (1, 1, 3, 8, 8), (1, 4, 8, 8), (2, 3, 8, 8), (1, 1, 8, 8), (0, 3, 8, 8)])
+def test_preprocessed_image_shape_is_checked(shape):
+    with pytest.raises(ValueError, match=r"\[1, 3, H, W\]"):
+        checked_image_size(np.zeros(shape, np.float32), None)
+
+
+def test_frame_size_must_not_change_within_a_video():
+    assert checked_image_size(np.zeros((1, 3, 6, 8), np.float32), None) == (6, 8)
+    assert checked_image_size(np.zeros((1, 3, 6, 8), np.float32), (6, 8)) == (6, 8)
+    for other in ((1, 3, 4, 8), (1, 3, 8, 8), (1, 3, 6, 6), (1, 3, 6, 10)):  # smaller and larger, each side
+        with pytest.raises(ValueError, match="frame size changed"):
+            checked_image_size(np.zeros(other, np.float32), (6, 8))
+
+
+@pytest.mark.parametrize("bundle_method", ["impression", "troi"])  # sorting before and after "psla"
+def test_pipeline_refuses_another_methods_bundle(bundle_method):
+    from vidtrt.runtime.pipelines.psla import PslaPipeline
+
+    backend = SimpleNamespace(bundle=SimpleNamespace(manifest=SimpleNamespace(method=bundle_method)))
+    with pytest.raises(ValueError, match=f"needs a psla bundle, got method '{bundle_method}'"):
+        PslaPipeline(backend)
+    assert issubclass(PslaPipeline, Pipeline)
