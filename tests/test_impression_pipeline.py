@@ -391,3 +391,29 @@ def test_fp16_and_int8_variants_track_fp32(tmp_path, clip):
             a, b = outs["fp32"][name].ravel(), outs[precision][name].ravel()
             similarity = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
             assert similarity > cosine, (precision, name, similarity)
+
+
+def test_memory_gate_refused_either_side_of_a_dff_bundles_own(bundles, backends, monkeypatch):
+    """A bundle without an impression refuses any gate but its own, above or
+    below it. dff_small's is 1.0, the largest allowed; a DFF bundle exported
+    with 0.5 stands in for one whose gate has room above."""
+    backend = backends["dff_small", "torch"]
+    assert backend.bundle.manifest.schedule["memory_gate"] == 1.0
+    monkeypatch.setitem(backend.bundle.manifest.schedule, "memory_gate", 0.5)
+    for gate in (0.0, 1.0):
+        with pytest.raises(ValueError, match="no impression"):
+            create_pipeline(backend, memory_gate=gate)
+    assert create_pipeline(backend, memory_gate=0.5).memory_gate == 0.5
+
+
+def test_key_stage_gets_has_state_exactly_as_documented(detectors, backends):
+    """``has_state`` is 0.0 on a video's first key frame and 1.0 after (the key
+    stage's interface; the graph thresholds it at 0.5)."""
+    from vidtrt.calibration.capture import RecordingBackend
+
+    recording = RecordingBackend(backends["impression_small", "torch"])
+    stream = create_pipeline(recording, key_interval=2, key_placement="first").stream()
+    run_stream(stream, video(detectors["impression_small"], 5))  # key frames 0, 2, 4
+    stream.reset()
+    run_stream(stream, video(detectors["impression_small"], 3, seed=1))  # a new video: key frames 0, 2
+    assert [r["has_state"].tolist() for r in recording.records["key"]] == [[0.0], [1.0], [1.0], [0.0], [1.0]]

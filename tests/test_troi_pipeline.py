@@ -254,3 +254,27 @@ def test_cli_export_and_run_mmtracking_checkpoint(tmp_path, capsys):
         assert code == 0, text
         assert "4 frames" in text and "head" in text
         assert len((tmp_path / mode / "detections.jsonl").read_text().splitlines()) == 4
+
+
+def test_frames_in_order_and_an_empty_video(backends, detector):
+    image = sample_image(detector.cfg, seed=0).numpy()
+    for mode in ("offline", "online"):
+        stream = create_pipeline(backends["torch"], mode=mode).stream()
+        assert stream.flush() == []  # a video without frames
+        stream.push(0, image)
+        for index in (0, 2):  # again, and one skipped
+            with pytest.raises(ValueError, match=r"in order 0, 1, 2, \.\.\.: expected 1, got"):
+                stream.push(index, image)
+        assert [r.index for r in stream.push(1, image) + stream.flush()] == ([0, 1] if mode == "offline" else [1])
+
+
+def test_mode_compared_by_value(backends, detector):
+    """The mode as read from a manifest or built at run time, not a literal."""
+    image = sample_image(detector.cfg, seed=0).numpy()
+    default = create_pipeline(backends["torch"])  # "offline" from the manifest's JSON
+    built = create_pipeline(backends["torch"], mode="".join(["off", "line"]))
+    for pipeline in (default, built):
+        stream = pipeline.stream()
+        assert stream.push(0, image) == [] and stream.push(1, image) == []  # offline waits for the end
+        assert [r.index for r in stream.flush()] == [0, 1]
+    assert [r.index for r in create_pipeline(backends["torch"], mode="".join(["on", "line"])).stream().push(0, image)] == [0]
