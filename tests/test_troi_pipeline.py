@@ -278,3 +278,14 @@ def test_mode_compared_by_value(backends, detector):
         assert stream.push(0, image) == [] and stream.push(1, image) == []  # offline waits for the end
         assert [r.index for r in stream.flush()] == [0, 1]
     assert [r.index for r in create_pipeline(backends["torch"], mode="".join(["on", "line"])).stream().push(0, image)] == [0]
+
+
+def test_online_memory_keeps_only_the_last_t_support_frames(backends, detector):
+    """Online mode runs in constant memory: frames whose index is a multiple of
+    the stride enter the memory, and only the last T stay (by hand: T = 3,
+    stride 2, frames 0..9 → 4, 6, 8)."""
+    image = sample_image(detector.cfg, seed=0).numpy()
+    stream = create_pipeline(backends["torch"], mode="online").stream()
+    for i in range(10):
+        stream.push(i, image)
+    assert sorted(stream._memory) == [4, 6, 8]
