@@ -289,3 +289,13 @@ def test_online_memory_keeps_only_the_last_t_support_frames(backends, detector):
     for i in range(10):
         stream.push(i, image)
     assert sorted(stream._memory) == [4, 6, 8]
+
+
+def test_frame_order_check_past_the_small_int_cache(backends, detector):
+    """Frame 300 of a video is accepted: indices are compared as numbers (CPython
+    shares int objects only up to 256). Offline push only keeps the frame."""
+    image = sample_image(detector.cfg, seed=0).numpy()
+    stream = create_pipeline(backends["torch"], mode="offline").stream()
+    for i in range(300):
+        assert stream.push(i, image) == []
+    stream.reset()
