@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from vidtrt.core.bundle import DETECTION_OUTPUTS
 from vidtrt.runtime.pipelines.base import FrameResult, Pipeline, checked_image_size
 from vidtrt.runtime.pipelines.key_frames import KeyFramePipeline, KeyFrameStream
 
@@ -89,3 +90,47 @@ def test_pipeline_refuses_another_methods_bundle(bundle_method):
     with pytest.raises(ValueError, match=f"needs a psla bundle, got method '{bundle_method}'"):
         PslaPipeline(backend)
     assert issubclass(PslaPipeline, Pipeline)
+
+
+class _StubMfsaBackend:
+    """Stands in for a backend: the frame stage gives each frame's parts, the
+    batch stage one row of detections per batch frame."""
+
+    def from_numpy(self, array):
+        return array
+
+    def to_numpy(self, value):
+        return np.asarray(value)
+
+    def run(self, stage, inputs):
+        if stage == "frame":
+            return {"proposals": np.zeros((2, 4), np.float32), "proposal_valid": np.zeros(2, bool), "regions": np.zeros((2, 3), np.float32)}
+        return {name: np.zeros((len(inputs["regions"]), 1), np.float32) for name in DETECTION_OUTPUTS}
+
+
+def _mfsa_stream(k: int, mode: str):
+    from vidtrt.runtime.pipelines.mfsa import MfsaPipeline, MfsaStream
+
+    pipeline = object.__new__(MfsaPipeline)  # no bundle: only what the schedule reads
+    pipeline.k, pipeline.mode, pipeline.backend = k, mode, _StubMfsaBackend()
+    return MfsaStream(pipeline)
+
+
+@pytest.mark.parametrize("k", [3, 4])
+def test_mfsa_single_focus_keeps_at_most_one_window_of_frames(k):
+    stream = _mfsa_stream(k, "single")
+    results = []
+    for i in range(20):
+        results += stream.push(i, IMAGE)
+        assert len(stream._frames) <= k, (i, sorted(stream._frames))
+    results += stream.flush()
+    assert [r.index for r in results] == list(range(20))
+
+
+def test_mfsa_multi_focus_video_ending_on_a_full_batch_past_256_frames():
+    """260 frames in batches of 4: the last batch runs in push, and flush has
+    nothing left (frame counts are compared as numbers, not int objects)."""
+    stream = _mfsa_stream(4, "multi")
+    results = [r for i in range(260) for r in stream.push(i, IMAGE)]
+    assert [r.index for r in results] == list(range(260))
+    assert stream.flush() == []
