@@ -134,3 +134,17 @@ def test_mfsa_multi_focus_video_ending_on_a_full_batch_past_256_frames():
     results = [r for i in range(260) for r in stream.push(i, IMAGE)]
     assert [r.index for r in results] == list(range(260))
     assert stream.flush() == []
+
+
+@pytest.mark.parametrize("mode, length", [("single", 1), ("single", 300), ("multi", 5), ("multi", 1)])
+def test_mfsa_short_tails_long_videos_and_mode_by_value(mode, length):
+    """A batch of one real frame (the rest padding), a Single-Focus video past
+    256 frames, and the mode as a string built at run time (as read from a
+    manifest), not the literal."""
+    stream = _mfsa_stream(4, "".join(list(mode)))  # a new string object equal to the literal
+    results = [r for i in range(length) for r in stream.push(i, IMAGE)]
+    if mode == "multi":  # whole batches come out of push
+        assert [r.index for r in results] == list(range(length // 4 * 4))
+    results += stream.flush()
+    assert [r.index for r in results] == list(range(length))
+    assert stream.flush() == []
