@@ -93,8 +93,12 @@ def test_pipeline_refuses_another_methods_bundle(bundle_method):
 
 
 class _StubMfsaBackend:
-    """Stands in for a backend: the frame stage gives each frame's parts, the
-    batch stage one row of detections per batch frame."""
+    """Stands in for a backend. The frame stage gives each frame's parts, tagged
+    with the frame's image value (index + 1; padding is 0); the batch stage
+    records which frames it got and answers each slot's tag as its score."""
+
+    def __init__(self):
+        self.batches: list[list[int]] = []
 
     def from_numpy(self, array):
         return array
@@ -104,8 +108,17 @@ class _StubMfsaBackend:
 
     def run(self, stage, inputs):
         if stage == "frame":
-            return {"proposals": np.zeros((2, 4), np.float32), "proposal_valid": np.zeros(2, bool), "regions": np.zeros((2, 3), np.float32)}
-        return {name: np.zeros((len(inputs["regions"]), 1), np.float32) for name in DETECTION_OUTPUTS}
+            tag = float(inputs["image"].flat[0])
+            return {"proposals": np.zeros((2, 4), np.float32), "proposal_valid": np.zeros(2, bool), "regions": np.full((2, 3), tag, np.float32)}
+        tags = inputs["regions"][:, 0, 0]
+        self.batches.append([int(t) - 1 for t in tags if t > 0])
+        out = {name: np.zeros((len(tags), 1), np.float32) for name in DETECTION_OUTPUTS}
+        out["scores"] = tags[:, None].copy()
+        return out
+
+
+def _frame(index: int) -> np.ndarray:
+    return np.full((1, 3, 2, 2), index + 1, np.float32)
 
 
 def _mfsa_stream(k: int, mode: str):
@@ -148,3 +161,21 @@ def test_mfsa_short_tails_long_videos_and_mode_by_value(mode, length):
     results += stream.flush()
     assert [r.index for r in results] == list(range(length))
     assert stream.flush() == []
+
+
+@pytest.mark.parametrize(
+    "mode, length, batches",
+    [
+        # Single-Focus, K = 5: the 5 frames centred on each target (2 before),
+        # shifted to stay inside the 8-frame video.
+        ("single", 8, [[0, 1, 2, 3, 4]] * 3 + [[1, 2, 3, 4, 5], [2, 3, 4, 5, 6]] + [[3, 4, 5, 6, 7]] * 3),
+        # Multi-Focus, K = 5: consecutive groups, the last one padded.
+        ("multi", 12, [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11]]),
+    ],
+)
+def test_mfsa_batches_by_hand(mode, length, batches):
+    stream = _mfsa_stream(5, mode)
+    results = [r for i in range(length) for r in stream.push(i, _frame(i))] + stream.flush()
+    assert stream.pipeline.backend.batches == batches
+    assert [r.index for r in results] == list(range(length))
+    assert [float(r.detections["scores"][0]) for r in results] == [i + 1.0 for i in range(length)]  # each frame's own slot
