@@ -185,7 +185,7 @@ def test_streaming_refuses_a_wrong_length(backends, detector):
     stream = create_pipeline(backends["torch"], mode="offline").stream(video_length=6, frame_source=lambda i: images[min(i, 3)].numpy())
     for i, image in enumerate(images):
         stream.push(i, image.numpy())
-    with pytest.raises(ValueError, match="ended after 4 frames"):
+    with pytest.raises(ValueError, match="ended after 4 frames, but the stream was told video_length=6$"):
         stream.flush()
     with pytest.raises(ValueError, match="both video_length and frame_source"):
         create_pipeline(backends["torch"]).stream(video_length=3)

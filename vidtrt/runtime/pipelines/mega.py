@@ -120,10 +120,10 @@ class MegaStream(PipelineStream):
         results: list[FrameResult] = []
         if p.mode == "offline" and self._count:
             if self.streaming and self._count != self.video_length:
-                count = self._count
+                count, told = self._count, self.video_length
                 self.video_length = self.frame_source = None
                 self.reset()
-                raise ValueError(f"the video ended after {count} frames, but the stream was told video_length={self.video_length}")
+                raise ValueError(f"the video ended after {count} frames, but the stream was told video_length={told}")
             while self._next_key < self._count:
                 results.append(self._detect(self._next_key, self._count))
         # video_length and frame_source described that video; the next one is buffered unless told.
