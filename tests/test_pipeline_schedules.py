@@ -179,3 +179,14 @@ def test_mfsa_batches_by_hand(mode, length, batches):
     assert stream.pipeline.backend.batches == batches
     assert [r.index for r in results] == list(range(length))
     assert [float(r.detections["scores"][0]) for r in results] == [i + 1.0 for i in range(length)]  # each frame's own slot
+
+
+@pytest.mark.parametrize("mode", ["single", "multi"])
+def test_mfsa_frames_in_order_and_at_most_k_kept(mode):
+    stream = _mfsa_stream(4, mode)
+    for i in range(12):
+        stream.push(i, IMAGE)
+        assert len(stream._frames) <= 4, (i, sorted(stream._frames))
+    for index in (11, 13):  # again, and one skipped
+        with pytest.raises(ValueError, match=r"in order 0, 1, 2, \.\.\.: expected 12, got"):
+            stream.push(index, IMAGE)
