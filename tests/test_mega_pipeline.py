@@ -459,3 +459,12 @@ def test_runner_reads_the_global_pool_from_an_image_folder(bundle, clip, tmp_pat
     assert len(from_folder) == len(from_file) == 7
     for a, b in zip(from_folder, from_file):
         np.testing.assert_array_equal(a.boxes, b.boxes)
+
+
+def test_frames_in_order(backends, detector):
+    images = video(detector, 2)
+    stream = create_pipeline(backends["torch"], mode="online").stream()
+    stream.push(0, images[0].numpy())
+    for index in (0, 2):  # again, and one skipped
+        with pytest.raises(ValueError, match=r"in order 0, 1, 2, \.\.\.: expected 1, got"):
+            stream.push(index, images[1].numpy())
