@@ -468,3 +468,35 @@ def test_frames_in_order(backends, detector):
     for index in (0, 2):  # again, and one skipped
         with pytest.raises(ValueError, match=r"in order 0, 1, 2, \.\.\.: expected 1, got"):
             stream.push(index, images[1].numpy())
+
+
+def test_offline_streaming_past_256_frames(backends, detector):
+    """Indices and lengths compared as numbers: past CPython's shared small ints
+    (256), frame k still comes out once frame k + tau has arrived, and a frame
+    past video_length is refused."""
+    frames = [sample_image(detector.cfg, seed=i).numpy() for i in range(5)]
+    length, tau = 300, look_ahead(SMALL.local_frames, "offline")
+    pipeline = create_pipeline(backends["onnxruntime"], mode="offline")
+    stream = pipeline.stream(video_length=length, frame_source=lambda i: frames[i % 5])
+    for i in range(length):
+        assert [r.index for r in stream.push(i, frames[i % 5])] == ([i - tau] if i >= tau else [])
+    with pytest.raises(ValueError, match=f"frame {length} is past the video_length given"):
+        stream.push(int(str(length)), frames[0])  # equal to video_length, not the same int object
+    assert [r.index for r in stream.flush()] == list(range(length - tau, length))
+
+
+def test_stream_options_and_mode_by_value(backends, detector):
+    images = video(detector, 12)
+    with pytest.raises(ValueError, match="video_length must be >= 1, got 0"):
+        create_pipeline(backends["torch"], mode="offline").stream(video_length=0, frame_source=lambda i: None)
+    # An online stream given a length: every frame comes out of push, flush adds nothing and refuses nothing.
+    online = create_pipeline(backends["torch"], mode="online").stream(video_length=6, frame_source=lambda i: None)
+    assert [r.index for r in run_stream(online, images[:4])] == [0, 1, 2, 3]
+    # The mode as read from a manifest or built at run time, not the literal:
+    # offline without random access keeps every frame and detects at flush.
+    literal = run_stream(create_pipeline(backends["torch"], mode="offline").stream(), images)
+    built = run_stream(create_pipeline(backends["torch"], mode="".join(["off", "line"])).stream(), images)
+    assert [r.index for r in built] == list(range(12))
+    for a, b in zip(literal, built):
+        for name in DETECTIONS:
+            np.testing.assert_array_equal(a.detections[name], b.detections[name])
