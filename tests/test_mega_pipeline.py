@@ -500,3 +500,24 @@ def test_stream_options_and_mode_by_value(backends, detector):
     for a, b in zip(literal, built):
         for name in DETECTIONS:
             np.testing.assert_array_equal(a.detections[name], b.detections[name])
+
+
+def test_one_frame_streaming_a_wrong_frame_source_and_online_by_value(backends, detector):
+    images = video(detector, 6)
+    one = create_pipeline(backends["torch"], mode="offline").stream(video_length=1, frame_source=lambda i: images[0].numpy())
+    assert [r.index for r in run_stream(one, images[:1])] == [0]
+    # The global pool reads frames ahead of the stream: one of another size is named, with both sizes.
+    h, w = images[0].shape[-2:]
+    wrong = np.zeros((1, 3, h + 32, w), np.float32)
+    stream = create_pipeline(backends["torch"], mode="offline").stream(video_length=6, frame_source=lambda i: wrong)
+    with pytest.raises(ValueError, match=rf"^frame_source\(\d+\) has size \({h + 32}, {w}\), the video's frames \({h}, {w}\)$"):
+        run_stream(stream, images)
+    # Online, the mode built at run time, and the global pool's size as it fills.
+    literal = create_pipeline(backends["torch"], mode="online").stream()
+    built = create_pipeline(backends["torch"], mode="".join(["on", "line"])).stream()
+    for i, image in enumerate(images):
+        a, b = literal.push(i, image.numpy()), built.push(i, image.numpy())
+        assert [r.index for r in a] == [r.index for r in b] == [i]
+        for name in DETECTIONS:
+            np.testing.assert_array_equal(a[0].detections[name], b[0].detections[name])
+        assert built.memory_size()["global"] == min(i + 1, SMALL.global_frames)
