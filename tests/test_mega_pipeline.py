@@ -521,3 +521,34 @@ def test_one_frame_streaming_a_wrong_frame_source_and_online_by_value(backends, 
         for name in DETECTIONS:
             np.testing.assert_array_equal(a[0].detections[name], b[0].detections[name])
         assert built.memory_size()["global"] == min(i + 1, SMALL.global_frames)
+
+
+def test_memory_entry_is_the_oldest_local_frame_with_its_own_validity(backends, detector):
+    """Online at frame 5 the local pool is frames 1..5, so the memory entry added
+    holds frame 1's first R proposals and validity. Frame 1's validity is
+    thinned out here (every other proposal invalid) so that it differs from
+    its neighbours' (all valid on these images)."""
+    images = video(detector, 6, seed=3)
+    stream = create_pipeline(backends["torch"], mode="online").stream()
+    run_frame, seen = stream._run_frame, []
+
+    def thinned_second_frame(image):
+        proposals, valid, features = run_frame(image)
+        if len(seen) == 1:
+            valid = valid.copy()
+            valid[::2] = False
+        seen.append((proposals, valid))
+        return proposals, valid, features
+
+    stream._run_frame = thinned_second_frame
+    for i in range(6):
+        stream.push(i, images[i].numpy())
+    r = SMALL.ref_proposals
+    assert not np.array_equal(seen[1][1][:r], seen[2][1][:r])
+    entry = stream._memory[0][-1]
+    np.testing.assert_array_equal(entry[1], seen[1][1][:r])
+    np.testing.assert_array_equal(entry[0], seen[1][0][:r])
+    # A head without memory inputs (MEGA's base model): no memory levels, and none reported.
+    base = create_pipeline(backends["torch"], mode="online")
+    base.level_rows = []
+    assert base.stream().memory_size()["memory"] == 0
