@@ -497,6 +497,7 @@ def test_stream_options_and_mode_by_value(backends, detector):
     literal = run_stream(create_pipeline(backends["torch"], mode="offline").stream(), images)
     built = run_stream(create_pipeline(backends["torch"], mode="".join(["off", "line"])).stream(), images)
     assert [r.index for r in built] == list(range(12))
+    assert create_pipeline(backends["torch"], mode="".join(["off", "line"])).needs_random_access()
     for a, b in zip(literal, built):
         for name in DETECTIONS:
             np.testing.assert_array_equal(a.detections[name], b.detections[name])
@@ -508,10 +509,11 @@ def test_one_frame_streaming_a_wrong_frame_source_and_online_by_value(backends, 
     assert [r.index for r in run_stream(one, images[:1])] == [0]
     # The global pool reads frames ahead of the stream: one of another size is named, with both sizes.
     h, w = images[0].shape[-2:]
-    wrong = np.zeros((1, 3, h + 32, w), np.float32)
-    stream = create_pipeline(backends["torch"], mode="offline").stream(video_length=6, frame_source=lambda i: wrong)
-    with pytest.raises(ValueError, match=rf"^frame_source\(\d+\) has size \({h + 32}, {w}\), the video's frames \({h}, {w}\)$"):
-        run_stream(stream, images)
+    for wrong_hw in ((h + 32, w), (h, w - 32)):  # larger and smaller
+        wrong = np.zeros((1, 3, *wrong_hw), np.float32)
+        stream = create_pipeline(backends["torch"], mode="offline").stream(video_length=6, frame_source=lambda i: wrong)
+        with pytest.raises(ValueError, match=rf"^frame_source\(\d+\) has size \({wrong_hw[0]}, {wrong_hw[1]}\), the video's frames \({h}, {w}\)$"):
+            run_stream(stream, images)
     # Online, the mode built at run time, and the global pool's size as it fills.
     literal = create_pipeline(backends["torch"], mode="online").stream()
     built = create_pipeline(backends["torch"], mode="".join(["on", "line"])).stream()
