@@ -189,6 +189,8 @@ def test_streaming_refuses_a_wrong_length(backends, detector):
         stream.flush()
     with pytest.raises(ValueError, match="both video_length and frame_source"):
         create_pipeline(backends["torch"]).stream(video_length=3)
+    with pytest.raises(ValueError, match="both video_length and frame_source"):
+        create_pipeline(backends["torch"]).stream(frame_source=lambda i: images[i].numpy())
 
 
 # ------------------------------------------------------------ the memory by hand
