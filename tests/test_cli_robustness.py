@@ -166,15 +166,16 @@ def test_interrupted_run_keeps_completed_frames(bundle_dir, tmp_path):
     _check_outputs(out, 6)
 
 
-def _ctrl_c_inside_video_write(monkeypatch, at_frames, log):
-    """The annotated video's write of each frame in ``at_frames`` sends this
-    process SIGINT before it draws: unheld, KeyboardInterrupt is raised right
-    there, after the JSON lines took the frame and before the video did."""
+def _ctrl_c_inside_video_write(monkeypatch, at_frames, on_signal):
+    """The annotated video's write of each frame in ``at_frames`` calls
+    ``on_signal(index)`` and sends this process SIGINT before it draws:
+    unheld, KeyboardInterrupt is raised right there, after the JSON lines took
+    the frame and before the video did."""
     original = AnnotatedVideoWriter._write
 
     def write(self, index, detections, frame):
         if index in at_frames:
-            log.append(index)
+            on_signal(index)
             signal.raise_signal(signal.SIGINT)
         original(self, index, detections, frame)
 
@@ -183,7 +184,7 @@ def _ctrl_c_inside_video_write(monkeypatch, at_frames, log):
 
 def test_ctrl_c_inside_one_writer_lands_after_the_frame_is_in_every_output(bundle_dir, tmp_path, monkeypatch):
     signalled: list[int] = []
-    _ctrl_c_inside_video_write(monkeypatch, {3}, signalled)
+    _ctrl_c_inside_video_write(monkeypatch, {3}, signalled.append)
     out = tmp_path / "out"
     frames = list(moving_shapes_clip(num_frames=12, height=96, width=128))
     summary = run_video(bundle_dir, frames, out_dir=out, progress=False)
@@ -206,13 +207,13 @@ def test_second_ctrl_c_while_finishing_waiting_frames_keeps_the_outputs(bundle_d
         raise KeyboardInterrupt
 
     signalled: list[int] = []
-    _ctrl_c_inside_video_write(monkeypatch, {4}, signalled)
-    original = AnnotatedVideoWriter._write
     ended_before_frame_4: list[bool] = []
-    monkeypatch.setattr(
-        AnnotatedVideoWriter, "_write",
-        lambda self, index, d, f: (ended_before_frame_4.append(bool(source_ended)) if index == 4 else None, original(self, index, d, f)),
-    )  # fmt: skip
+
+    def on_signal(index):
+        signalled.append(index)
+        ended_before_frame_4.append(bool(source_ended))
+
+    _ctrl_c_inside_video_write(monkeypatch, {4}, on_signal)
     out = tmp_path / "out"
     summary = run_video(
         bundle_dir, source(), out_dir=out, progress=False, pipeline_options={"key_interval": 4, "key_placement": "middle"}

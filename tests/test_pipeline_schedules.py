@@ -35,8 +35,8 @@ def _stream(interval: int, placement: str) -> _ScheduleOnly:
 
 
 def _key_frames(interval: int, placement: str, length: int) -> list[int]:
-    stream, image = _stream(interval, placement), IMAGE
-    results = [r for i in range(length) for r in stream.push(i, image)] + stream.flush()
+    stream = _stream(interval, placement)
+    results = [r for i in range(length) for r in stream.push(i, IMAGE)] + stream.flush()
     assert [r.index for r in results] == list(range(length))
     return [r.index for r in results if r.stage == "key"]
 
