@@ -13,9 +13,9 @@ def _cache_exports(cache_dir: str) -> None:
     """VIDTRT_TEST_EXPORT_CACHE=DIR: ``export_bundle`` copies a bundle exported
     once with the same arguments into DIR instead of exporting again.
 
-    Only for mutation runs of modules the export never runs (the pipelines):
-    a mutant there cannot change what is exported, and the exports are most
-    of each test run. Calls with arguments other than plain values export as
+    Only for mutation runs of modules the export never runs (the pipelines,
+    the TensorRT build): a mutant there cannot change what is exported, and
+    the exports are most of each test run. Calls with arguments other than plain values export as
     usual. Never set it in CI.
     """
     import hashlib
