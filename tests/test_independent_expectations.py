@@ -262,3 +262,75 @@ def test_parser_flags_read_back_from_tensorrt_rtx(tmp_path, plugins_loaded):
     network, parser = _parse_stage(trt, builder, _tiny_onnx(tmp_path / "tiny.onnx"), plugins_loaded, logger.trt_logger)
     assert parser.get_flag(trt.OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE) is plugins_loaded
     assert network.num_inputs == 1 and network.get_input(0).name == "image"
+
+
+def _fp32_gemm_onnx(path):
+    w = onnx.numpy_helper.from_array(np.ones((4, 8), np.float32), "w")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Gemm", ["x", "w"], ["y"], transB=1, name="fc")], "fc",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 8])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 4])], [w],
+    )  # fmt: skip
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_aot_build_returns_an_engine_and_says_why_it_could_not(tmp_path):
+    """The real TensorRT-RTX, ahead of time: a tiny graph builds for SM86; a
+    file that is no ONNX fails to parse, named; an FP32 GEMM cannot target
+    Turing, and the error names the layer and says which graphs do."""
+    from vidtrt.tensorrt.build import EngineBuildError, aot_build
+
+    _rtx()
+    engine = aot_build(_tiny_onnx(tmp_path / "tiny.onnx"), "86", {"image": ((1, 3, 8, 8), (1, 3, 16, 16), (1, 3, 32, 32))})
+    assert engine.nbytes > 1000
+    (tmp_path / "bad.onnx").write_bytes(b"not an ONNX file")
+    with pytest.raises(EngineBuildError, match="TensorRT-RTX could not parse bad.onnx for SM86: TensorRT's ONNX parser rejected"):
+        aot_build(tmp_path / "bad.onnx", "86", {})
+    gemm = _fp32_gemm_onnx(tmp_path / "gemm.onnx")
+    with pytest.raises(EngineBuildError) as err:
+        aot_build(gemm, "75", {})
+    assert "failed to build gemm.onnx for SM75" in str(err.value) and "FP32 GEMM" in str(err.value)
+    assert str(err.value).endswith("Turing (SM75) has no FP32 GEMM in TensorRT-RTX: build the fp16 or int8 graphs for it.")
+    assert aot_build(gemm, "86", {}).nbytes > 0
+
+
+class _FailingBuilder:
+    """The real TensorRT-RTX builder, except that building logs ``errors``
+    through the builder's logger and fails, as TensorRT does."""
+
+    def __init__(self, trt, logger, errors):
+        self.trt, self.real, self.logger, self.errors = trt, trt.Builder(logger.trt_logger), logger, errors
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def build_serialized_network(self, network, config):
+        for e in self.errors:
+            self.logger.trt_logger.log(self.trt.ILogger.Severity.ERROR, e)
+        return None
+
+
+@pytest.mark.parametrize(
+    "sm,errors,hint",
+    [
+        ("75", ["fc: FP32 GEMM is not supported"], True),
+        ("86", ["fc: FP32 GEMM is not supported"], False),  # the hint is about Turing only
+        ("120", ["fc: FP32 GEMM is not supported"], False),
+        ("75", ["fc: out of memory"], False),
+        ("86", [], False),
+    ],
+)
+def test_failed_rtx_build_lists_the_errors_and_hints_only_for_turing_fp32(tmp_path, sm, errors, hint):
+    from vidtrt.tensorrt.build import EngineBuildError, aot_build
+    from vidtrt.tensorrt.flavours import capturing_logger
+
+    trt = _rtx()
+    builder = _FailingBuilder(trt, capturing_logger("tensorrt-rtx"), errors)
+    sm = "".join(list(sm))  # made at run time, as parse_compute_capabilities makes it: equal, not the same object
+    with pytest.raises(EngineBuildError) as err:
+        aot_build(_tiny_onnx(tmp_path / "tiny.onnx"), sm, {}, builder=builder, what="the tiny stage")
+    lines = str(err.value).splitlines()
+    assert lines[0] == "TensorRT-RTX failed to build the tiny stage:"
+    assert lines[1:1 + max(len(errors), 1)] == ([f"  {e}" for e in errors] or ["  (TensorRT-RTX logged no error)"])
+    assert ("Turing (SM75) has no FP32 GEMM" in str(err.value)) is hint

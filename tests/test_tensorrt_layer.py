@@ -454,8 +454,10 @@ class FakeCuda:
         self.capturing: list | None = None
         self.graphs: dict[int, list] = {}
         self.live_graphs: set[int] = set()
+        self.devices: list[int] = []  # every cudaSetDevice
 
     def cudaSetDevice(self, device):
+        self.devices.append(device)
         return (0,)
 
     def cudaMalloc(self, size):
@@ -581,6 +583,9 @@ class FakeTensorRT:
         self.built: list[str] = []
         self.fail_stage: str | None = None
         self.network_flags: list[int] = []
+        self.engine_padding = 0  # bytes of JSON whitespace after each engine: sizes a build reports in MB
+        self.ignore_mismatch: list[bool] = []  # what the build asked of every set_timing_cache
+        self.parsers: list[FakeParser] = []
 
     @staticmethod
     def nptype(dtype):
@@ -595,7 +600,9 @@ class FakeTensorRT:
 
 
     def OnnxParser(self, network, logger):
-        return FakeParser(network)
+        parser = FakeParser(network)
+        self.parsers.append(parser)
+        return parser
 
     def Runtime(self, logger):
         fake = self
@@ -621,7 +628,8 @@ class FakeParser:
 
 
 class FakeConfig:
-    def __init__(self):
+    def __init__(self, trt: FakeTensorRT):
+        self.trt = trt
         self.pool_limits, self.profiles, self.cache = {}, [], None
 
     def set_memory_pool_limit(self, pool, size):
@@ -634,6 +642,9 @@ class FakeConfig:
         return bytearray(data)
 
     def set_timing_cache(self, cache, ignore_mismatch):
+        self.trt.ignore_mismatch.append(ignore_mismatch)
+        if bytes(cache).startswith(b"foreign"):  # a cache of another GPU / TensorRT
+            return False
         self.cache = cache
         return True
 
@@ -659,7 +670,7 @@ class FakeBuilder:
         return {}
 
     def create_builder_config(self):
-        return FakeConfig()
+        return FakeConfig(self.trt)
 
     def create_optimization_profile(self):
         return FakeProfile()
@@ -678,7 +689,7 @@ class FakeBuilder:
             "inputs": [t.__dict__ for t in spec.inputs], "outputs": [t.__dict__ for t in spec.outputs],
             "profile": {n: [list(lo), list(opt), list(hi)] for n, (lo, opt, hi) in profile.items()},
         }
-        return json.dumps(desc).encode()
+        return json.dumps(desc).encode() + b" " * self.trt.engine_padding
 
 
 class FakeProfile(dict):
@@ -969,6 +980,314 @@ def test_build_refuses_missing_variants_and_mixed_sets(bundle, simulated, monkey
     monkeypatch.setattr(compat, "current_environment", lambda device=0, runtime="tensorrt": Environment("11.1.0.fake", "NVIDIA L4", "8.9", None))
     with pytest.raises(BundleError, match="built elsewhere"):
         build_engines(bundle, "fp32", stages=["key"], log=lambda _: None)
+
+
+def test_build_logs_sizes_in_mb_and_keeps_a_mismatched_timing_cache_out(bundle, fakes, tmp_path, monkeypatch):
+    """Each stage's log line gives its engine's size in MB (2**20 bytes), as
+    the file on disk has it; the timing cache is never applied across a
+    mismatch (TensorRT would take timings of another GPU or version)."""
+    from vidtrt.tensorrt.build import build_engines
+
+    from vidtrt.tensorrt import build
+
+    cuda, trt, _ = fakes
+    trt.engine_padding = 3 * 2**20 // 2  # 1.5 MB plus the JSON
+    _tick_clock(build, monkeypatch, 1.2344)
+    log: list[str] = []
+    entry = build.build_engines(bundle, "fp32", timing_cache=tmp_path / "timing.cache", log=log.append)
+    for stage, file in entry["files"].items():
+        size = bundle.path(file).stat().st_size
+        assert entry["stages"][stage]["bytes"] == size and 1.5 * 2**20 < size < 1.55 * 2**20
+        assert f"  {stage}: 1.5 MB" in log
+        assert entry["stages"][stage]["build_seconds"] == 1.234  # to the millisecond
+    assert trt.ignore_mismatch and not any(trt.ignore_mismatch)
+    assert cuda.devices == [0]  # the builder targets the default device
+    # The parser prefers our plugins to the ops' ONNX functions exactly when the library is loaded.
+    from vidtrt import _native
+
+    override = {FakeTensorRT.OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE} if _native.plugin_library_path() else set()
+    assert [p.flags for p in trt.parsers] == [override] * 3
+
+
+def test_build_starts_an_empty_timing_cache_when_the_saved_one_does_not_fit(bundle, fakes, tmp_path):
+    from vidtrt.tensorrt.build import build_engines
+
+    _, trt, _ = fakes
+    (tmp_path / "timing.cache").write_bytes(b"foreign timings")
+    log: list[str] = []
+    build_engines(bundle, "fp32", timing_cache=tmp_path / "timing.cache", log=log.append)
+    assert sum("the timing cache does not fit this GPU / TensorRT; starting an empty one" in line for line in log) == 1
+    assert not any(trt.ignore_mismatch)
+    assert (tmp_path / "timing.cache").read_bytes() == b"knp"  # replaced by this build's timings
+
+
+def _tick_clock(module, monkeypatch, step):
+    """module.time.perf_counter advances by ``step`` seconds a call."""
+    from itertools import count
+    from types import SimpleNamespace
+
+    ticks = count()
+    monkeypatch.setattr(module, "time", SimpleNamespace(perf_counter=lambda: 1000.0 + step * next(ticks)))
+
+
+def test_build_progress_bar_counts_engines_and_takes_the_log_lines(bundle, fakes, monkeypatch, capsys):
+    """With a progress bar and the default log (print), lines go through the
+    bar's write so they stay above it; the bar counts one step per engine."""
+    import tqdm as tqdm_module
+
+    from vidtrt.tensorrt.build import build_engines
+
+    bars = _record_progress_bars(monkeypatch, tqdm_module)
+    build_engines(bundle, "fp32", progress=True)
+    (bar,) = bars
+    assert bar.total == 3 and bar.steps == 3 and bar.closed
+    assert any(line.startswith("building fp32 key from ") for line in bar.lines)
+    assert "building fp32" not in capsys.readouterr().out  # not printed past the bar
+
+
+def _record_progress_bars(monkeypatch, tqdm_module):
+    bars = []
+
+    class RecordingBar:
+        def __init__(self, total=None, **kwargs):
+            self.total, self.steps, self.lines, self.closed = total, 0, [], False
+            bars.append(self)
+
+        def update(self, n):
+            self.steps += n
+
+        def write(self, line):
+            self.lines.append(line)
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(tqdm_module, "tqdm", RecordingBar)
+    return bars
+
+
+def test_partial_rebuild_on_the_same_machine_keeps_the_other_stages(bundle, simulated):
+    """The previous set is read back from manifest.json (strings that are
+    equal, not the same objects): rebuilding one stage on the same machine
+    and profile is allowed and keeps the other stages' files and records."""
+    from vidtrt.tensorrt.build import build_engines
+
+    _, trt, _ = simulated
+    reloaded = load_bundle(bundle.directory)
+    before = reloaded.manifest.engines["fp32"]
+    trt.built.clear()
+    entry = build_engines(reloaded, "fp32", stages=["nonkey"], log=lambda _: None)
+    assert trt.built == ["nonkey"]
+    assert entry["files"] == before["files"] and set(entry["stages"]) == {"key", "nonkey", "perframe"}
+    assert entry["stages"]["key"] == before["stages"]["key"]
+
+
+@pytest.mark.parametrize("gpu,cc", [("NVIDIA L4", "8.9"), ("NVIDIA L4", "8.6"), ("Zotac RTX", "9.0"), ("Simulated GPU", "9.0")])
+def test_partial_rebuild_elsewhere_is_refused_whichever_way_the_names_sort(bundle, simulated, monkeypatch, gpu, cc):
+    """Refused for one stage; a full rebuild replaces the set."""
+    from vidtrt.core.bundle import BundleError
+    from vidtrt.tensorrt import compat
+    from vidtrt.tensorrt.build import build_engines
+
+    _, _, env = simulated
+    monkeypatch.setattr(compat, "current_environment", lambda device=0, runtime="tensorrt": Environment(env.tensorrt_version, gpu, cc, None))
+    with pytest.raises(BundleError, match="built elsewhere"):
+        build_engines(load_bundle(bundle.directory), "fp32", stages=["key"], log=lambda _: None)
+    entry = build_engines(load_bundle(bundle.directory), "fp32", log=lambda _: None)
+    assert (entry["gpu_name"], entry["compute_capability"]) == (gpu, cc)
+
+
+def test_build_api_refuses_compute_capabilities_for_standard_tensorrt(bundle):
+    """The API checks it, not only the CLI (flavours tests)."""
+    from vidtrt.tensorrt.build import build_engines
+
+    with pytest.raises(ValueError, match="--sm .compute capabilities. is for --runtime tensorrt-rtx"):
+        build_engines(bundle, "fp32", runtime="tensorrt", compute_capabilities=["86"], log=lambda _: None)
+    for workspace in (0, -5):
+        with pytest.raises(ValueError, match=f"workspace must be a positive number of MB, got {workspace}"):
+            build_engines(bundle, "fp32", workspace_mb=workspace, log=lambda _: None)
+
+
+def test_partial_rebuild_over_a_set_recorded_before_runtimes_were_named(bundle, simulated):
+    """Engine sets recorded before TensorRT-RTX existed have no "runtime": they
+    are standard TensorRT's, so one stage may be rebuilt over them."""
+    from vidtrt.tensorrt.build import build_engines
+
+    manifest_path = bundle.path("manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["engines"]["fp32"]["runtime"]
+    manifest_path.write_text(json.dumps(manifest))
+    entry = build_engines(load_bundle(bundle.directory), "fp32", stages=["key"], log=lambda _: None)
+    assert entry["runtime"] == "tensorrt" and set(entry["files"]) == {"key", "nonkey", "perframe"}
+
+
+@pytest.mark.parametrize(
+    "version,name,flag,want",
+    [
+        ("10.8.0.43", "tensorrt", 2, 1 << 2),  # TensorRT 10 must be asked for strong typing
+        ("11.1.0", "tensorrt", 2, 0),  # 11: always strongly typed, the flag deprecated
+        ("10.8.0.43", "tensorrt", None, 0),  # no such flag: nothing to ask
+        ("1.2.0", "tensorrt_rtx", 2, 0),  # TensorRT-RTX: always strongly typed
+        ("10.8.0.43", "tensorrt_rtx", 2, 0),
+    ],
+)
+def test_network_flags_ask_for_strong_typing_on_tensorrt_10_only(version, name, flag, want):
+    from types import SimpleNamespace
+
+    from vidtrt.tensorrt.build import _network_flags
+
+    flags = SimpleNamespace() if flag is None else SimpleNamespace(STRONGLY_TYPED=flag)
+    trt = SimpleNamespace(__version__=version, __name__=name, NetworkDefinitionCreationFlag=flags)
+    assert _network_flags(trt) == want
+
+
+def test_square_max_aspect_is_one_size():
+    profile = image_profile(PAPER_PRE, max_aspect=1.0)
+    assert profile.min == profile.max == (608, 608)
+
+
+def test_profile_bounds_by_hand_without_padding():
+    """Bounds that are whole numbers are kept exactly (rounding never moves them)."""
+    unpadded = {**PAPER_PRE, "pad_to_multiple": 1}
+    assert image_profile(unpadded, max_aspect=2.5).min == (400, 400)  # 1000 / 2.5
+    assert image_profile({**unpadded, "max_long_side": None}, max_aspect=1.5).max == (900, 900)  # 600 · 1.5
+    # No aspect bound: a strip one pixel wide is possible, and 1 stays the floor
+    # whatever min_side asks below it.
+    assert image_profile(unpadded).min == (1, 1)
+    assert image_profile(unpadded, min_side=0).min == (1, 1)
+    assert image_profile(PAPER_PRE, min_side=0).min == (16, 16)
+    assert image_profile(unpadded, min_side=70).min == (70, 70)
+
+
+def test_a_profile_above_the_stages_floor_is_taken_as_given(bundle):
+    from vidtrt.tensorrt.build import _checked_profile, minimum_image_side
+
+    floor = minimum_image_side(bundle.manifest)
+    above = ImageProfile((floor + 16, floor + 32), (256, 256), (512, 512))
+    assert _checked_profile(bundle.manifest, above) is above
+
+
+@pytest.mark.parametrize(
+    "pre,frame",
+    [
+        # short 600, long ≤ 1000, no padding: 1000 / (976 / 427) is 437.5 in
+        # floats, while the preprocessor resizes 427 to int(427 · (1000 / 976)
+        # + 0.5) = 437: the profile's minimum must round that bound down.
+        ({"pad_to_multiple": 1}, (427, 976)),
+        ({"short_side": 800, "max_long_side": 1333, "pad_to_multiple": 1}, (149, 298)),
+        # 600 · (111 / 80) = 832.5 and the frame pads to 864: the maximum rounds up.
+        ({}, (80, 111)),
+        ({}, (240, 397)),
+        # No long-side cap: 600 · (247 / 240) is 617.4999… in floats, and the frame resizes to 618.
+        ({"max_long_side": None, "pad_to_multiple": 1}, (240, 247)),
+    ],
+)
+def test_a_frame_of_exactly_max_aspect_fits_the_profile(pre, frame):
+    """Bounds that land on .5 in float arithmetic go to the safe side (down for
+    the minimum, up for the maximum), so the frame that set max_aspect fits."""
+    settings = {**PAPER_PRE, "pad_to_multiple": 32, **pre}
+    h, w = frame
+    profile = image_profile(settings, max_aspect=w / h)
+    padded = Preprocessor.from_dict(settings).plan(h, w)[2]
+    assert all(profile.min[0] <= d <= profile.max[0] for d in padded), (padded, profile)
+
+
+# ---------------------------------------------------------------- TensorRT-RTX sets, bookkeeping
+
+
+@pytest.fixture
+def fake_rtx(bundle, monkeypatch):
+    """``aot_build`` replaced by a stand-in that returns an "engine" of a known
+    size (or fails for chosen (SM, stage) pairs): what ``_build_rtx`` records,
+    writes, logs and cleans up, without building anything. The real builds
+    are tests/test_tensorrt_rtx_build.py."""
+    from types import SimpleNamespace
+
+    from vidtrt.tensorrt import build, flavours
+
+    trt = SimpleNamespace(__version__="1.2.0.fake", Builder=lambda logger: "one builder")
+    monkeypatch.setattr(flavours, "require", lambda name, what: None)
+    monkeypatch.setattr(flavours, "module", lambda name: trt)
+    monkeypatch.setattr(flavours, "capturing_logger", lambda name: SimpleNamespace(trt_logger=None))
+    stages = {str(bundle.stage_file(s)): s for s in bundle.stages}
+    fake = SimpleNamespace(calls=[], fail=set(), size=3 * 2**20 // 2, trt=trt)
+
+    def aot_build(onnx_path, sm, input_shapes, workspace_mb, what=None, builder=None):
+        stage = stages[str(onnx_path)]
+        assert builder == "one builder" and what.startswith(f"the fp32 {stage!r} engine for SM{sm}")
+        fake.calls.append((sm, stage))
+        if (sm, stage) in fake.fail:
+            raise build.EngineBuildError(f"TensorRT-RTX failed to build {what}")
+        return f"{sm}:{stage}:".encode() + b"x" * fake.size
+
+    monkeypatch.setattr(build, "aot_build", aot_build)
+    yield fake
+    bundle.manifest.engines.clear()
+    bundle.save()
+
+
+def test_rtx_sets_record_sizes_times_and_log_lines(bundle, fake_rtx, monkeypatch):
+    import tqdm as tqdm_module
+
+    from vidtrt.tensorrt import build
+    from vidtrt.tensorrt.build import build_engines
+
+    bars = _record_progress_bars(monkeypatch, tqdm_module)
+    _tick_clock(build, monkeypatch, 1.2344)
+    log: list[str] = []
+    # The runtime's name as the CLI passes it: a string made at run time, not the literal.
+    runtime = "-".join(["tensorrt", "rtx"])
+    entries = build_engines(bundle, "fp32", runtime=runtime, compute_capabilities=["86", "89"], log=log.append, progress=True)
+    assert list(entries) == ["tensorrt-rtx/sm86/fp32", "tensorrt-rtx/sm89/fp32"]
+    assert fake_rtx.calls == [(sm, s) for sm in ("86", "89") for s in ("key", "nonkey", "perframe")]
+    for key, entry in entries.items():
+        sm = key.split("/")[1][2:]
+        for stage, file in entry["files"].items():
+            assert file == engine_path("fp32", stage, "tensorrt-rtx", sm)
+            data = bundle.path(file).read_bytes()
+            assert data.startswith(f"{sm}:{stage}:".encode()) and entry["stages"][stage]["bytes"] == len(data)
+            assert entry["stages"][stage]["build_seconds"] == 1.234  # to the millisecond
+            assert f"  SM{sm} fp32 {stage}: 1.5 MB in 1.2 s" in log, log
+    (bar,) = bars
+    assert bar.total == 6 and bar.steps == 6 and bar.closed  # two targets × three stages
+    assert not list(bundle.path("engines").rglob(".*partial"))
+    # A second build writes over the first.
+    build_engines(bundle, "fp32", runtime=runtime, compute_capabilities=["86"], log=lambda _: None)
+
+
+def test_rtx_partial_rebuild_keeps_the_other_stages(bundle, fake_rtx):
+    from vidtrt.core.bundle import BundleError
+    from vidtrt.tensorrt.build import build_engines
+
+    first = build_engines(bundle, "fp32", runtime="tensorrt-rtx", compute_capabilities=["86"], log=lambda _: None)
+    before = first["tensorrt-rtx/sm86/fp32"]
+    fake_rtx.calls.clear()
+    again = build_engines(load_bundle(bundle.directory), "fp32", runtime="tensorrt-rtx", compute_capabilities=["86"], stages=["key"], log=lambda _: None)
+    entry = again["tensorrt-rtx/sm86/fp32"]
+    assert fake_rtx.calls == [("86", "key")]
+    assert entry["files"] == before["files"] and entry["stages"]["nonkey"] == before["stages"]["nonkey"]
+    # Another TensorRT-RTX: one stage is refused, the whole set is rebuilt.
+    fake_rtx.trt.__version__ = "1.3.0.fake"
+    with pytest.raises(BundleError, match="built with another TensorRT-RTX or profile"):
+        build_engines(load_bundle(bundle.directory), "fp32", runtime="tensorrt-rtx", compute_capabilities=["86"], stages=["key"], log=lambda _: None)
+    again = build_engines(load_bundle(bundle.directory), "fp32", runtime="tensorrt-rtx", compute_capabilities=["86"], log=lambda _: None)
+    assert again["tensorrt-rtx/sm86/fp32"]["tensorrt_version"] == "1.3.0.fake"
+
+
+def test_rtx_failure_keeps_finished_targets_and_leaves_no_partial_engine(bundle, fake_rtx):
+    """SM86 finished before SM89's second stage failed: SM86's set is recorded,
+    SM89 keeps its previous set, and no temporary engine is left behind."""
+    from vidtrt.tensorrt.build import EngineBuildError, build_engines
+
+    build_engines(bundle, "fp32", runtime="tensorrt-rtx", compute_capabilities=["89"], log=lambda _: None)
+    previous = load_bundle(bundle.directory).manifest.engines["tensorrt-rtx/sm89/fp32"]
+    fake_rtx.fail = {("89", "nonkey")}
+    with pytest.raises(EngineBuildError, match="'nonkey' engine for SM89"):
+        build_engines(bundle, "fp32", runtime="tensorrt-rtx", compute_capabilities=["86", "89"], log=lambda _: None)
+    engines = load_bundle(bundle.directory).manifest.engines
+    assert set(engines["tensorrt-rtx/sm86/fp32"]["files"]) == {"key", "nonkey", "perframe"}
+    assert engines["tensorrt-rtx/sm89/fp32"] == previous
+    assert not list(bundle.path("engines").rglob(".*partial"))
 
 
 def test_simulated_backend_checks_inputs(bundle, simulated):
