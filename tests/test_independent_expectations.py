@@ -295,6 +295,25 @@ def test_aot_build_returns_an_engine_and_says_why_it_could_not(tmp_path):
     assert aot_build(gemm, "86", {}).nbytes > 0
 
 
+def test_aot_build_never_asks_the_parser_for_plugins(tmp_path, monkeypatch):
+    """TensorRT-RTX never loads our plugin library (its parser aborts a
+    CPU-only process when a node resolves to a plugin): the parse must not ask
+    for plugin override."""
+    from vidtrt.tensorrt import build
+
+    _rtx()
+    asked = []
+    real = build._parse_stage
+
+    def spy(trt, builder, onnx_path, plugins_loaded, logger=None):
+        asked.append(plugins_loaded)
+        return real(trt, builder, onnx_path, plugins_loaded, logger)
+
+    monkeypatch.setattr(build, "_parse_stage", spy)
+    build.aot_build(_tiny_onnx(tmp_path / "tiny.onnx"), "89", {"image": ((1, 3, 8, 8), (1, 3, 8, 8), (1, 3, 8, 8))})
+    assert asked == [False]
+
+
 class _FailingBuilder:
     """The real TensorRT-RTX builder, except that building logs ``errors``
     through the builder's logger and fails, as TensorRT does."""

@@ -325,3 +325,18 @@ class TestRelationPropagation(OpTester):
         super().test_bad_impl_and_native_dtype()
         with pytest.raises(ValueError, match="isa must be one of"):
             relation_propagation_native(GOOD["sigma"], GOOD["phi"], GOOD["regions"], isa="avx512")
+
+    def test_work_counts_by_hand(self):
+        """What selfcheck --bench and the GPU roofline divide by: N = 10
+        regions, d = 3, D = 5. FLOPs: the affinity tile twice (2·N²·d
+        multiply-adds) and Â·R, Â·Y (2·N²·D), two FLOPs each:
+        2·(2·100·3 + 2·100·5) = 3200. Bytes: σ and φ read (N·d each), R read
+        and the output written (N·D each), one byte of validity per region:
+        float32 4·10·(6 + 10) + 10 = 650, float16 2·10·16 + 10 = 330."""
+        from vidtrt.ops.registry import registered_ops
+
+        work = registered_ops()["RelationPropagation"].work
+        for dtype, nbytes in ((torch.float32, 650.0), (torch.float16, 330.0)):
+            s, p = torch.zeros(10, 3, dtype=dtype), torch.zeros(10, 3, dtype=dtype)
+            r = torch.zeros(10, 5, dtype=dtype)
+            assert work((s, p, r, torch.ones(10, dtype=torch.bool)), {}) == {"flops": 3200.0, "bytes": nbytes}

@@ -12,6 +12,7 @@ GPU skip with the reason.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -386,6 +387,15 @@ def test_stage_profiles_follow_the_feature_stride(bundle):
     odd = stage_profiles(bundle.manifest, ImageProfile((17, 17), (33, 47), (250, 250)))
     assert odd["key"]["temporal_in"] == ((1, 64, 2, 2), (1, 64, 3, 3), (1, 64, 16, 16))
     assert engine_path("fp16", "key") == "engines/fp16/key.engine"
+    # A static input listed before the dynamic ones takes nothing from them.
+    import copy
+
+    reordered = copy.deepcopy(bundle.manifest)
+    reordered.stages["key"].inputs.reverse()
+    assert reordered.stages["key"].inputs[0].name == "has_state"
+    assert stage_profiles(reordered, image)["key"] == shapes["key"]
+    with pytest.raises(dataclasses.FrozenInstanceError):  # a profile is a value
+        image.min = (8, 8)
 
 
 # ====================================================================== without TensorRT
@@ -993,8 +1003,13 @@ def test_build_logs_sizes_in_mb_and_keeps_a_mismatched_timing_cache_out(bundle, 
     cuda, trt, _ = fakes
     trt.engine_padding = 3 * 2**20 // 2  # 1.5 MB plus the JSON
     _tick_clock(build, monkeypatch, 1.2344)
+    import tqdm as tqdm_module
+
+    bars = _record_progress_bars(monkeypatch, tqdm_module)
     log: list[str] = []
-    entry = build.build_engines(bundle, "fp32", timing_cache=tmp_path / "timing.cache", log=log.append)
+    entry = build.build_engines(bundle, "fp32", timing_cache=tmp_path / "timing.cache", workspace_mb=1, log=log.append)
+    assert not bars  # no progress bar unless asked
+    assert entry["workspace_mb"] == 1  # the smallest workspace is allowed
     for stage, file in entry["files"].items():
         size = bundle.path(file).stat().st_size
         assert entry["stages"][stage]["bytes"] == size and 1.5 * 2**20 < size < 1.55 * 2**20
@@ -1041,6 +1056,7 @@ def test_build_progress_bar_counts_engines_and_takes_the_log_lines(bundle, fakes
     build_engines(bundle, "fp32", progress=True)
     (bar,) = bars
     assert bar.total == 3 and bar.steps == 3 and bar.closed
+    assert bar.kwargs["leave"] is True and bar.kwargs["disable"] is None  # kept on screen; off without a terminal
     assert any(line.startswith("building fp32 key from ") for line in bar.lines)
     assert "building fp32" not in capsys.readouterr().out  # not printed past the bar
 
@@ -1051,6 +1067,7 @@ def _record_progress_bars(monkeypatch, tqdm_module):
     class RecordingBar:
         def __init__(self, total=None, **kwargs):
             self.total, self.steps, self.lines, self.closed = total, 0, [], False
+            self.kwargs = kwargs
             bars.append(self)
 
         def update(self, n):
@@ -1103,6 +1120,11 @@ def test_build_api_refuses_compute_capabilities_for_standard_tensorrt(bundle):
 
     with pytest.raises(ValueError, match="--sm .compute capabilities. is for --runtime tensorrt-rtx"):
         build_engines(bundle, "fp32", runtime="tensorrt", compute_capabilities=["86"], log=lambda _: None)
+    from vidtrt.tensorrt.flavours import UnknownFlavour
+
+    for runtime in ("onnxruntime", "vulkan"):  # names either side of "tensorrt-rtx"
+        with pytest.raises(UnknownFlavour, match=f"unknown TensorRT runtime '{runtime}'; choose one of tensorrt, tensorrt-rtx"):
+            build_engines(bundle, "fp32", runtime=runtime, log=lambda _: None)
     for workspace in (0, -5):
         with pytest.raises(ValueError, match=f"workspace must be a positive number of MB, got {workspace}"):
             build_engines(bundle, "fp32", workspace_mb=workspace, log=lambda _: None)
@@ -1157,6 +1179,9 @@ def test_profile_bounds_by_hand_without_padding():
     assert image_profile(unpadded, min_side=0).min == (1, 1)
     assert image_profile(PAPER_PRE, min_side=0).min == (16, 16)
     assert image_profile(unpadded, min_side=70).min == (70, 70)
+    assert image_profile(unpadded, max_aspect=1000.0).min == (1, 1)  # 1000 / 1000
+    # Tuned by default for HD video: a 1280×720 frame scales by 1000 / 1280 to 562.5 → 563 × 1000.
+    assert image_profile(unpadded).opt == (563, 1000)
 
 
 def test_a_profile_above_the_stages_floor_is_taken_as_given(bundle):
@@ -1165,6 +1190,15 @@ def test_a_profile_above_the_stages_floor_is_taken_as_given(bundle):
     floor = minimum_image_side(bundle.manifest)
     above = ImageProfile((floor + 16, floor + 32), (256, 256), (512, 512))
     assert _checked_profile(bundle.manifest, above) is above
+    at = ImageProfile((floor, floor), (256, 256), (512, 512))
+    assert _checked_profile(bundle.manifest, at) is at
+
+
+def test_engine_paths_by_runtime():
+    # Runtime names as they arrive from the command line: equal strings, not the literals.
+    tensorrt, rtx = "".join(["tensor", "rt"]), "-".join(["tensorrt", "rtx"])
+    assert engine_path("fp16", "key", tensorrt) == "engines/fp16/key.engine"
+    assert engine_path("int8", "key", rtx, "86") == "engines/tensorrt-rtx/sm86/int8/key.engine"
 
 
 @pytest.mark.parametrize(
