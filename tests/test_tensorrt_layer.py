@@ -1180,6 +1180,7 @@ def test_profile_bounds_by_hand_without_padding():
     assert image_profile(PAPER_PRE, min_side=0).min == (16, 16)
     assert image_profile(unpadded, min_side=70).min == (70, 70)
     assert image_profile(unpadded, max_aspect=1000.0).min == (1, 1)  # 1000 / 1000
+    assert image_profile(unpadded, max_aspect=5000.0, min_side=0).min == (1, 1)  # 0.2 px: still 1
     # Tuned by default for HD video: a 1280×720 frame scales by 1000 / 1280 to 562.5 → 563 × 1000.
     assert image_profile(unpadded).opt == (563, 1000)
 
@@ -1285,8 +1286,9 @@ def test_rtx_sets_record_sizes_times_and_log_lines(bundle, fake_rtx, monkeypatch
     (bar,) = bars
     assert bar.total == 6 and bar.steps == 6 and bar.closed  # two targets × three stages
     assert not list(bundle.path("engines").rglob(".*partial"))
-    # A second build writes over the first.
-    build_engines(bundle, "fp32", runtime=runtime, compute_capabilities=["86"], log=lambda _: None)
+    # A second build writes over the first; the literal name counts targets the same.
+    build_engines(bundle, "fp32", runtime="tensorrt-rtx", compute_capabilities=["86", "89"], log=lambda _: None, progress=True)
+    assert bars[1].total == 6 and bars[1].steps == 6
 
 
 def test_rtx_partial_rebuild_keeps_the_other_stages(bundle, fake_rtx):
