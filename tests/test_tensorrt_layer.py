@@ -996,15 +996,14 @@ def test_build_logs_sizes_in_mb_and_keeps_a_mismatched_timing_cache_out(bundle, 
     """Each stage's log line gives its engine's size in MB (2**20 bytes), as
     the file on disk has it; the timing cache is never applied across a
     mismatch (TensorRT would take timings of another GPU or version)."""
-    from vidtrt.tensorrt.build import build_engines
+    import tqdm as tqdm_module
 
+    from vidtrt import _native
     from vidtrt.tensorrt import build
 
     cuda, trt, _ = fakes
     trt.engine_padding = 3 * 2**20 // 2  # 1.5 MB plus the JSON
     _tick_clock(build, monkeypatch, 1.2344)
-    import tqdm as tqdm_module
-
     bars = _record_progress_bars(monkeypatch, tqdm_module)
     log: list[str] = []
     entry = build.build_engines(bundle, "fp32", timing_cache=tmp_path / "timing.cache", workspace_mb=1, log=log.append)
@@ -1018,8 +1017,6 @@ def test_build_logs_sizes_in_mb_and_keeps_a_mismatched_timing_cache_out(bundle, 
     assert trt.ignore_mismatch and not any(trt.ignore_mismatch)
     assert cuda.devices == [0]  # the builder targets the default device
     # The parser prefers our plugins to the ops' ONNX functions exactly when the library is loaded.
-    from vidtrt import _native
-
     override = {FakeTensorRT.OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE} if _native.plugin_library_path() else set()
     assert [p.flags for p in trt.parsers] == [override] * 3
 
@@ -1114,14 +1111,13 @@ def test_partial_rebuild_elsewhere_is_refused_whichever_way_the_names_sort(bundl
     assert (entry["gpu_name"], entry["compute_capability"]) == (gpu, cc)
 
 
-def test_build_api_refuses_compute_capabilities_for_standard_tensorrt(bundle):
-    """The API checks it, not only the CLI (flavours tests)."""
+def test_build_api_refuses_bad_runtimes_compute_capabilities_and_workspaces(bundle):
+    """The API checks its arguments itself, not only through the CLI (flavours tests)."""
     from vidtrt.tensorrt.build import build_engines
+    from vidtrt.tensorrt.flavours import UnknownFlavour
 
     with pytest.raises(ValueError, match="--sm .compute capabilities. is for --runtime tensorrt-rtx"):
         build_engines(bundle, "fp32", runtime="tensorrt", compute_capabilities=["86"], log=lambda _: None)
-    from vidtrt.tensorrt.flavours import UnknownFlavour
-
     for runtime in ("onnxruntime", "vulkan"):  # names either side of "tensorrt-rtx"
         with pytest.raises(UnknownFlavour, match=f"unknown TensorRT runtime '{runtime}'; choose one of tensorrt, tensorrt-rtx"):
             build_engines(bundle, "fp32", runtime=runtime, log=lambda _: None)
