@@ -340,3 +340,42 @@ class TestRelationPropagation(OpTester):
             s, p = torch.zeros(10, 3, dtype=dtype), torch.zeros(10, 3, dtype=dtype)
             r = torch.zeros(10, 5, dtype=dtype)
             assert work((s, p, r, torch.ones(10, dtype=torch.bool)), {}) == {"flops": 3200.0, "bytes": nbytes}
+
+    def test_selfcheck_example_and_paper_problem_shapes(self):
+        """`vidtrt selfcheck` runs the example, a quarter of MFSA's batch:
+        K = 3 frames × 100 proposals, the last 20 of each frame padding; the
+        benchmark's paper problem is 21 × 300 regions, d = 256, D = 1024, all
+        valid, with the work counted on those shapes."""
+        from vidtrt.ops.registry import registered_ops
+        from vidtrt.ops.relation_propagation import example, paper_problem
+
+        (s, p, r, valid), attrs = example()
+        assert s.shape == p.shape == (300, 64) and r.shape == (300, 256) and attrs == {}
+        assert valid.tolist() == ([True] * 80 + [False] * 20) * 3
+        assert relation_propagation(s, p, r, valid).shape == r.shape
+        (s, p, r, valid), attrs, work = paper_problem()
+        assert s.shape == p.shape == (6300, 256) and r.shape == (6300, 1024) and bool(valid.all()) and attrs == {}
+        assert work == registered_ops()["RelationPropagation"].work((s, p, r, valid), {})
+
+    def test_impl_compared_by_value(self):
+        s, p, r, valid = random_problem(2, 5, 3, 4, "some")
+        for name in ("reference", "native"):
+            impl = "".join(list(name))  # built at run time, as one read from a config is
+            torch.testing.assert_close(relation_propagation(s, p, r, valid, impl=impl),
+                                       relation_propagation(s, p, r, valid, impl=name), rtol=0, atol=0)  # fmt: skip
+
+    def test_one_region_valid_values_checked(self):
+        """A single region is checked like any other count (an empty one has nothing to check)."""
+        s, p, r, _ = random_problem(3, 1, 3, 4, "all")
+        with pytest.raises(ValueError, match=r"valid must hold 0/1, got valid\[0\] = 2"):
+            relation_propagation(s, p, r, torch.tensor([2.0]))
+        empty = random_problem(3, 0, 3, 4, "all")[:3]
+        assert relation_propagation(*empty, torch.zeros(0)).shape == (0, 4)
+
+    def test_native_refuses_other_devices_and_names_the_first_bad_flag(self):
+        s, p, r, _ = random_problem(4, 4, 3, 5, "all")
+        meta = [t.to("meta") for t in (s, p, r)]  # the meta device stands in for a GPU
+        with pytest.raises(ValueError, match="impl='native' runs on the CPU, got tensors on meta"):
+            relation_propagation_native(*meta)
+        with pytest.raises(ValueError, match=r"valid must hold 0/1, got valid\[1\] = 0.5"):
+            relation_propagation(s, p, r, torch.tensor([1.0, 0.5, 1.0, 3.0]))
