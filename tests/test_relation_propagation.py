@@ -110,6 +110,7 @@ class TestRelationPropagation(OpTester):
         (dict(regions=torch.zeros(3, 5)), r"regions must have N = 4 rows like sigma, got regions \[3, 5\]"),
         (dict(valid=torch.ones(5)), r"valid must have N = 4 rows like sigma, got valid \[5\]"),
         (dict(phi=torch.zeros(4, 2)), r"sigma and phi must have the same d, got sigma \[4, 3\] and phi \[4, 2\]"),
+        (dict(phi=torch.zeros(4, 4)), r"sigma and phi must have the same d, got sigma \[4, 3\] and phi \[4, 4\]"),
         (dict(sigma=torch.zeros(4, 0), phi=torch.zeros(4, 0)), r"need d >= 1 channels, got sigma \[4, 0\]"),
         (dict(regions=torch.zeros(4, 5, dtype=torch.float16)), r"must share one dtype, got torch.float32, torch.float32, torch.float16"),
         (dict(sigma=torch.zeros(4, 3, dtype=torch.int32), phi=torch.zeros(4, 3, dtype=torch.int32),
