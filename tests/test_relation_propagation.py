@@ -354,6 +354,9 @@ class TestRelationPropagation(OpTester):
         assert s.shape == p.shape == (300, 64) and r.shape == (300, 256) and attrs == {}
         assert valid.tolist() == ([True] * 80 + [False] * 20) * 3
         assert relation_propagation(s, p, r, valid).shape == r.shape
+        # sigma and phi share a component, so the affinities the example exercises are not all clipped to 0.
+        cosines = torch.nn.functional.normalize(s, dim=1) @ torch.nn.functional.normalize(p, dim=1).T
+        assert float((cosines > 0).float().mean()) > 0.9
         (s, p, r, valid), attrs, work = paper_problem()
         assert s.shape == p.shape == (6300, 256) and r.shape == (6300, 1024) and bool(valid.all()) and attrs == {}
         assert work == registered_ops()["RelationPropagation"].work((s, p, r, valid), {})
