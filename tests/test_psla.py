@@ -86,6 +86,7 @@ class TestPSLA(OpTester):
         (dict(key=torch.zeros(1, 3, 4, 6)), r"query and key must have the same shape"),
         (dict(value=torch.zeros(2, 2, 4, 5)), r"value must match query in N, H and W, got value \[2, 2, 4, 5\]"),
         (dict(value=torch.zeros(1, 2, 5, 5)), r"value must match query in N, H and W"),
+        (dict(value=torch.zeros(1, 2, 4, 4)), r"value must match query in N, H and W, got value \[1, 2, 4, 4\]"),  # smaller too
         (dict(max_disp=-1), r"max_disp must be in \[0, 8\], got -1"),
         (dict(max_disp=MAX_DISP + 1), r"max_disp must be in \[0, 8\], got 9"),
         (dict(max_disp=2.0), r"max_disp must be an int, got float"),
