@@ -15,8 +15,8 @@ def _cache_exports(cache_dir: str) -> None:
 
     Only for mutation runs of modules the export never runs (the pipelines,
     the TensorRT build): a mutant there cannot change what is exported, and
-    the exports are most of each test run. Calls with arguments other than plain values export as
-    usual. Never set it in CI.
+    the exports are most of each test run. Calls with arguments other than
+    plain values export as usual. Never set it in CI.
     """
     import hashlib
     import shutil

@@ -11,6 +11,7 @@ GPU skip with the reason.
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import dataclasses
 import json
@@ -388,8 +389,6 @@ def test_stage_profiles_follow_the_feature_stride(bundle):
     assert odd["key"]["temporal_in"] == ((1, 64, 2, 2), (1, 64, 3, 3), (1, 64, 16, 16))
     assert engine_path("fp16", "key") == "engines/fp16/key.engine"
     # A static input listed before the dynamic ones takes nothing from them.
-    import copy
-
     reordered = copy.deepcopy(bundle.manifest)
     reordered.stages["key"].inputs.reverse()
     assert reordered.stages["key"].inputs[0].name == "has_state"
