@@ -425,3 +425,50 @@ class TestFixedSizeNMS(OpTester):
             with pytest.raises(ValueError, match="fixed_size_nms: invalid shape or attribute"):
                 call(**bad)
         assert _native.kernels().FIXED_SIZE_NMS_MAX_BOXES == MAX_BOXES
+
+    # ---------------------------------------------------------------- the problems selfcheck and the roofline use
+
+    def test_work_and_paper_problem_by_hand(self):
+        """Counts on K = 10 written out: 45 pairs of ~12 FLOPs each (areas,
+        the intersection's four min/max and two subtractions, its product,
+        the union and the ratio); bytes: the 10 boxes and scores read and the
+        10×10 suppression bits written and scanned. And the paper-scale
+        problem: the RPN's 3840 proposals of 16..400 px on a 600×1000 image,
+        IoU 0.7, 300 survivors."""
+        from vidtrt.ops.fixed_size_nms import paper_problem, work
+
+        boxes, scores = torch.zeros(10, 4), torch.zeros(10)
+        assert work((boxes, scores), {"iou_threshold": 0.7, "max_output": 3}) == {
+            "flops": 12.0 * 45,
+            "bytes": 4.0 * 10 * 5 + 2 * 100 / 8,
+        }
+        (boxes, scores), attrs, counted = paper_problem()
+        assert boxes.shape == (3840, 4) and scores.shape == (3840,)
+        assert attrs == {"iou_threshold": 0.7, "max_output": 300} and counted == work((boxes, scores), attrs)
+        sizes = boxes[:, 2:] - boxes[:, :2]
+        centres = (boxes[:, 2:] + boxes[:, :2]) / 2
+        assert float(sizes.min()) >= 16 and float(sizes.max()) <= 400 and float(sizes.max()) > 390
+        assert float(centres[:, 0].max()) > 990 and float(centres[:, 1].max()) > 590 and float(centres.min()) >= 0
+        assert bool(torch.isfinite(scores).all()) and float(scores.min()) >= 0 and float(scores.max()) < 1
+
+    def test_selfcheck_example_has_ties_and_padding(self):
+        """The example `vidtrt selfcheck` runs: 1000 boxes of 16..216 px on a
+        600×1000 image, every tenth padded with −inf, scores on a grid of
+        1/200 (so many tie), IoU 0.7, up to 300 survivors; FP32 only."""
+        from vidtrt.ops.fixed_size_nms import example
+
+        (boxes, scores), attrs = example()
+        assert boxes.shape == (1000, 4) and attrs == {"iou_threshold": 0.7, "max_output": 300}
+        padded = torch.isinf(scores)
+        assert padded.tolist() == [i % 10 == 0 for i in range(1000)]
+        finite = scores[~padded]
+        steps = finite * 200
+        assert float((steps - steps.round()).abs().max()) < 1e-3 and len(set(finite.tolist())) <= 200
+        sizes = boxes[:, 2:] - boxes[:, :2]
+        assert float(sizes.min()) >= 16 and float(sizes.max()) <= 216 and float(sizes.max()) > 210
+        centres = (boxes[:, 2:] + boxes[:, :2]) / 2
+        assert float(centres[:, 0].max()) > 980 and float(centres[:, 1].max()) > 580 and float(centres.min()) >= 0
+        keep = fixed_size_nms(boxes, scores, **attrs)
+        assert keep.shape == (300,) and not set(keep[keep >= 0].tolist()) & set(range(0, 1000, 10))
+        with pytest.raises(ValueError, match="float32"):
+            example(torch.float16)

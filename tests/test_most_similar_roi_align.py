@@ -349,3 +349,48 @@ class TestMostSimilarRoIAlign(OpTester):
                 call(**bad)
         with pytest.raises(ValueError, match="unsupported dtype 'float64'"):
             call(dtype="float64")
+
+    def test_work_and_paper_problem_by_hand(self):
+        """The counts `selfcheck --bench` and the GPU roofline use, on small
+        shapes written out term by term; and the paper-scale problem's shapes
+        (mmtracking's SELSA + TRoI test config)."""
+        from vidtrt.ops.most_similar_roi_align import paper_problem, work
+
+        rois, c, h, w, frames, sh, sw, top_k = 2, 3, 4, 5, 6, 7, 8, 2
+        roi, support = torch.zeros(rois, c, h, w), torch.zeros(frames, c, sh, sw)
+        queries = 2 * 4 * 5  # RoI cells
+        cells = 7 * 8  # cells of one support frame
+        similarities = 2.0 * 6 * queries * cells * 3  # one multiply-add per channel and (query, cell, frame)
+        weighted_sum = 2.0 * 6 * queries * 2 * 3  # top_k cells per query and frame
+        normalise = 3.0 * (6 * cells + queries) * 3  # square, sum, divide per element of both inputs
+        reads_and_writes = 3 * (queries + 6 * cells + 6 * queries)  # channels: both inputs in, [T, R, C, h, w] out
+        assert work((roi, support), {"top_k": top_k}) == {
+            "flops": similarities + weighted_sum + normalise,
+            "bytes": 4.0 * reads_and_writes,
+        }
+        assert work((roi.half(), support.half()), {"top_k": top_k})["bytes"] == 2.0 * reads_and_writes
+        (roi, support), attrs, counted = paper_problem()
+        assert roi.shape == (300, 512, 7, 7) and support.shape == (14, 512, 38, 63) and attrs == {"top_k": 2}
+        assert float(roi.min()) >= 0 and float(support.min()) >= 0  # ReLU'd features
+        assert counted == work((roi, support), attrs)
+
+    def test_selfcheck_example_matches_real_cells(self):
+        """The example `vidtrt selfcheck` runs: 32 RoIs of 7×7 noisy copies of
+        cells of the first of 4 support frames (19×32, C = 128), top_k = 2. Its
+        RoI cells' most similar cell in that frame is, nearly always, the cell
+        each was copied from, up to noise of σ = 0.3: the top match is a real
+        one, as it says."""
+        from vidtrt.ops.most_similar_roi_align import example
+
+        (roi, support), attrs = example()
+        assert roi.shape == (32, 128, 7, 7) and support.shape == (4, 128, 19, 32) and attrs == {"top_k": 2}
+        queries = torch.nn.functional.normalize(roi, dim=1).permute(0, 2, 3, 1).reshape(-1, 128)
+        keys = torch.nn.functional.normalize(support[0], dim=0).reshape(128, -1)
+        best = (queries @ keys).argmax(1)
+        # Nearest by distance instead of similarity: the noise is small next to
+        # the gaps between cells, so this names the source cell.
+        rows, cells = roi.permute(0, 2, 3, 1).reshape(-1, 128), support[0].reshape(128, -1).T
+        source = torch.cdist(rows, cells).argmin(1)
+        assert (best == source).float().mean() > 0.9
+        assert 0.28 < float((rows - cells[source]).std()) < 0.32  # the copies' noise: N(0, 0.3²)
+        assert most_similar_roi_align(roi, support, **attrs).shape == (4, 32, 128, 7, 7)

@@ -638,3 +638,50 @@ class TestPSRoIAlign(OpTester):
             ps_roi_align(features, torch.tensor([[0.0, 0, 3, 3]]), output_size=(1, 1))
         with pytest.raises(ValueError, match=r"one \[K, 4\] tensor"):
             ps_roi_align(features, [torch.tensor([[0.0, 0, 3]])], output_size=(1, 1))
+
+
+def test_work_and_paper_problem_by_hand():
+    """The counts `selfcheck --bench` and the GPU roofline use, for 3 RoIs on
+    a map of 2 classes × 2×2 bins (8 channels): 24 outputs, each s×s samples
+    of 4 corner products and a sum (9 FLOPs per sample); bytes: 4 corners per
+    sample and the output, plus the [3, 5] RoI table. An adaptive grid counts
+    as 2×2. And the paper-scale problem: R-FCN's 31 classes of 7×7 maps on the
+    stride-16 map of a 600×1000 frame, 300 RoIs of 16..316 px, 2×2 samples."""
+    from vidtrt.ops.ps_roi_align import paper_problem, work
+
+    features, rois = torch.zeros(1, 8, 5, 6), torch.zeros(3, 5)
+    for ratio, samples in ((1, 1), (2, 4), (3, 9), (0, 4), (-1, 4)):
+        attrs = {"output_size": 2, "spatial_scale": 0.5, "sampling_ratio": ratio}
+        assert work((features, rois), attrs) == {
+            "flops": 9.0 * samples * 24,
+            "bytes": 4.0 * 24 * (4 * samples + 1) + 4 * 15,
+        }, ratio
+    half = work((features.half(), rois), {"output_size": 2, "spatial_scale": 0.5, "sampling_ratio": 2})
+    assert half["bytes"] == 2.0 * 24 * 17 + 4 * 15
+    (features, table), attrs, counted = paper_problem()
+    assert features.shape == (1, 31 * 49, 37, 62) and table.shape == (300, 5)
+    assert attrs == {"output_size": 7, "spatial_scale": 1 / 16, "sampling_ratio": 2}
+    assert counted == work((features, table), attrs)
+    assert not table[:, 0].any()  # every RoI on image 0
+    sizes = table[:, 3:] - table[:, 1:3]
+    centres = (table[:, 3:] + table[:, 1:3]) / 2
+    assert float(sizes.min()) >= 16 and float(sizes.max()) <= 316 and float(sizes.max()) > 300
+    assert float(centres[:, 0].max()) > 980 and float(centres[:, 1].max()) > 580 and float(centres.min()) >= 0
+
+
+def test_selfcheck_example_by_hand():
+    """The example `vidtrt selfcheck` runs: 8 classes of 7×7 score maps on the
+    stride-16 map of a 600×1000 image, 300 RoIs of 16..316 px on image 0,
+    some reaching past the borders, 2×2 samples per bin."""
+    from vidtrt.ops.ps_roi_align import example
+
+    (features, rois), attrs = example()
+    assert features.shape == (1, 8 * 49, 37, 62) and rois.shape == (300, 5)
+    assert attrs == {"output_size": 7, "spatial_scale": 1 / 16, "sampling_ratio": 2}
+    assert not rois[:, 0].any()
+    sizes = rois[:, 3:] - rois[:, 1:3]
+    assert float(sizes.min()) >= 16 and float(sizes.max()) <= 316 and float(sizes.max()) > 300
+    assert float(rois[:, 1:3].min()) < 0 and float(rois[:, 3].max()) > 1000 and float(rois[:, 4].max()) > 600
+    assert ps_roi_align(features, rois, **attrs).shape == (300, 8, 7, 7)
+    half, half_rois = example(torch.float16)[0]
+    assert half.dtype == half_rois.dtype == torch.float16

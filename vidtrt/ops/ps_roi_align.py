@@ -547,11 +547,11 @@ def paper_problem(seed: int = 0):
 
 def work(tensors, attrs) -> dict:
     """Per output: s×s samples × (4 corner weights·values + the sum) ≈ 9·s²
-    FLOPs (s = 2 when adaptive); traffic: the 4 corners of each sample read
-    once, the output written."""
+    FLOPs (s = sampling_ratio; 2 when adaptive); traffic: the 4 corners of
+    each sample read once, the output written."""
     features, rois = tensors
-    k = int(attrs["output_size"])
-    samples = max(int(attrs["sampling_ratio"]), 2) ** 2
+    ratio = int(attrs["sampling_ratio"])
+    samples = (ratio if ratio > 0 else 2) ** 2  # adaptive grids vary per RoI: counted as 2×2
     outputs = rois.shape[0] * features.shape[1]  # R · C·k·k
     size = features.element_size()
     return {"flops": 9.0 * samples * outputs, "bytes": float(size * outputs * (4 * samples + 1) + 4 * rois.numel())}
