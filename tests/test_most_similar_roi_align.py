@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from hypothesis import given, settings
@@ -394,3 +396,35 @@ class TestMostSimilarRoIAlign(OpTester):
         assert (best == source).float().mean() > 0.9
         assert 0.28 < float((rows - cells[source]).std()) < 0.32  # the copies' noise: N(0, 0.3²)
         assert most_similar_roi_align(roi, support, **attrs).shape == (4, 32, 128, 7, 7)
+
+    def test_reference_in_several_blocks_matches_naive(self, monkeypatch):
+        """The reference holds at most _REFERENCE_BLOCK similarities at once
+        (rows of RoI cells per block). With a block of 3 rows' worth, 2 RoIs
+        of 2×2 cells (8 queries) take three blocks, the last one partial; the
+        result must still be the naive loop's."""
+        msra_module = importlib.import_module("vidtrt.ops.most_similar_roi_align")  # the package exports the function
+
+        roi, support = random_inputs(21, 2, 5, 2, 2, 3, 3, 4)
+        expected, gap = msra_naive(roi, support, 2)
+        assert gap.min() > 1e-4
+        whole = most_similar_roi_align(roi, support, 2)
+        monkeypatch.setattr(msra_module, "_REFERENCE_BLOCK", 3 * 12)
+        blocked = most_similar_roi_align(roi, support, 2)
+        np.testing.assert_allclose(blocked.numpy(), expected, **FP32_TOL)
+        np.testing.assert_allclose(whole.numpy(), expected, **FP32_TOL)  # (not bit-equal: GEMMs of other sizes)
+
+    def test_exported_output_type_is_t_r_c_h_w(self, tmp_path):
+        """Exported with static shapes, non-square RoIs (h = 2, w = 5), the
+        node's declared output type is [T, R, C, h, w] dim by dim, which is
+        what shape inference downstream (and TensorRT's parser) starts from."""
+        from op_tester import OneOpModule
+
+        from vidtrt.export.onnx import export_module
+
+        roi, support = random_inputs(22, 2, 3, 2, 5, 4, 3, 6)
+        path = tmp_path / "msra_static.onnx"
+        export_module(OneOpModule(most_similar_roi_align, {"top_k": 2}), (roi, support), path,
+                      ["roi_feats", "support_feats"], ["out"], {})  # fmt: skip
+        out = onnx.load(path).graph.output[0].type.tensor_type
+        assert [d.dim_value for d in out.shape.dim] == [4, 2, 3, 2, 5]
+        assert out.elem_type == onnx.TensorProto.FLOAT
