@@ -153,6 +153,8 @@ class TestFixedSizeNMS(OpTester):
         (dict(boxes=torch.zeros(3, 5)), r"boxes must have shape \[K, 4\] \(x1, y1, x2, y2\), got shape \[3, 5\]"),
         (dict(scores=torch.zeros(3, 1)), r"scores must have rank 1 \[K\], got shape \[3, 1\]"),
         (dict(scores=torch.zeros(4)), r"scores must have one entry per box, got boxes \[3, 4\] and scores \[4\]"),
+        (dict(boxes=torch.zeros(3, 3)), r"boxes must have shape \[K, 4\] \(x1, y1, x2, y2\), got shape \[3, 3\]"),
+        (dict(scores=torch.zeros(2)), r"scores must have one entry per box, got boxes \[3, 4\] and scores \[2\]"),
         (dict(boxes=torch.zeros(3, 4, dtype=torch.float64)), r"boxes must be float32 .*got torch.float64"),
         (dict(boxes=torch.zeros(3, 4, dtype=torch.float16)), r"boxes must be float32 .*got torch.float16"),
         (dict(scores=torch.zeros(3, dtype=torch.int64)), r"scores must be float32 .*got torch.int64"),
@@ -472,3 +474,44 @@ class TestFixedSizeNMS(OpTester):
         assert keep.shape == (300,) and not set(keep[keep >= 0].tolist()) & set(range(0, 1000, 10))
         with pytest.raises(ValueError, match="float32"):
             example(torch.float16)
+
+    # ---------------------------------------------------------------- from the mutation run
+
+    @pytest.mark.parametrize("impl", IMPLS)
+    def test_small_boxes_apart_on_both_axes_do_not_overlap(self, impl, onnx_dir):
+        """Boxes 1 px wide, 0.5 px apart in x and in y: both intersection
+        extents are negative, and only their clamp at 0 keeps the product
+        (0.25 without it) from counting as an overlap. Both boxes are kept,
+        even at a threshold of 0.01."""
+        boxes = torch.tensor([[0.0, 0, 1, 1], [1.5, 1.5, 2.5, 2.5], [-1.5, 1.5, -0.5, 2.5]])
+        scores = torch.tensor([0.9, 0.8, 0.7])
+        assert self.keep(impl, boxes, scores, 0.01, 4, onnx_dir) == [0, 1, 2, -1]
+
+    def test_exactly_max_boxes_accepted(self):
+        """MAX_BOXES itself is allowed (one more is refused, BAD_INPUTS)."""
+        from vidtrt.ops.fixed_size_nms import check_inputs
+
+        check_inputs(torch.zeros(MAX_BOXES, 4), torch.zeros(MAX_BOXES), 0.5, 1)
+
+    def test_impl_compared_by_value_and_native_on_the_cpu_only(self):
+        boxes, scores = dense_problem(3, 50, grid=True)
+        want = fixed_size_nms(boxes, scores, 0.5, 20)
+        for impl in ("".join(["refer", "ence"]), "".join(["nat", "ive"])):  # built at run time, as read from a config
+            torch.testing.assert_close(fixed_size_nms(boxes, scores, 0.5, 20, impl=impl), want)
+        with pytest.raises(ValueError, match="runs on the CPU, got tensors on meta"):
+            fixed_size_nms(boxes.to("meta"), scores.to("meta"), 0.5, 20, impl="native")
+
+    def test_loop_body_reduces_to_its_shapes(self, onnx_dir):
+        """The fixed-point Loop's two sums drop the reduced axis (keepdims=0):
+        `hits` is [K], like the carried `keep`, and `changes`, hence the
+        condition, a scalar on every pass. ONNX Runtime would also run a [1, K]
+        carry and a [1] condition; TensorRT needs loop-carried shapes that do
+        not change. (Shape inference cannot show it: the carried input has no
+        declared shape.)"""
+        path = self.export_path(onnx_dir, (torch.float32, torch.float32), self.GRAPH_ATTRS)
+        model = onnx.inliner.inline_local_functions(onnx.load(path))
+        body = next(n for n in model.graph.node if n.op_type == "Loop").attribute[0].g
+        sums = [n for n in body.node if n.op_type == "ReduceSum"]
+        assert len(sums) == 2
+        for node in sums:
+            assert [onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "keepdims"] == [0]
