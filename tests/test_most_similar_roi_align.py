@@ -117,6 +117,7 @@ class TestMostSimilarRoIAlign(OpTester):
         (dict(roi_feats=torch.zeros(4, 7, 7)), r"roi_feats must have rank 4 \[R, C, h, w\], got shape \[4, 7, 7\]"),
         (dict(support_feats=torch.zeros(1, 3, 4, 5, 6)), r"support_feats must have rank 4 \[T, C, H, W\], got shape \[1, 3, 4, 5, 6\]"),
         (dict(support_feats=torch.zeros(3, 5, 5, 6)), r"same channel count C, got roi_feats \[2, 4, 7, 7\] and support_feats \[3, 5, 5, 6\]"),
+        (dict(support_feats=torch.zeros(3, 3, 5, 6)), r"same channel count C, got roi_feats \[2, 4, 7, 7\] and support_feats \[3, 3, 5, 6\]"),
         (dict(top_k=0), r"top_k must be in \[1, 8\], got 0"),
         (dict(top_k=9), r"top_k must be in \[1, 8\], got 9"),
         (dict(top_k=2.0), r"top_k must be an int, got float"),
@@ -428,3 +429,11 @@ class TestMostSimilarRoIAlign(OpTester):
         out = onnx.load(path).graph.output[0].type.tensor_type
         assert [d.dim_value for d in out.shape.dim] == [4, 2, 3, 2, 5]
         assert out.elem_type == onnx.TensorProto.FLOAT
+
+    def test_impl_compared_by_value_and_native_on_the_cpu_only(self):
+        roi, support = random_inputs(23, 2, 4, 2, 2, 2, 3, 4)
+        for impl in ("".join(["refer", "ence"]), "".join(["nat", "ive"])):  # built at run time, as read from a config
+            got = most_similar_roi_align(roi, support, 2, impl=impl)
+            np.testing.assert_allclose(got.numpy(), msra_naive(roi, support, 2)[0], **FP32_TOL)
+        with pytest.raises(ValueError, match="runs on the CPU, got tensors on meta"):
+            most_similar_roi_align(roi.to("meta"), support.to("meta"), 2, impl="native")
