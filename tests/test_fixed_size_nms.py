@@ -515,3 +515,15 @@ class TestFixedSizeNMS(OpTester):
         assert len(sums) == 2
         for node in sums:
             assert [onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "keepdims"] == [0]
+
+    @pytest.mark.parametrize("impl", IMPLS)
+    def test_negative_threshold_suppresses_disjoint_boxes(self, impl, onnx_dir):
+        """Below 0 every IoU is over the threshold, as in torchvision: a kept
+        box suppresses even boxes beside it, 0.9 px apart along x or along y.
+        The apart extent is negative; clamped at 0 it makes the intersection
+        0, not negative (unclamped, the IoU would be -9/29, below -0.1)."""
+        beside = torch.tensor([[0.0, 0, 1, 10], [1.9, 0, 2.9, 10]])
+        above = torch.tensor([[0.0, 0, 10, 1], [0, 1.9, 10, 2.9]])
+        scores = torch.tensor([0.9, 0.8])
+        for boxes in (beside, above):
+            assert self.keep(impl, boxes, scores, -0.1, 2, onnx_dir) == [0, -1]
