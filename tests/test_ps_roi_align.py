@@ -667,6 +667,7 @@ def test_work_and_paper_problem_by_hand():
     centres = (table[:, 3:] + table[:, 1:3]) / 2
     assert float(sizes.min()) >= 16 and float(sizes.max()) <= 316 and float(sizes.max()) > 300
     assert float(centres[:, 0].max()) > 980 and float(centres[:, 1].max()) > 580 and float(centres.min()) >= 0
+    assert not torch.allclose(centres[:, 0] / 1000, centres[:, 1] / 600) and not torch.allclose(sizes[:, 0], sizes[:, 1])
 
 
 def test_selfcheck_example_by_hand():
@@ -682,6 +683,7 @@ def test_selfcheck_example_by_hand():
     sizes = rois[:, 3:] - rois[:, 1:3]
     assert float(sizes.min()) >= 16 and float(sizes.max()) <= 316 and float(sizes.max()) > 300
     assert float(rois[:, 1:3].min()) < 0 and float(rois[:, 3].max()) > 1000 and float(rois[:, 4].max()) > 600
+    assert not torch.allclose(sizes[:, 0], sizes[:, 1])
     assert ps_roi_align(features, rois, **attrs).shape == (300, 8, 7, 7)
     half, half_rois = example(torch.float16)[0]
     assert half.dtype == half_rois.dtype == torch.float16
