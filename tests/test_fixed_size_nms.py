@@ -453,6 +453,7 @@ class TestFixedSizeNMS(OpTester):
         assert float(centres[:, 0].max()) > 990 and float(centres[:, 1].max()) > 590 and float(centres.min()) >= 0
         # x and y drawn apart: neither the centres on one diagonal nor every box square.
         assert not torch.allclose(centres[:, 0] / 1000, centres[:, 1] / 600) and not torch.allclose(sizes[:, 0], sizes[:, 1])
+        assert float(centres.min(0).values.max()) < 10  # spread over the image, from its top-left corner on
         assert bool(torch.isfinite(scores).all()) and float(scores.min()) >= 0 and float(scores.max()) < 1
 
     def test_selfcheck_example_has_ties_and_padding(self):
@@ -468,11 +469,13 @@ class TestFixedSizeNMS(OpTester):
         finite = scores[~padded]
         steps = finite * 200
         assert float((steps - steps.round()).abs().max()) < 1e-3 and len(set(finite.tolist())) <= 200
+        assert float(finite.min()) >= 0 and float(finite.max()) < 1
         sizes = boxes[:, 2:] - boxes[:, :2]
         assert float(sizes.min()) >= 16 and float(sizes.max()) <= 216 and float(sizes.max()) > 210
         centres = (boxes[:, 2:] + boxes[:, :2]) / 2
         assert float(centres[:, 0].max()) > 980 and float(centres[:, 1].max()) > 580 and float(centres.min()) >= 0
         assert not torch.allclose(centres[:, 0] / 1000, centres[:, 1] / 600) and not torch.allclose(sizes[:, 0], sizes[:, 1])
+        assert float(centres.min(0).values.max()) < 10  # spread over the image, from its top-left corner on
         keep = fixed_size_nms(boxes, scores, **attrs)
         assert keep.shape == (300,) and not set(keep[keep >= 0].tolist()) & set(range(0, 1000, 10))
         with pytest.raises(ValueError, match="float32"):
