@@ -452,7 +452,8 @@ class TestFixedSizeNMS(OpTester):
         assert float(sizes.min()) >= 16 and float(sizes.max()) <= 400 and float(sizes.max()) > 390
         assert float(centres[:, 0].max()) > 990 and float(centres[:, 1].max()) > 590 and float(centres.min()) >= 0
         # x and y drawn apart: neither the centres on one diagonal nor every box square.
-        assert not torch.allclose(centres[:, 0] / 1000, centres[:, 1] / 600) and not torch.allclose(sizes[:, 0], sizes[:, 1])
+        assert not torch.allclose(centres[:, 0] / 1000, centres[:, 1] / 600)
+        assert not torch.allclose(sizes[:, 0], sizes[:, 1])
         assert float(centres.min(0).values.max()) < 10  # spread over the image, from its top-left corner on
         assert bool(torch.isfinite(scores).all()) and float(scores.min()) >= 0 and float(scores.max()) < 1
 
@@ -474,7 +475,8 @@ class TestFixedSizeNMS(OpTester):
         assert float(sizes.min()) >= 16 and float(sizes.max()) <= 216 and float(sizes.max()) > 210
         centres = (boxes[:, 2:] + boxes[:, :2]) / 2
         assert float(centres[:, 0].max()) > 980 and float(centres[:, 1].max()) > 580 and float(centres.min()) >= 0
-        assert not torch.allclose(centres[:, 0] / 1000, centres[:, 1] / 600) and not torch.allclose(sizes[:, 0], sizes[:, 1])
+        assert not torch.allclose(centres[:, 0] / 1000, centres[:, 1] / 600)
+        assert not torch.allclose(sizes[:, 0], sizes[:, 1])
         assert float(centres.min(0).values.max()) < 10  # spread over the image, from its top-left corner on
         keep = fixed_size_nms(boxes, scores, **attrs)
         assert keep.shape == (300,) and not set(keep[keep >= 0].tolist()) & set(range(0, 1000, 10))
