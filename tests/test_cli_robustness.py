@@ -31,6 +31,18 @@ def bundle_dir(tmp_path_factory):
     return export_bundle("psla", tmp_path_factory.mktemp("robust") / "bundle", config_name=CONFIG, log=lambda _: None).directory
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_raises_keyboard_interrupt():
+    """Python's own Ctrl-C handler for every test here, as in a terminal. A
+    process started in the background by a non-interactive shell (`cmd &`)
+    inherits SIGINT ignored, and Python then installs no handler: the
+    simulated Ctrl-C would be dropped and these tests would fail for that
+    reason alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     return write_clip(moving_shapes_clip(num_frames=8, height=96, width=128), tmp_path_factory.mktemp("clip") / "clip.mp4")
