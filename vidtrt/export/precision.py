@@ -113,8 +113,9 @@ def convert_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
     half_tensors = {o for n, h in zip(nodes, half) if h for o in n.output if is_float(o)}
 
     # Graph outputs computed in FP16 get an internal name; a final Cast restores the FP32 output.
-    output_names = {o.name for o in graph.output}
-    renamed = {name: f"{name}__fp16" for name in half_tensors & output_names}
+    # In the outputs' order, so that the file is the same from run to run
+    # (a set's order changes with the interpreter's string hashing).
+    renamed = {o.name: f"{o.name}__fp16" for o in graph.output if o.name in half_tensors}
     for node in nodes:
         for i, name in enumerate(node.input):
             if name in renamed:
@@ -331,8 +332,9 @@ def quantize_int8(fp32_path: Path, out_path: Path, samples: list[dict[str, np.nd
         weight_type=QuantType.QInt8,
         calibrate_method=methods[method],
         # Q/DQ go on the inputs of the quantised ops only (TensorRT's placement):
-        # no output quantisation, and one pair per consumer, so a tensor that a
-        # Conv and a custom op both read reaches the custom op unquantised.
+        # no output quantisation, and one pair per quantised reader. GEMMs and
+        # custom ops that read the same tensor get the float tensor back
+        # (float_inputs_for_gemms_and_custom_ops).
         extra_options={
             "ActivationSymmetric": True,
             "WeightSymmetric": True,
@@ -343,6 +345,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, samples: list[dict[str, np.nd
         },
     )
     model = onnx.load(str(tmp))
+    float_inputs_for_gemms_and_custom_ops(model)
     half_unquantized_gemms(model)
     half_function_gemms(model)
     del model.graph.value_info[:]
@@ -351,6 +354,39 @@ def quantize_int8(fp32_path: Path, out_path: Path, samples: list[dict[str, np.nd
     onnx.save(model, str(tmp))
     os.replace(tmp, out_path)
     return activation_scales(model)
+
+
+def float_inputs_for_gemms_and_custom_ops(model: onnx.ModelProto) -> int:
+    """Gives every GEMM and vidtrt custom op that reads a quantised activation
+    the float tensor instead of its DequantizeLinear output, in place; returns
+    how many inputs were rewired.
+
+    onnxruntime's quantiser hands every reader of a tensor it quantises for a
+    Conv the dequantised copy. TensorRT then runs a GEMM with one Q/DQ operand
+    and one float weight in FP32, which Turing cannot build, and a custom op
+    (its plugin or function) would compute on rounded values. Other readers
+    (Add, Concat, Shape, ...) keep the copy: TensorRT propagates Q/DQ through
+    them as it places them. Pairs nobody reads any more are dropped."""
+    graph = model.graph
+    quantized = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    original = {n.output[0]: quantized[n.input[0]] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in quantized}
+    count = 0
+    for node in graph.node:
+        gemm = node.domain in ("", "ai.onnx") and node.op_type in GEMM_OPS
+        if gemm or node.domain == registry.DOMAIN:
+            for i, name in enumerate(node.input):
+                if name in original:
+                    node.input[i] = original[name]
+                    count += 1
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.output[0] not in used]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    _prune_unused(graph)  # their scales and zero points
+    return count
 
 
 def activation_scales(model: onnx.ModelProto) -> dict[str, float]:
