@@ -118,6 +118,10 @@ class OpTester:
     # one of them does); the native layer refuses exactly these when they
     # require grad. Every op states it, () included.
     DIFFERENTIABLE_INPUTS: ClassVar[tuple[str, ...]]
+    # Whether the native layer's device check can be shown with "meta" tensors
+    # (False where the input checks first read values, which a meta tensor has
+    # not; a GPU tensor has them, and then meets the same check).
+    META_STANDS_IN_FOR_A_GPU: ClassVar[bool] = True
 
     def oracle(self, *inputs, **attrs):
         """The naive loop the layers are compared with (float64 numpy)."""
@@ -280,6 +284,22 @@ class OpTester:
             doubles = {name: self.GOOD[name].double() for name in self.FLOAT64_INPUTS}
             with pytest.raises(ValueError, match=self.NATIVE_FLOAT64_MESSAGE):
                 self.function(**{**self.GOOD, **doubles}, impl="native")
+
+    def test_impl_compared_by_value_and_native_on_the_cpu_only(self):
+        """``impl`` strings built at run time, as read from a config, are equal
+        to the layer names but not the same objects: they select the same
+        layers. The fused kernel refuses any device but the CPU ("meta" stands
+        in for a GPU), in one line naming the op."""
+        want = self.function(**self.GOOD, impl="reference")
+        for name in EAGER_IMPLS:
+            impl = "".join(list(name))
+            assert impl == name and impl is not name
+            torch.testing.assert_close(self.function(**self.GOOD, impl=impl), want)
+        if not self.META_STANDS_IN_FOR_A_GPU:
+            return
+        on_meta = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in self.GOOD.items()}
+        with pytest.raises(ValueError, match=rf"^{self.function.__name__}: impl='native' runs on the CPU, got tensors on meta$"):
+            self.function(**on_meta, impl="native")
 
     def test_native_refuses_gradients(self):
         """The fused kernels have no backward. With grad mode on, an input the

@@ -501,14 +501,6 @@ class TestFixedSizeNMS(OpTester):
 
         check_inputs(torch.zeros(MAX_BOXES, 4), torch.zeros(MAX_BOXES), 0.5, 1)
 
-    def test_impl_compared_by_value_and_native_on_the_cpu_only(self):
-        boxes, scores = dense_problem(3, 50, grid=True)
-        want = fixed_size_nms(boxes, scores, 0.5, 20)
-        for impl in ("".join(["refer", "ence"]), "".join(["nat", "ive"])):  # built at run time, as read from a config
-            torch.testing.assert_close(fixed_size_nms(boxes, scores, 0.5, 20, impl=impl), want)
-        with pytest.raises(ValueError, match="runs on the CPU, got tensors on meta"):
-            fixed_size_nms(boxes.to("meta"), scores.to("meta"), 0.5, 20, impl="native")
-
     def test_loop_body_reduces_to_its_shapes(self, onnx_dir):
         """The fixed-point Loop's two sums drop the reduced axis (keepdims=0):
         `hits` is [K], like the carried `keep`, and `changes`, hence the

@@ -429,11 +429,3 @@ class TestMostSimilarRoIAlign(OpTester):
         out = onnx.load(path).graph.output[0].type.tensor_type
         assert [d.dim_value for d in out.shape.dim] == [4, 2, 3, 2, 5]
         assert out.elem_type == onnx.TensorProto.FLOAT
-
-    def test_impl_compared_by_value_and_native_on_the_cpu_only(self):
-        roi, support = random_inputs(23, 2, 4, 2, 2, 2, 3, 4)
-        for impl in ("".join(["refer", "ence"]), "".join(["nat", "ive"])):  # built at run time, as read from a config
-            got = most_similar_roi_align(roi, support, 2, impl=impl)
-            np.testing.assert_allclose(got.numpy(), msra_naive(roi, support, 2)[0], **FP32_TOL)
-        with pytest.raises(ValueError, match="runs on the CPU, got tensors on meta"):
-            most_similar_roi_align(roi.to("meta"), support.to("meta"), 2, impl="native")
