@@ -272,6 +272,30 @@ class TestPSRoIAlign(OpTester):
         torch.testing.assert_close(got[finite], expected_tv, **FP32_TOL)
 
     @pytest.mark.parametrize("impl", IMPLS)
+    def test_outside_samples_read_nothing(self, impl, onnx_dir):
+        """The map's border rows and columns hold ±inf and NaN; each RoI has
+        samples past one border (outside the band: they contribute 0) and the
+        rest on interior rows and columns. Every output is finite, as the
+        naive loop and torchvision give it; weighting a snapped border tap by
+        0 instead would give 0 · inf = NaN."""
+        features = torch.randn(1, 2 * 4, 8, 9, generator=torch.Generator().manual_seed(31))
+        features[..., 0, :], features[..., -1, :] = float("inf"), float("-inf")
+        features[..., :, 0], features[..., :, -1] = float("nan"), float("inf")
+        rois = torch.tensor([
+            [0, 2, -13, 5, 5],  # above: samples at y −11.25, −6.75, −2.25 and 2.25
+            [0, 2, 3.5, 5, 23.5],  # below: 5.5 inside, 10.5 and past it outside (H = 8)
+            [0, -13, 2, 5, 5],  # left
+            [0, 4, 2, 22, 5],  # right (W = 9)
+            [0, 30, 30, 40, 40],  # wholly outside
+        ])  # fmt: skip
+        got = self.run(impl, features, rois, directory=onnx_dir, **attrs(2, 1.0, 2))
+        expected = ps_roi_align_naive(features, rois, 2, 1.0, 2)
+        assert np.isfinite(expected).all() and got.isfinite().all()
+        np.testing.assert_allclose(got.numpy(), expected, **FP32_TOL)
+        torch.testing.assert_close(got, torchvision_ps_roi_align(features, rois, 2, 1.0, 2), **FP32_TOL)
+        assert torch.equal(got[4], torch.zeros(2, 2, 2))
+
+    @pytest.mark.parametrize("impl", IMPLS)
     def test_sampling_band_edges(self, impl, onnx_dir):
         """k = s = 1 and scale 1 put the only sample at the RoI's centre − 0.5; the
         values below are exact in FP32. A sample at exactly −1 or exactly W (H)
@@ -686,6 +710,50 @@ def test_selfcheck_example_by_hand():
     assert float(sizes.min()) >= 16 and float(sizes.max()) <= 316 and float(sizes.max()) > 300
     assert float(rois[:, 1:3].min()) < 0 and float(rois[:, 3].max()) > 1000 and float(rois[:, 4].max()) > 600
     assert not torch.allclose(sizes[:, 0], sizes[:, 1])
+    centres = (rois[:, 3:] + rois[:, 1:3]) / 2
+    assert not torch.allclose(centres[:, 0] / 1000, centres[:, 1] / 600)  # x and y drawn apart
     assert ps_roi_align(features, rois, **attrs).shape == (300, 8, 7, 7)
     half, half_rois = example(torch.float16)[0]
     assert half.dtype == half_rois.dtype == torch.float16
+
+
+def test_adaptive_grid_by_hand():
+    """ceil of the bin size per RoI, NaN → 0, clamped to the int32 range
+    [-2147483648, 2147483647] as the kernel body's int holds it."""
+    from vidtrt.ops.ps_roi_align import adaptive_grid
+
+    sizes = torch.tensor([2.5, 3.0, 0.0, -0.5, -2.5, float("nan"), 1e12, -1e12, float("inf"), 2.0**31])
+    got = adaptive_grid(sizes)
+    assert got.dtype == torch.int64
+    assert got.tolist() == [3, 3, 0, 0, -2, 0, 2147483647, -2147483648, 2147483647, 2147483647]
+
+
+def test_exported_output_type_is_r_c_k_k(tmp_path):
+    """Exported with static shapes (C = 3 classes of 2×2 bins: 12 channels,
+    5 RoIs), the node's declared output type is [R, C, k, k] dim by dim."""
+    from op_tester import OneOpModule
+
+    from vidtrt.export.onnx import export_module
+
+    features, rois = random_problem(30, 1, 3, 2, 6, 7, 5, 0.5)
+    path = tmp_path / "psroi_static.onnx"
+    module = OneOpModule(ps_roi_align, {"output_size": 2, "spatial_scale": 0.5, "sampling_ratio": 2})
+    export_module(module, (features, rois), path, ["features", "rois"], ["out"], {})
+    out = onnx.load(path).graph.output[0].type.tensor_type
+    assert [d.dim_value for d in out.shape.dim] == [5, 3, 2, 2]
+    assert out.elem_type == onnx.TensorProto.FLOAT
+
+
+def test_defaults_are_torchvision_s_by_signature():
+    """The function's defaults are torchvision.ops.ps_roi_align's (spatial_scale
+    1.0, sampling_ratio -1: adaptive), and the module's are the same."""
+    import inspect
+
+    def defaults(f):
+        return {name: p.default for name, p in inspect.signature(f).parameters.items() if p.default is not p.empty}
+
+    theirs = defaults(torchvision.ops.ps_roi_align)
+    assert theirs == {"spatial_scale": 1.0, "sampling_ratio": -1}
+    assert defaults(ps_roi_align) == {**theirs, "impl": "reference"}
+    module = PSRoIAlign(3)
+    assert (module.output_size, module.spatial_scale, module.sampling_ratio, module.impl) == (3, 1.0, -1, "reference")

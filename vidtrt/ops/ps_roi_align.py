@@ -12,8 +12,9 @@ coordinates give out [R, C, k, k] (k = output_size):
   out[r, c, i, j] = (sum over the gh·gw samples of the bilinear value of
       features[trunc(batch), c·k·k + i·k + j] at (y, x)) / (gh·gw)
 
-A sample with y outside [−1, H] or x outside [−1, W] contributes 0 but still
-counts in gh·gw; inside that band, coordinates below 0 snap to 0 and those at
+A sample with y outside [−1, H] or x outside [−1, W] contributes 0 — the
+features there are not read, so an inf or NaN at the border does not leak into
+it, as in torchvision — but still counts in gh·gw; inside that band, coordinates below 0 snap to 0 and those at
 or past the last row/column snap to it.
 
 Adaptive sampling follows torchvision to the letter, including what its
@@ -185,8 +186,8 @@ def check_batch_indices(rois: torch.Tensor, batch: int) -> None:
 def _axis_samples(start, bin_size, size: int, output_size: int, sampling_ratio: int):
     """Bilinear taps along one axis for every (RoI, bin, sample): [R, k, s] each.
 
-    Returns the lower and upper row (or column) indices and their weights;
-    both weights are 0 for samples outside [−1, size].
+    Returns the lower and upper row (or column) indices, their weights, and
+    whether each sample lies inside [−1, size] (both weights are 0 outside).
     """
     dtype = start.dtype
     bins = torch.arange(output_size, dtype=dtype, device=start.device)
@@ -201,7 +202,7 @@ def _axis_samples(start, bin_size, size: int, output_size: int, sampling_ratio: 
     high = torch.where(at_end, last, low + 1)
     low = torch.where(at_end, last, low)
     frac = torch.where(at_end, torch.zeros_like(snapped), snapped - low)
-    return low.long(), high.long(), (1 - frac) * inside, frac * inside
+    return low.long(), high.long(), (1 - frac) * inside, frac * inside, inside
 
 
 def adaptive_grid(bin_size: torch.Tensor) -> torch.Tensor:
@@ -219,8 +220,8 @@ _BLOCK_ELEMENTS = 1 << 24
 
 def _pool(flat, channels, height, width, k, batch, start_y, start_x, bin_h, bin_w, grid_h: int, grid_w: int):
     """RoIs sharing one grid (grid_h, grid_w ≥ 1) → [R, C, k, k], vectorised."""
-    y_low, y_high, wy_low, wy_high = _axis_samples(start_y, bin_h, height, k, grid_h)
-    x_low, x_high, wx_low, wx_high = _axis_samples(start_x, bin_w, width, k, grid_w)
+    y_low, y_high, wy_low, wy_high, inside_y = _axis_samples(start_y, bin_h, height, k, grid_h)
+    x_low, x_high, wx_low, wx_high, inside_x = _axis_samples(start_x, bin_w, width, k, grid_w)
 
     # Flat index of plane (batch, c·k·k + i·k + j): [R, C, k, k, 1, 1].
     device = flat.device
@@ -235,12 +236,16 @@ def _pool(flat, channels, height, width, k, batch, start_y, start_x, bin_h, bin_
     def cols(t):  # [R, k(j), gw(ix)] → [R, 1, 1, k, 1, gw]
         return t[:, None, None, :, None, :]
 
+    # An outside sample's snapped taps hold a weight of 0, but 0 · inf is NaN:
+    # its contribution is masked to 0, not weighted.
+    inside = rows(inside_y) & cols(inside_x)
     total = None
     for y_index, wy in ((y_low, wy_low), (y_high, wy_high)):
         for x_index, wx in ((x_low, wx_low), (x_high, wx_high)):
             # The in-plane offset and weight are [R, 1, k, k, gh, gw]: only the
             # plane broadcast to C channels is full size.
             value = flat[plane + (rows(y_index) * width + cols(x_index))] * (rows(wy) * cols(wx))
+            value = torch.where(inside, value, 0.0)
             total = value if total is None else total + value
     return total.sum(dim=(4, 5)) / (grid_h * grid_w)
 
@@ -482,10 +487,10 @@ def onnx_function(opset: int) -> onnx.FunctionProto:
         inside_f = b.op("Cast", inside, to=f32)
         w_low = b.op("Mul", b.op("Sub", fconst(1.0), frac), inside_f)
         w_high = b.op("Mul", frac, inside_f)
-        return b.op("Cast", low, to=i64), b.op("Cast", high, to=i64), w_low, w_high
+        return b.op("Cast", low, to=i64), b.op("Cast", high, to=i64), w_low, w_high, inside
 
-    y_low, y_high, wy_low, wy_high = axis_samples(start_y, bin_h, height)
-    x_low, x_high, wx_low, wx_high = axis_samples(start_x, bin_w, width)
+    y_low, y_high, wy_low, wy_high, inside_y = axis_samples(start_y, bin_h, height)
+    x_low, x_high, wx_low, wx_high, inside_x = axis_samples(start_x, bin_w, width)
 
     # Flat index of plane (batch, c·k·k + i·k + j) → [R, C, k, k, 1, 1].
     channel = b.op(
@@ -504,12 +509,14 @@ def onnx_function(opset: int) -> onnx.FunctionProto:
         return b.unsqueeze(t, [1, 2, 4])
 
     flat = b.reshape("features", [-1])
+    inside = b.op("And", rows(inside_y), cols(inside_x))  # as in the reference: 0 · inf would be NaN
     total = None
     for y_index, wy in ((y_low, wy_low), (y_high, wy_high)):
         for x_index, wx in ((x_low, wx_low), (x_high, wx_high)):
             index = b.op("Add", plane, b.op("Add", b.op("Mul", rows(y_index), width), cols(x_index)))
             value = b.op("Cast", b.op("Gather", flat, index, axis=0), to=f32)
             value = b.op("Mul", value, b.op("Mul", rows(wy), cols(wx)))
+            value = b.op("Where", inside, value, fconst(0.0))
             total = value if total is None else b.op("Add", total, value)
     out = b.op("Div", b.reduce_sum(total, [4, 5]), b.op("Mul", grid_f, grid_f))  # [R, C, k, k]
     out = b.op("Where", b.unsqueeze(in_batch, [1, 2, 3]), out, fconst(0.0))
