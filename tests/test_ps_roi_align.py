@@ -216,6 +216,10 @@ class TestPSRoIAlign(OpTester):
          r"rois\[2, 0\] = 2.0 is not a batch index of features with N = 2"),
         (dict(features=torch.zeros(2, 18, 5, 6, device="meta")), r"must be on one device, got meta and cpu"),
         (dict(rois=torch.tensor([[0.0, 0, 0, 8, 8], [2.0, 0, 0, 8, 8]])), r"rois\[1, 0\] = 2.0 is not a batch index of features with N = 2"),
+        (dict(rois=torch.tensor([[2.0, 0, 0, 8, 8]])), r"rois\[0, 0\] = 2.0 is not a batch index of features with N = 2"),  # one RoI
+        (dict(output_size=(3, 3, 3)), r"output_size must be an int or a pair of ints \(k, k\), got \(3, 3, 3\)"),
+        (dict(rois=[torch.zeros(2, 4), torch.zeros(1, 4, device="meta")]),
+         r"one dtype and device, got torch.float32 on cpu for rois\[0\] and torch.float32 on meta for rois\[1\]$"),
     ]  # fmt: skip
     NATIVE_FLOAT64_MESSAGE = r"impl='native' takes float32 or float16 features, got torch.float64"
     FLOAT64_INPUTS = ("features",)
