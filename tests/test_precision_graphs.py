@@ -227,29 +227,26 @@ def test_nodes_without_float_tensors_or_known_ranks_stay_fp32():
     assert list(node_by_output(half, "s2").input) == ["s", "flat"]
 
 
-def custom_op_graph(op_type, node_inputs, graph_inputs, outputs, **attrs):
-    node = helper.make_node(op_type, node_inputs, [o.name for o in outputs], domain=registry.DOMAIN, **attrs)
-    model = model_of([node], graph_inputs, outputs)
+def custom_op_graph(op_type, inputs: dict, output_shape, **attrs):
+    """One vidtrt custom-op node on float inputs (name → shape), with its local function."""
+    node = helper.make_node(op_type, list(inputs), ["out"], domain=registry.DOMAIN, plugin_version="1", **attrs)
+    model = model_of([node], [value(n, s) for n, s in inputs.items()], [value("out", output_shape)])
     registry.attach_local_functions(model)
     return model
+
+
+PSLA_INPUTS = {"q": [1, 4, 5, 6], "k": [1, 4, 5, 6], "v": [1, 3, 5, 6]}
 
 
 def test_custom_ops_follow_their_registry_entry():
     """PSLA (fp16=True) on rank-4 maps goes FP16; FixedSizeNMS (fp16=False)
     never does; an op of another custom domain never does."""
     assert registry.registered_ops()["PSLA"].fp16 and not registry.registered_ops()["FixedSizeNMS"].fp16
-    psla = custom_op_graph(
-        "PSLA",
-        ["q", "k", "v"],
-        [value("q", [1, 4, 5, 6]), value("k", [1, 4, 5, 6]), value("v", [1, 3, 5, 6])],
-        [value("out", [1, 3, 5, 6])],
-        max_disp=1,
-        plugin_version="1",
-    )
+    psla = custom_op_graph("PSLA", PSLA_INPUTS, [1, 3, 5, 6], max_disp=1)
     half, report = convert_fp16(psla)
     assert report["fp16_op_types"] == {"PSLA": 1}
     assert list(node_by_output(half, "out__fp16").input) == ["q__to_fp16", "k__to_fp16", "v__to_fp16"]
-    feed = {n: rng(i).standard_normal(s).astype(np.float32) for i, (n, s) in enumerate([("q", (1, 4, 5, 6)), ("k", (1, 4, 5, 6)), ("v", (1, 3, 5, 6))])}
+    feed = {n: rng(i).standard_normal(shape).astype(np.float32) for i, (n, shape) in enumerate(PSLA_INPUTS.items())}
     np.testing.assert_allclose(run(half, feed)["out"], run(psla, feed)["out"], rtol=1e-2, atol=1e-2)
 
     # The registry's flag alone decides: a 4-D custom op whose entry says fp16=False stays FP32.
@@ -261,9 +258,9 @@ def test_custom_ops_follow_their_registry_entry():
         registry._OPS["PSLA"] = entry
     assert report["fp16_op_types"] == {} and report["fp32_op_types"] == {"PSLA": 1}
 
-    other = helper.make_node("PSLA", ["q", "k", "v"], ["out"], domain="other.domain", max_disp=1)
+    other = helper.make_node("PSLA", list(PSLA_INPUTS), ["out"], domain="other.domain", max_disp=1)
     foreign = helper.make_model(
-        helper.make_graph([other], "g", [value("q", [1, 4, 5, 6]), value("k", [1, 4, 5, 6]), value("v", [1, 3, 5, 6])], [value("out", [1, 3, 5, 6])]),
+        helper.make_graph([other], "g", [value(n, shape) for n, shape in PSLA_INPUTS.items()], [value("out", [1, 3, 5, 6])]),
         opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("other.domain", 1)],
     )
     # An op of another custom domain may share a name with ours; it never goes
@@ -273,22 +270,22 @@ def test_custom_ops_follow_their_registry_entry():
 
 
 def test_fp16_graph_with_gemms_inside_local_functions_reports_them():
-    """The MatMuls inside the custom ops' functions go FP16 in an FP16 graph
-    too; the report counts them per function."""
-    model = custom_op_graph(
-        "PSLA",
-        ["q", "k", "v"],
-        [value("q", [1, 4, 5, 6]), value("k", [1, 4, 5, 6]), value("v", [1, 3, 5, 6])],
-        [value("out", [1, 3, 5, 6])],
-        max_disp=1,
-        plugin_version="1",
-    )
-    gemms_in_function = sum(n.op_type in ("MatMul", "Gemm") for f in model.functions for n in f.node)
-    _, report = convert_fp16(model)
-    if gemms_in_function:
-        assert report["function_gemms_in_fp16"] == {"PSLA": gemms_in_function}
-    else:
-        assert report["function_gemms_in_fp16"] == {}
+    """RelationPropagation's function holds three MatMuls (counted here in its
+    body, Loop and If bodies included); they go FP16 in an FP16 graph though
+    the node itself, on rank-2 inputs, stays FP32."""
+    model = custom_op_graph("RelationPropagation", {"sigma": [4, 3], "phi": [4, 3], "regions": [4, 5], "valid": [4]}, [4, 5])
+
+    def gemms(nodes):
+        return sum((n.op_type in ("MatMul", "Gemm")) + sum(gemms(a.g.node) for a in n.attribute) for n in nodes)
+
+    assert gemms(model.functions[0].node) == 3
+    half, report = convert_fp16(model)
+    assert report["function_gemms_in_fp16"] == {"RelationPropagation": 3}
+    assert report["fp32_op_types"] == {"RelationPropagation": 1}
+    g = rng(12)
+    feed = {"sigma": g.standard_normal((4, 3)), "phi": g.standard_normal((4, 3)), "regions": g.standard_normal((4, 5)), "valid": np.array([1, 1, 0, 1])}
+    feed = {k: v.astype(np.float32) for k, v in feed.items()}
+    np.testing.assert_allclose(run(half, feed)["out"], run(model, feed)["out"], rtol=1e-2, atol=1e-2)
 
 
 def test_renamed_inverse():
