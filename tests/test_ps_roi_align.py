@@ -275,6 +275,18 @@ class TestPSRoIAlign(OpTester):
         expected_tv = torchvision_ps_roi_align(features, rois[finite], 3, 1.0 / 8, sampling_ratio)
         torch.testing.assert_close(got[finite], expected_tv, **FP32_TOL)
 
+    @pytest.mark.parametrize("bad_index", [1.0, -1.0, float("nan")])
+    def test_out_of_range_batch_index_on_a_single_image(self, bad_index, onnx_dir):
+        """With N = 1 there is no other image to read in place of a bad index:
+        the graph and the kernel body read image 0 and write zeros."""
+        features, rois = random_problem(32, 1, 2, 3, 5, 6, 3, 0.25)
+        good = ps_roi_align(features, rois, 3, 0.25, 2)
+        rois[1, 0] = bad_index
+        for fused in (False, True) if "onnx-fused" in IMPLS else (False,):
+            got = self.run_onnx(features, rois, directory=onnx_dir, fused=fused, **attrs(3, 0.25, 2))
+            assert torch.equal(got[1], torch.zeros_like(got[1]))
+            torch.testing.assert_close(got[[0, 2]], good[[0, 2]], **FP32_TOL)
+
     @pytest.mark.parametrize("impl", IMPLS)
     def test_outside_samples_read_nothing(self, impl, onnx_dir):
         """The map's border rows and columns hold ±inf and NaN; each RoI has
