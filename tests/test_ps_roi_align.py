@@ -746,17 +746,17 @@ def test_adaptive_grid_by_hand():
 
 def test_exported_output_type_is_r_c_k_k(tmp_path):
     """Exported with static shapes (C = 3 classes of 2×2 bins: 12 channels,
-    5 RoIs), the node's declared output type is [R, C, k, k] dim by dim."""
+    4 RoIs), the node's declared output type is [R, C, k, k] dim by dim."""
     from op_tester import OneOpModule
 
     from vidtrt.export.onnx import export_module
 
-    features, rois = random_problem(30, 1, 3, 2, 6, 7, 5, 0.5)
+    features, rois = random_problem(30, 1, 3, 2, 6, 7, 4, 0.5)  # R = 4, not the table's 5 columns
     path = tmp_path / "psroi_static.onnx"
     module = OneOpModule(ps_roi_align, {"output_size": 2, "spatial_scale": 0.5, "sampling_ratio": 2})
     export_module(module, (features, rois), path, ["features", "rois"], ["out"], {})
     out = onnx.load(path).graph.output[0].type.tensor_type
-    assert [d.dim_value for d in out.shape.dim] == [5, 3, 2, 2]
+    assert [d.dim_value for d in out.shape.dim] == [4, 3, 2, 2]
     assert out.elem_type == onnx.TensorProto.FLOAT
 
 
@@ -773,3 +773,13 @@ def test_defaults_are_torchvision_s_by_signature():
     assert defaults(ps_roi_align) == {**theirs, "impl": "reference"}
     module = PSRoIAlign(3)
     assert (module.output_size, module.spatial_scale, module.sampling_ratio, module.impl) == (3, 1.0, -1, "reference")
+
+
+@pytest.mark.parametrize("impl", EAGER_IMPLS)
+def test_zero_channels(impl):
+    """Features with no channels at all (C·k·k = 0) give [R, 0, k, k], as torchvision does."""
+    features, rois = torch.zeros(1, 0, 5, 6), torch.tensor([[0.0, 0, 0, 4, 4], [0.0, 1, 1, 3, 3]])
+    for sampling_ratio in (2, -1):
+        got = ps_roi_align(features, rois, 2, 1.0, sampling_ratio, impl=impl)
+        assert got.shape == (2, 0, 2, 2)
+        assert got.shape == torchvision.ops.ps_roi_align(features, rois, 2, 1.0, sampling_ratio).shape
