@@ -49,10 +49,12 @@ for name in ${modules[@]}; do
   [ ${#workers[@]} -gt 0 ] || .venv/bin/cosmic-ray baseline "$config"
   .venv/bin/cosmic-ray exec "$config" "$session"
   .venv/bin/cr-report "$session" > "benchmarks/mutation/$name.txt"
-  module="$(grep -oP 'module-path = "\K[^"]+' "benchmarks/mutation/$name.toml")"
-  git diff --quiet -- "$module" || echo "warning: $module differs from git after the run (a mutant left behind?)" >&2
-  for clone in "${workers[@]}"; do
-    git -C "$clone" diff --quiet -- "$module" || echo "warning: $module differs in $clone after the run" >&2
+  # module-path is one quoted path or a list of them.
+  for module in $(grep -oP '^module-path = \K.*' "benchmarks/mutation/$name.toml" | grep -oP '"[^"]+"' | tr -d '"'); do
+    git diff --quiet -- "$module" || echo "warning: $module differs from git after the run (a mutant left behind?)" >&2
+    for clone in "${workers[@]}"; do
+      git -C "$clone" diff --quiet -- "$module" || echo "warning: $module differs in $clone after the run" >&2
+    done
   done
   tail -3 "benchmarks/mutation/$name.txt"
 done
