@@ -783,3 +783,20 @@ def test_zero_channels(impl):
         got = ps_roi_align(features, rois, 2, 1.0, sampling_ratio, impl=impl)
         assert got.shape == (2, 0, 2, 2)
         assert got.shape == torchvision.ops.ps_roi_align(features, rois, 2, 1.0, sampling_ratio).shape
+
+
+def test_reference_blocks_give_the_naive_result(monkeypatch):
+    """The reference pools RoIs in blocks of bounded size; with blocks of 1
+    to 3 RoIs (and RoIs of several adaptive grids, each its own group) the
+    result is still the naive loop's, row for row."""
+    import importlib
+
+    psroi_module = importlib.import_module("vidtrt.ops.ps_roi_align")  # the package exports the function
+    features, rois = random_problem(33, 2, 2, 3, 7, 8, 7, 0.5)
+    expected = {s: ps_roi_align_naive(features, rois, 3, 0.5, s) for s in (2, -1)}
+    per_roi = 2 * 3 * 3 * 2 * 2  # C·k·k·gh·gw elements per RoI at sampling_ratio 2
+    for block in (1, 2, 3):
+        monkeypatch.setattr(psroi_module, "_BLOCK_ELEMENTS", block * per_roi)
+        for s, want in expected.items():
+            got = ps_roi_align(features, rois, 3, 0.5, s)
+            np.testing.assert_allclose(got.numpy(), want, **FP32_TOL, err_msg=f"block {block}, sampling_ratio {s}")
