@@ -217,6 +217,13 @@ class TestPSRoIAlign(OpTester):
         (dict(features=torch.zeros(2, 18, 5, 6, device="meta")), r"must be on one device, got meta and cpu"),
         (dict(rois=torch.tensor([[0.0, 0, 0, 8, 8], [2.0, 0, 0, 8, 8]])), r"rois\[1, 0\] = 2.0 is not a batch index of features with N = 2"),
         (dict(rois=torch.tensor([[2.0, 0, 0, 8, 8]])), r"rois\[0, 0\] = 2.0 is not a batch index of features with N = 2"),  # one RoI
+        (dict(rois=torch.tensor([[-1.5, 0, 0, 8, 8]])), r"rois\[0, 0\] = -1.5 is not a batch index of features with N = 2"),
+        (dict(output_size=(4, 3)), r"output_size \(4, 3\) is not square"),
+        (dict(rois=[torch.zeros(2, 4), torch.zeros(2, 4, 1)]), r"one \[K, 4\] tensor .* per image, got rois\[1\] of shape \[2, 4, 1\]"),
+        (dict(rois=[torch.zeros(2, 4), torch.zeros(4)]), r"one \[K, 4\] tensor .* per image, got rois\[1\] of shape \[4\]"),
+        (dict(features=torch.zeros(1, 2, 18, 5, 6)), r"features must have rank 4 \[N, C\*k\*k, H, W\], got shape \[1, 2, 18, 5, 6\]"),
+        (dict(rois=torch.zeros(1, 1, 5)), r"rois must have rank 2 \[R, 5\], got shape \[1, 1, 5\]"),
+        (dict(rois=np.zeros((1, 5), np.float32)), r"rois must be a torch.Tensor, got ndarray"),
         (dict(output_size=(3, 3, 3)), r"output_size must be an int or a pair of ints \(k, k\), got \(3, 3, 3\)"),
         (dict(rois=[torch.zeros(2, 4), torch.zeros(1, 4, device="meta")]),
          r"one dtype and device, got torch.float32 on cpu for rois\[0\] and torch.float32 on meta for rois\[1\]$"),
@@ -800,3 +807,10 @@ def test_reference_blocks_give_the_naive_result(monkeypatch):
         for s, want in expected.items():
             got = ps_roi_align(features, rois, 3, 0.5, s)
             np.testing.assert_allclose(got.numpy(), want, **FP32_TOL, err_msg=f"block {block}, sampling_ratio {s}")
+
+
+def test_native_entry_refuses_other_devices():
+    """The fused path's own device check, called directly ("meta" stands in
+    for a GPU; the public call reads the batch indices first)."""
+    with pytest.raises(ValueError, match=r"^ps_roi_align: impl='native' runs on the CPU, got tensors on meta$"):
+        ps_roi_align_native(torch.zeros(1, 9, 4, 4, device="meta"), torch.zeros(1, 5, device="meta"), 3, 1.0, 2)
