@@ -185,6 +185,7 @@ class TestPSRoIAlign(OpTester):
         (dict(features=torch.zeros(18, 5, 6)), r"features must have rank 4 \[N, C\*k\*k, H, W\], got shape \[18, 5, 6\]"),
         (dict(rois=torch.zeros(5)), r"rois must have rank 2 \[R, 5\], got shape \[5\]"),
         (dict(rois=torch.zeros(3, 4)), r"rois must have shape \[R, 5\] .*got shape \[3, 4\]"),
+        (dict(rois=torch.zeros(3, 6)), r"rois must have shape \[R, 5\] .*got shape \[3, 6\]"),
         (dict(features=torch.zeros(2, 17, 5, 6)), r"multiple of output_size\*\*2 = 9 .*features \[2, 17, 5, 6\]"),
         (dict(features=torch.zeros(2, 18, 0, 6)), r"H >= 1 and W >= 1, got features \[2, 18, 0, 6\]"),
         (dict(output_size=0), r"output_size must be >= 1, got 0"),
@@ -715,6 +716,7 @@ def test_work_and_paper_problem_by_hand():
     centres = (table[:, 3:] + table[:, 1:3]) / 2
     assert float(sizes.min()) >= 16 and float(sizes.max()) <= 316 and float(sizes.max()) > 300
     assert float(centres[:, 0].max()) > 980 and float(centres[:, 1].max()) > 580 and float(centres.min()) >= 0
+    assert float(centres[:, 0].min()) < 20 and float(centres[:, 1].min()) < 20  # spread from the corner on
     assert not torch.allclose(centres[:, 0] / 1000, centres[:, 1] / 600)
     assert not torch.allclose(sizes[:, 0], sizes[:, 1])
 
