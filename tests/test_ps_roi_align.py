@@ -188,6 +188,7 @@ class TestPSRoIAlign(OpTester):
         (dict(rois=torch.zeros(3, 6)), r"rois must have shape \[R, 5\] .*got shape \[3, 6\]"),
         (dict(features=torch.zeros(2, 17, 5, 6)), r"multiple of output_size\*\*2 = 9 .*features \[2, 17, 5, 6\]"),
         (dict(features=torch.zeros(2, 18, 0, 6)), r"H >= 1 and W >= 1, got features \[2, 18, 0, 6\]"),
+        (dict(features=torch.zeros(2, 18, 5, 0)), r"H >= 1 and W >= 1, got features \[2, 18, 5, 0\]"),
         (dict(output_size=0), r"output_size must be >= 1, got 0"),
         (dict(output_size=(0, 0)), r"output_size must be >= 1, got 0"),
         (dict(output_size=(3, 4)), r"output_size \(3, 4\) is not square; the kernel, the ONNX function and the plugin pool k×k bins"),
