@@ -219,6 +219,9 @@ class TestPSRoIAlign(OpTester):
         (dict(features=torch.zeros(2, 18, 5, 6, device="meta")), r"must be on one device, got meta and cpu"),
         (dict(rois=torch.tensor([[0.0, 0, 0, 8, 8], [2.0, 0, 0, 8, 8]])), r"rois\[1, 0\] = 2.0 is not a batch index of features with N = 2"),
         (dict(rois=torch.tensor([[2.0, 0, 0, 8, 8]])), r"rois\[0, 0\] = 2.0 is not a batch index of features with N = 2"),  # one RoI
+        # two bad RoIs: the message names the first
+        (dict(rois=torch.tensor([[0.0, 0, 0, 8, 8], [3.0, 0, 0, 8, 8], [-1.0, 0, 0, 8, 8]])),
+         r"rois\[1, 0\] = 3.0 is not a batch index of features with N = 2"),
         (dict(rois=torch.tensor([[-1.5, 0, 0, 8, 8]])), r"rois\[0, 0\] = -1.5 is not a batch index of features with N = 2"),
         (dict(output_size=(4, 3)), r"output_size \(4, 3\) is not square"),
         (dict(rois=[torch.zeros(2, 4), torch.zeros(2, 4, 1)]), r"one \[K, 4\] tensor .* per image, got rois\[1\] of shape \[2, 4, 1\]"),
