@@ -638,6 +638,21 @@ class TestPSRoIAlign(OpTester):
         # torchvision's FP16 CPU kernel rounds intermediates to FP16; ours computes in FP32.
         torch.testing.assert_close(got, torchvision.ops.ps_roi_align(features, rois, 5), rtol=tol, atol=tol)
 
+    def test_float64_rois_keep_their_precision(self):
+        """float64 features with float64 RoIs: the reference reads the corners
+        in float64, as torchvision does (a copy rounded to float32 moves the
+        samples by up to half an FP32 ulp, about 1e-7 here, far below the 1e-5
+        of the forward tests, so this one compares at 1e-12)."""
+        g = torch.Generator().manual_seed(1)
+        features = torch.randn(1, 2 * 3 * 3, 9, 11, generator=g, dtype=torch.float64)
+        rois = torch.tensor([[0, 1 / 3, 2 / 7, 8 + 1 / 9, 6 + 1 / 11], [0, 0.1, 0.7, 5.3, 4.9]], dtype=torch.float64)
+        assert not torch.equal(rois.float().double(), rois)  # corners that float32 cannot hold
+        got = ps_roi_align(features, rois, 3, 1.0, 2)
+        expected = torchvision.ops.ps_roi_align(features, rois, 3, 1.0, 2)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+        rounded = ps_roi_align(features, rois.float().double(), 3, 1.0, 2)
+        assert (rounded - expected).abs().max() > 1e-9  # this check would see a float32 copy
+
     @pytest.mark.parametrize("impl", EAGER_IMPLS)
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
     @pytest.mark.parametrize("rois_dtype", [torch.float32, torch.float16], ids=str)
