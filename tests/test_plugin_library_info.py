@@ -184,6 +184,20 @@ def test_op_table_problems_name_what_disagrees(tmp_path):
         "FixedSizeNMS: its function lives in vidtrt.ops.fixed_size_nms, not in vidtrt.ops.nms (the directory "
         "vidtrt_ops.def gives it)"
     ]
+    # ... and one whose directory sorts before the module's name.
+    plugins = fake_source_tree(tmp_path / "before", 'VIDTRT_OP(a_nms, FixedSizeNMS, "1", FixedSizeNmsPluginCreator)\n')
+    assert registry.op_table_problems(plugins, {"FixedSizeNMS": ops["FixedSizeNMS"]}) == [
+        "FixedSizeNMS: its function lives in vidtrt.ops.fixed_size_nms, not in vidtrt.ops.a_nms (the directory "
+        "vidtrt_ops.def gives it)"
+    ]
+
+
+def test_source_plugins_dir_is_this_checkout_s():
+    """The tests run from a source tree (CI, an editable install): its
+    plugins/, so that the op-table tests above run instead of skipping."""
+    plugins = Path(__file__).resolve().parents[1] / "plugins"
+    assert (plugins / registry.OP_TABLE_NAME).is_file()
+    assert registry.source_plugins_dir() == plugins
 
 
 @pytest.mark.parametrize(
@@ -200,6 +214,21 @@ def test_op_table_refuses_malformed_lines(tmp_path, line, message):
     path = tmp_path / registry.OP_TABLE_NAME
     path.write_text("// ops\n" + line + "\n")
     with pytest.raises(ValueError, match=message):
+        registry.read_op_table(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('// ops\n\nVIDTRT_OP(psla, PSLA, 1, PslaPluginCreator)\n', 3),
+        ('VIDTRT_OP(psla, PSLA, "1", PslaPluginCreator)\nVIDTRT_OP(psla, Other, "1", OtherCreator)\n', 2),
+    ],
+)  # fmt: skip
+def test_op_table_errors_name_the_line(tmp_path, text, where):
+    """Line numbers count from 1, as an editor's do."""
+    path = tmp_path / registry.OP_TABLE_NAME
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"^{path}:{where}: "):
         registry.read_op_table(path)
 
 
