@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import TensorProto, helper
 
 from vidtrt.ops import registry
@@ -114,6 +115,13 @@ def test_attach_keeps_an_existing_vidtrt_import_single():
     assert [f.name for f in model.functions] == ["PSLA"]
 
 
+def test_attach_leaves_other_domains_alone():
+    model = model_with_vidtrt_node([helper.make_opsetid("zz.other", 1)])
+    model.graph.node.append(helper.make_node("Custom", ["a"], ["b"], domain="zz.other"))
+    assert registry.attach_local_functions(model) == ["PSLA"]
+    assert [f.name for f in model.functions] == ["PSLA"]
+
+
 def test_attach_refuses_an_unregistered_vidtrt_node():
     model = model_with_vidtrt_node()
     model.graph.node.append(helper.make_node("NoSuchOp", ["a"], ["b"], domain=registry.DOMAIN))
@@ -129,3 +137,13 @@ def test_registry_records_are_immutable():
     for record, field in ((op, "plugin_version"), (entry, "plugin_version")):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(record, field, "2")
+
+
+def test_channels_last_copies_4d_tensors_only():
+    """The kernel layout of PSLA and MostSimilarRoIAlign: 4-D tensors become
+    channels-last copies with the same values; other ranks pass through."""
+    four, three, one, five = torch.randn(2, 3, 4, 5), torch.randn(3, 4, 5), torch.randn(7), torch.randn(1, 2, 3, 4, 5)
+    out = registry.channels_last((four, three, one, five))
+    assert out[0].is_contiguous(memory_format=torch.channels_last) and not four.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out[0], four)
+    assert out[1] is three and out[2] is one and out[3] is five

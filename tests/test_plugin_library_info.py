@@ -184,6 +184,15 @@ def test_op_table_problems_name_what_disagrees(tmp_path):
         "FixedSizeNMS: its function lives in vidtrt.ops.fixed_size_nms, not in vidtrt.ops.nms (the directory "
         "vidtrt_ops.def gives it)"
     ]
+    # Versions compare by value: the registry's older than the table's, and
+    # equal ones held in distinct string objects.
+    plugins = fake_source_tree(tmp_path / "versions", 'VIDTRT_OP(psla, PSLA, "2", PslaPluginCreator)\n'
+                               'VIDTRT_OP(fixed_size_nms, FixedSizeNMS, "1.10", FixedSizeNmsPluginCreator)\n')  # fmt: skip
+    versions = {"PSLA": dataclasses.replace(ops["PSLA"], plugin_version="1"),
+                "FixedSizeNMS": dataclasses.replace(ops["FixedSizeNMS"], plugin_version="".join(["1.", "10"]))}  # fmt: skip
+    assert registry.op_table_problems(plugins, versions) == [
+        "PSLA: plugin version '2' in vidtrt_ops.def, '1' in the registry"
+    ]
     # ... and one whose directory sorts before the module's name.
     plugins = fake_source_tree(tmp_path / "before", 'VIDTRT_OP(a_nms, FixedSizeNMS, "1", FixedSizeNmsPluginCreator)\n')
     assert registry.op_table_problems(plugins, {"FixedSizeNMS": ops["FixedSizeNMS"]}) == [
