@@ -204,6 +204,35 @@ def test_a_constant_with_other_attributes_is_not_taken_for_a_value():
     assert [n.op_type for n in half.graph.node] == ["Constant", "Mul"]
 
 
+def test_rank_three_is_enough():
+    """The rank rule's boundary: tensors of rank 3 go FP16, rank 2 stays FP32."""
+    nodes = [helper.make_node("Relu", ["x3"], ["y3"]), helper.make_node("Relu", ["x2"], ["y2"])]
+    model = model_of(nodes, [value("x3", [2, 3, 4]), value("x2", [3, 4])], [value("y3", [2, 3, 4]), value("y2", [3, 4])])
+    half, report = convert_fp16(model)
+    assert report["fp16_op_types"] == {"Relu": 1} and report["fp32_op_types"] == {"Relu": 1}
+    assert list(node_by_output(half, "y3__fp16").input) == ["x3__to_fp16"]
+    assert list(node_by_output(half, "y2").input) == ["x2"]
+
+
+def test_constant_of_shape_is_a_tensor_not_a_constant():
+    """ConstantOfShape also holds a one-element ``value``, but its output has
+    the shape it is given: an FP16 reader gets it through a Cast, never as
+    that one element (which would broadcast to another shape)."""
+    nodes = [
+        helper.make_node("ConstantOfShape", ["shape"], ["filled"], value=numpy_helper.from_array(np.array([2.0], np.float32))),
+        helper.make_node("Mul", ["x", "filled"], ["y"]),
+    ]
+    shape = numpy_helper.from_array(np.array([2, 3, 4], np.int64), "shape")
+    model = model_of(nodes, [value("x", [1, 3, 4])], [value("y", [2, 3, 4])], [shape])
+    half, report = convert_fp16(model)
+    assert report["fp16_op_types"] == {"Mul": 1}
+    assert list(node_by_output(half, "y__fp16").input) == ["x__to_fp16", "filled__to_fp16"]
+    x = rng(3).standard_normal((1, 3, 4)).astype(np.float32)
+    got = run(half, {"x": x})["y"]
+    assert got.shape == (2, 3, 4)
+    np.testing.assert_allclose(got, np.broadcast_to(2 * x, (2, 3, 4)), rtol=1e-3, atol=1e-3)
+
+
 def test_nodes_without_float_tensors_or_known_ranks_stay_fp32():
     nodes = [
         helper.make_node("Shape", ["x"], ["s"]),
@@ -402,6 +431,24 @@ def test_half_function_gemms_numbers_each_subgraph_after_the_gemms_before_it():
     feed = {"a": np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)}
     for flag in (True, False):
         np.testing.assert_allclose(run(model, {**feed, "flag": np.array(flag)})["out"], np.linalg.matrix_power(feed["a"], 4), rtol=1e-3)
+
+
+def test_half_function_gemms_reaches_into_graphs_attributes():
+    """A node holding a list of graphs (an attribute of type GRAPHS; no
+    standard op has one, a custom op may): each graph's GEMMs are rewritten,
+    numbered after the GEMMs before them."""
+    body = lambda name: helper.make_graph([helper.make_node("MatMul", ["a", "a"], [name])], name, [], [value(name, None)])  # noqa: E731
+    holder = helper.make_node("Branches", ["a"], ["out"], domain="com.example")
+    holder.attribute.append(helper.make_attribute("bodies", [body("first"), body("second")]))
+    assert holder.attribute[0].type == onnx.AttributeProto.GRAPHS
+    fn = helper.make_function("local", "H", ["a"], ["out"], [holder], [helper.make_opsetid("", 17)])
+    model = model_of([helper.make_node("H", ["a"], ["out"], domain="local")], [value("a", [2, 2])], [value("out", [2, 2])], functions=[fn])
+    assert half_function_gemms(model) == {"H": 2}
+    graphs = model.functions[0].node[0].attribute[0].graphs
+    assert [[(n.op_type, list(n.output)) for n in g.node] for g in graphs] == [
+        [("Cast", ["H__gemm0_0_in0_fp16"]), ("Cast", ["H__gemm0_0_in1_fp16"]), ("MatMul", ["H__gemm0_0_out_fp16"]), ("CastLike", ["first"])],
+        [("Cast", ["H__gemm1_0_in0_fp16"]), ("Cast", ["H__gemm1_0_in1_fp16"]), ("MatMul", ["H__gemm1_0_out_fp16"]), ("CastLike", ["second"])],
+    ]
 
 
 def qdq_graph():
@@ -628,6 +675,15 @@ def test_float_inputs_for_gemms_and_custom_ops_drops_pairs_left_unread():
         ("Relu", ["xdq_conv"]),
     ]
     assert [i.name for i in model.graph.initializer] == ["s_conv"]
+    # A node of another domain (one sorting after "vidtrt" too) keeps the copy.
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s_mm"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "s_mm"], ["xdq"]),
+        helper.make_node("Custom", ["xdq"], ["y"], domain="zz.other"),
+    ]
+    model = model_of(nodes, [value("x", [2, 2])], [value("y", [2, 2])], [s])
+    assert precision.float_inputs_for_gemms_and_custom_ops(model) == 0
+    assert [n.op_type for n in model.graph.node] == ["QuantizeLinear", "DequantizeLinear", "Custom"]
     # A DequantizeLinear of a weight (no QuantizeLinear before it) is not an activation's copy.
     w = numpy_helper.from_array(np.ones((2, 2), np.int8), "wq")
     nodes = [helper.make_node("DequantizeLinear", ["wq", "s_mm"], ["wdq"]), helper.make_node("MatMul", ["x", "wdq"], ["y"])]
