@@ -233,6 +233,48 @@ def test_constant_of_shape_is_a_tensor_not_a_constant():
     np.testing.assert_allclose(got, np.broadcast_to(2 * x, (2, 3, 4)), rtol=1e-3, atol=1e-3)
 
 
+def test_a_constant_operand_does_not_excuse_the_others_ranks():
+    """Constants skip the rank rule; the node's other tensors still obey it
+    (the constant comes first here: the check goes on past it)."""
+    c = numpy_helper.from_array(np.ones((1, 1, 3), np.float32), "c")
+    model = model_of([helper.make_node("Add", ["c", "x"], ["y"])], [value("x", [2, 3])], [value("y", [1, 2, 3])], [c])
+    half, report = convert_fp16(model)
+    assert report["fp16_nodes"] == 0 and report["fp32_op_types"] == {"Add": 1}
+
+
+def test_constants_and_initializers_that_are_graph_outputs_stay():
+    """A Constant node and an initializer that are graph outputs keep their
+    FP32 selves, though their node readers now read FP16 copies."""
+    nodes = [
+        helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.full((1, 2, 2, 2), 3.0, np.float32))),
+        helper.make_node("Mul", ["x", "k"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["y"]),
+    ]
+    b = numpy_helper.from_array(np.full((1, 2, 2, 2), 0.5, np.float32), "b")
+    shape = [1, 2, 2, 2]
+    model = model_of(nodes, [value("x", shape)], [value("y", shape), value("k", shape), value("b", shape)], [b])
+    half, report = convert_fp16(model)
+    assert report["fp16_op_types"] == {"Mul": 1, "Add": 1}
+    assert list(node_by_output(half, "m").input) == ["x__to_fp16", "k__fp16"]
+    assert sorted(i.name for i in half.graph.initializer) == ["b", "b__fp16", "k__fp16"]
+    got = run(half, {"x": np.ones(shape, np.float32)})
+    np.testing.assert_array_equal(got["k"], np.full(shape, 3.0, np.float32))
+    np.testing.assert_array_equal(got["b"], np.full(shape, 0.5, np.float32))
+    np.testing.assert_array_equal(got["y"], np.full(shape, 3.5, np.float32))
+
+
+def test_nodes_whose_first_output_nobody_reads_stay():
+    """Pruning drops unread Constants only: a TopK whose values nobody reads
+    (only its indices) is not dead."""
+    k = numpy_helper.from_array(np.array([2], np.int64), "k")
+    nodes = [helper.make_node("TopK", ["x", "k"], ["values", "indices"])]
+    model = model_of(nodes, [value("x", [1, 2, 2, 5])], [value("indices", [1, 2, 2, 2], TensorProto.INT64)], [k])
+    half, _ = convert_fp16(model)
+    assert [n.op_type for n in half.graph.node] == ["TopK"]
+    x = np.arange(20, dtype=np.float32).reshape(1, 2, 2, 5)
+    np.testing.assert_array_equal(run(half, {"x": x})["indices"], np.broadcast_to([4, 3], (1, 2, 2, 2)))
+
+
 def test_nodes_without_float_tensors_or_known_ranks_stay_fp32():
     nodes = [
         helper.make_node("Shape", ["x"], ["s"]),
@@ -684,6 +726,17 @@ def test_float_inputs_for_gemms_and_custom_ops_drops_pairs_left_unread():
     model = model_of(nodes, [value("x", [2, 2])], [value("y", [2, 2])], [s])
     assert precision.float_inputs_for_gemms_and_custom_ops(model) == 0
     assert [n.op_type for n in model.graph.node] == ["QuantizeLinear", "DequantizeLinear", "Custom"]
+    # A dequantised copy that is a graph output stays, with its pair.
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s_mm"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "s_mm"], ["xdq"]),
+        helper.make_node("MatMul", ["xdq", "xdq"], ["y"]),
+    ]
+    model = model_of(nodes, [value("x", [2, 2])], [value("y", [2, 2]), value("xdq", [2, 2])], [s])
+    assert precision.float_inputs_for_gemms_and_custom_ops(model) == 2
+    assert [(n.op_type, list(n.input)) for n in model.graph.node] == [
+        ("QuantizeLinear", ["x", "s_mm"]), ("DequantizeLinear", ["xq", "s_mm"]), ("MatMul", ["x", "x"])
+    ]
     # A DequantizeLinear of a weight (no QuantizeLinear before it) is not an activation's copy.
     w = numpy_helper.from_array(np.ones((2, 2), np.int8), "wq")
     nodes = [helper.make_node("DequantizeLinear", ["wq", "s_mm"], ["wdq"]), helper.make_node("MatMul", ["x", "wdq"], ["y"])]
