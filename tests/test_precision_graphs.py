@@ -25,7 +25,6 @@ from vidtrt.export.precision import (
     half_unquantized_gemms,
     load_calibration,
     quantize_int8,
-    renamed_inverse,
     save_calibration,
     write_fp16_variants,
     write_int8_variants,
@@ -202,6 +201,15 @@ def test_a_constant_with_other_attributes_is_not_taken_for_a_value():
     half, report = convert_fp16(model)
     assert report["fp16_nodes"] == 0 and report["casts_inserted"] == 0
     assert [n.op_type for n in half.graph.node] == ["Constant", "Mul"]
+    # A sparse_value Constant (its attribute's name sorts before "value") is
+    # not a dense value either: its reader casts it.
+    sparse = helper.make_sparse_tensor(
+        numpy_helper.from_array(np.array([2.0], np.float32), "v"), numpy_helper.from_array(np.array([0], np.int64), "i"), [1, 2, 2, 2]
+    )
+    nodes = [helper.make_node("Constant", [], ["k"], sparse_value=sparse), helper.make_node("Mul", ["x", "k"], ["y"])]
+    half, report = convert_fp16(model_of(nodes, [value("x", [1, 2, 2, 2])], [value("y", [1, 2, 2, 2])]))
+    assert report["fp16_op_types"] == {"Mul": 1}
+    assert list(node_by_output(half, "y__fp16").input) == ["x__to_fp16", "k__to_fp16"]
 
 
 def test_rank_three_is_enough():
@@ -261,6 +269,22 @@ def test_constants_and_initializers_that_are_graph_outputs_stay():
     np.testing.assert_array_equal(got["k"], np.full(shape, 3.0, np.float32))
     np.testing.assert_array_equal(got["b"], np.full(shape, 0.5, np.float32))
     np.testing.assert_array_equal(got["y"], np.full(shape, 3.5, np.float32))
+
+
+def test_an_fp16_reader_of_an_fp16_graph_output_reads_it_as_is():
+    """y is a graph output computed in FP16 (renamed, then cast back) and read
+    by another FP16 node, which takes the FP16 tensor without a cast."""
+    nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Relu", ["y"], ["z"])]
+    shape = [1, 2, 2, 2]
+    half, report = convert_fp16(model_of(nodes, [value("x", shape)], [value("y", shape), value("z", shape)]))
+    assert report["fp16_op_types"] == {"Relu": 2} and report["casts_inserted"] == 3
+    assert [(n.op_type, list(n.input), list(n.output)) for n in half.graph.node] == [
+        ("Cast", ["x"], ["x__to_fp16"]),
+        ("Relu", ["x__to_fp16"], ["y__fp16"]),
+        ("Relu", ["y__fp16"], ["z__fp16"]),
+        ("Cast", ["y__fp16"], ["y"]),
+        ("Cast", ["z__fp16"], ["z"]),
+    ]
 
 
 def test_nodes_whose_first_output_nobody_reads_stay():
@@ -329,15 +353,17 @@ def test_custom_ops_follow_their_registry_entry():
         registry._OPS["PSLA"] = entry
     assert report["fp16_op_types"] == {} and report["fp32_op_types"] == {"PSLA": 1}
 
-    other = helper.make_node("PSLA", list(PSLA_INPUTS), ["out"], domain="other.domain", max_disp=1)
-    foreign = helper.make_model(
-        helper.make_graph([other], "g", [value(n, shape) for n, shape in PSLA_INPUTS.items()], [value("out", [1, 3, 5, 6])]),
-        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("other.domain", 1)],
-    )
-    # An op of another custom domain may share a name with ours; it never goes
-    # FP16, though every rank here is known (from the declared I/O).
-    _, report = convert_fp16(foreign)
-    assert report["fp16_op_types"] == {} and report["fp32_op_types"] == {"PSLA": 1}
+    # An op of another custom domain (sorting before or after ours) may share a
+    # name with ours; it never goes FP16, though every rank here is known
+    # (from the declared I/O).
+    for domain in ("other.domain", "zz.other"):
+        other = helper.make_node("PSLA", list(PSLA_INPUTS), ["out"], domain=domain, max_disp=1)
+        foreign = helper.make_model(
+            helper.make_graph([other], "g", [value(n, shape) for n, shape in PSLA_INPUTS.items()], [value("out", [1, 3, 5, 6])]),
+            opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(domain, 1)],
+        )
+        _, report = convert_fp16(foreign)
+        assert report["fp16_op_types"] == {} and report["fp32_op_types"] == {"PSLA": 1}, domain
 
 
 def test_fp16_graph_with_gemms_inside_local_functions_reports_them():
@@ -357,14 +383,6 @@ def test_fp16_graph_with_gemms_inside_local_functions_reports_them():
     feed = {"sigma": g.standard_normal((4, 3)), "phi": g.standard_normal((4, 3)), "regions": g.standard_normal((4, 5)), "valid": np.array([1, 1, 0, 1])}
     feed = {k: v.astype(np.float32) for k, v in feed.items()}
     np.testing.assert_allclose(run(half, feed)["out"], run(model, feed)["out"], rtol=1e-2, atol=1e-2)
-
-
-def test_renamed_inverse():
-    renamed = {"y": "y__fp16", "r": "r__fp16"}
-    assert renamed_inverse("y__fp16", renamed) == "y"
-    assert renamed_inverse("r__fp16", renamed) == "r"
-    assert renamed_inverse("other", renamed) == "other"
-    assert renamed_inverse("y", renamed) == "y"
 
 
 # ---------------------------------------------------------------- GEMMs in functions and QDQ graphs
@@ -694,6 +712,25 @@ def test_gemms_and_custom_ops_read_the_float_tensor_a_conv_quantises(tmp_path):
     np.testing.assert_array_equal(got["p"], want["p"])  # computed on unrounded values
 
 
+def test_each_quantised_reader_gets_its_own_pair(tmp_path):
+    """Q/DQ go on the inputs of the quantised ops, one pair per reader
+    (DedicatedQDQPair): two Convs reading r get two pairs of one scale."""
+    w1, w2 = (numpy_helper.from_array(rng(s).standard_normal((3, 3, 1, 1)).astype(np.float32), f"w{s}") for s in (1, 2))
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Conv", ["r", "w1"], ["c1"]),
+        helper.make_node("Conv", ["r", "w2"], ["c2"]),
+    ]
+    shape = [1, 3, 4, 5]
+    onnx.save(model_of(nodes, [value("x", shape)], [value("c1", shape), value("c2", shape)], [w1, w2]), str(tmp_path / "fp32.onnx"))
+    scales = quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", [{"x": rng(3).standard_normal(shape).astype(np.float32)}])
+    int8 = onnx.load(str(tmp_path / "int8.onnx"))
+    quantize_r = [n for n in int8.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "r"]
+    assert len(quantize_r) == 2 and set(scales) == {"r"}
+    readers = {o: [n.op_type for n in int8.graph.node if o in n.input] for q in quantize_r for o in q.output}
+    assert sorted(readers.values()) == [["DequantizeLinear"], ["DequantizeLinear"]]
+
+
 def test_float_inputs_for_gemms_and_custom_ops_drops_pairs_left_unread():
     """A dedicated Q/DQ pair that only a MatMul read goes, with its scale."""
     s = numpy_helper.from_array(np.array(0.1, np.float32), "s_mm")
@@ -812,6 +849,8 @@ def test_write_fp16_variants(tmp_path):
     assert saved.SerializeToString() == convert_fp16(mixed_graph())[0].SerializeToString()
     write_fp16_variants(bundle, log=lines.append)  # every stage by default
     assert bundle.manifest.variants["fp16"]["files"] == {"a": "fp16/a.onnx", "b": "fp16/b.onnx"}
+    write_fp16_variants(bundle, ["a"], log=lines.append)  # again, into the directory that exists
+    assert bundle.manifest.variants["fp16"]["files"] == {"a": "fp16/a.onnx"}
 
 
 def test_write_int8_variants(tmp_path):
@@ -837,6 +876,9 @@ def test_write_int8_variants(tmp_path):
     for stage in ("key", "nonkey"):
         loaded = load_calibration(tmp_path / "int8" / f"calibration_{stage}.npz")
         assert [f["x"].tolist() for f in loaded] == [f["x"].tolist() for f in samples[stage]]
+    # Calibrated again (other samples), into the int8/ directory that exists.
+    assert write_int8_variants(bundle, {"key": feeds(1, 50), "nonkey": feeds(1, 60)}, ["clip.mp4"], log=lambda _: None) == {"key": 1, "nonkey": 1}
+    assert len(load_calibration(tmp_path / "int8" / "calibration_key.npz")) == 1
 
 
 def test_write_int8_variants_refuses_a_stage_without_samples(tmp_path):

@@ -151,7 +151,8 @@ def convert_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
         bucket[node.op_type] = bucket.get(node.op_type, 0) + 1
         if in_half:
             for i, name in enumerate(node.input):
-                if not is_float(renamed_inverse(name, renamed)) or name in half_tensors:
+                # Already FP16 (renamed graph outputs included), or not a float tensor.
+                if name in half_tensors or not is_float(name):
                     continue
                 node.input[i] = half_constant(name) if name in constants else cast(name, HALF)
         else:
@@ -277,14 +278,6 @@ def half_unquantized_gemms(model: onnx.ModelProto) -> int:
     graph.node.extend(rewritten)
     _prune_unused(graph)
     return count
-
-
-def renamed_inverse(name: str, renamed: dict[str, str]) -> str:
-    """The original name of a renamed graph-output tensor (types are keyed by original names)."""
-    for original, internal in renamed.items():
-        if internal == name:
-            return original
-    return name
 
 
 def _prune_unused(graph: onnx.GraphProto) -> None:
