@@ -212,6 +212,18 @@ def test_a_constant_with_other_attributes_is_not_taken_for_a_value():
     assert list(node_by_output(half, "y__fp16").input) == ["x__to_fp16", "k__to_fp16"]
 
 
+def test_a_reader_of_untyped_values_stays_fp32():
+    """An op of a domain shape inference does not know leaves its outputs
+    untyped; a node reading one stays FP32, though its own output is a typed
+    rank-4 tensor (the input may be FP32: there is no type to cast from)."""
+    nodes = [helper.make_node("Mystery", ["x"], ["m"], domain="com.example"), helper.make_node("Relu", ["m"], ["y"])]
+    model = model_of(nodes, [value("x", [1, 2, 2, 2])], [value("y", [1, 2, 2, 2])])
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    half, report = convert_fp16(model)
+    assert report["fp16_nodes"] == 0 and report["fp32_op_types"] == {"Mystery": 1, "Relu": 1}
+    assert [list(n.input) for n in half.graph.node] == [["x"], ["m"]]
+
+
 def test_rank_three_is_enough():
     """The rank rule's boundary: tensors of rank 3 go FP16, rank 2 stays FP32."""
     nodes = [helper.make_node("Relu", ["x3"], ["y3"]), helper.make_node("Relu", ["x2"], ["y2"])]
@@ -289,12 +301,13 @@ def test_an_fp16_reader_of_an_fp16_graph_output_reads_it_as_is():
 
 def test_nodes_whose_first_output_nobody_reads_stay():
     """Pruning drops unread Constants only: a TopK whose values nobody reads
-    (only its indices) is not dead."""
+    (only its indices) is not dead, nor is an Abs nobody reads (op types
+    either side of "Constant")."""
     k = numpy_helper.from_array(np.array([2], np.int64), "k")
-    nodes = [helper.make_node("TopK", ["x", "k"], ["values", "indices"])]
+    nodes = [helper.make_node("TopK", ["x", "k"], ["values", "indices"]), helper.make_node("Abs", ["x"], ["unread"])]
     model = model_of(nodes, [value("x", [1, 2, 2, 5])], [value("indices", [1, 2, 2, 2], TensorProto.INT64)], [k])
     half, _ = convert_fp16(model)
-    assert [n.op_type for n in half.graph.node] == ["TopK"]
+    assert [n.op_type for n in half.graph.node] == ["TopK", "Abs"]
     x = np.arange(20, dtype=np.float32).reshape(1, 2, 2, 5)
     np.testing.assert_array_equal(run(half, {"x": x})["indices"], np.broadcast_to([4, 3], (1, 2, 2, 2)))
 
@@ -795,7 +808,9 @@ def test_activation_scales_reads_initializers_and_constants_per_tensor_only():
         numpy_helper.from_array(np.array([0.5], np.float32), "s_init"),
         numpy_helper.from_array(np.array([0.1, 0.2], np.float32), "s_channels"),
         numpy_helper.from_array(np.array([0, 0], np.int8), "zp"),
+        numpy_helper.from_array(np.zeros(0, np.float32), "s_empty"),
     ]
+    nodes.append(helper.make_node("QuantizeLinear", ["e", "s_empty"], ["qe"]))  # no scale at all: skipped
     graph = helper.make_graph(nodes, "g", [], [], inits)
     assert activation_scales(helper.make_model(graph)) == {"a": 0.5, "b": 0.25}
 

@@ -95,6 +95,10 @@ def convert_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
         )
         if not allowed:
             return False
+        # A value shape inference could not type (an op of a domain it does
+        # not know) may be FP32: nothing to cast it from, so the node stays.
+        if any(n not in types for n in list(node.input) + list(node.output) if n):
+            return False
         floats = [n for n in list(node.input) + list(node.output) if is_float(n)]
         if not floats:
             return False
