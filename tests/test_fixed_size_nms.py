@@ -211,6 +211,23 @@ class TestFixedSizeNMS(OpTester):
             kept = sum(i >= 0 for i in got)
             assert 1 < kept < count, "a dense set must be thinned, not kept whole or emptied"
 
+    @pytest.mark.parametrize("count", [63, 64, 65, 128, 130, 260])
+    def test_native_scan_across_mask_words(self, count):
+        """The host scan computes 64-position mask words as it reaches them:
+        stops (max_output reached, an invalid entry) and kept counts on and
+        around word boundaries, against the naive loop. Boxes spread over a
+        field wide enough that many are kept and the scan crosses every word,
+        crowded enough that boxes words apart in the order overlap."""
+        rng = np.random.default_rng(count)
+        corner = rng.uniform(0, 150, (count, 2))
+        boxes = torch.from_numpy(np.concatenate([corner, corner + rng.uniform(5, 40, (count, 2))], axis=1).astype(np.float32))
+        scores = torch.from_numpy((rng.integers(0, 32, count) / 32).astype(np.float32))
+        scores[torch.from_numpy(rng.random(count) < 0.1)] = NEG_INF
+        for max_output in sorted({1, 63, 64, 65, count - 1, count, count + 5}):
+            want = nms_naive(boxes, scores, 0.3, max_output)
+            assert fixed_size_nms_native(boxes, scores, 0.3, max_output).tolist() == want, max_output
+        assert sum(i >= 0 for i in nms_naive(boxes, scores, 0.3, count)) > min(count // 3, 64)  # many are kept
+
     @pytest.mark.parametrize("impl", IMPLS)
     @pytest.mark.parametrize("iou_threshold", [0.5, 0.7])
     def test_large_candidate_set(self, impl, iou_threshold, onnx_dir):

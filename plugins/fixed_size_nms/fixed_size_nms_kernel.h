@@ -64,7 +64,7 @@ struct Sorted {
     float* boxes;    // [K, 4] x1, y1, x2, y2
     float* area;     // [K]
     int32_t* index;  // [K] input index, -1 for an invalid entry
-    uint64_t* mask;  // [K, mask_words(K)]; row p holds words p / 64 .. end only
+    uint64_t* mask;  // [K, mask_words(K)]; row p holds words p / 64 .. end only (device; the host keeps none)
 };
 
 struct Input {
@@ -132,9 +132,9 @@ VIDTRT_HD inline int64_t stable_rank(const Input& in, int64_t K, int64_t i) {
     return rank;
 }
 
-// Phase 1 for entry i: writes its box, area and index at its position.
-VIDTRT_HD inline void place_entry(const Input& in, const Sorted& out, int64_t K, int64_t i) {
-    const int64_t p = stable_rank(in, K, i);
+// Phase 1 for entry i at position p (its stable_rank): writes its box, area
+// and index there.
+VIDTRT_HD inline void place_entry_at(const Input& in, const Sorted& out, int64_t i, int64_t p) {
     const float* box = in.boxes + i * in.box_strides.box;
     const int64_t c = in.box_strides.coord;
     const float x1 = box[0], y1 = box[c], x2 = box[2 * c], y2 = box[3 * c];
@@ -145,6 +145,12 @@ VIDTRT_HD inline void place_entry(const Input& in, const Sorted& out, int64_t K,
     dst[3] = y2;
     out.area[p] = mul_rn(sub_rn(x2, x1), sub_rn(y2, y1));
     out.index[p] = is_valid(score_at(in, i)) ? static_cast<int32_t>(i) : -1;
+}
+
+// Phase 1 for entry i, its position found by counting (the device's way; the
+// host sorts, fixed_size_nms_host.cpp).
+VIDTRT_HD inline void place_entry(const Input& in, const Sorted& out, int64_t K, int64_t i) {
+    place_entry_at(in, out, i, stable_rank(in, K, i));
 }
 
 // ---------------------------------------------------------------- phase 2: suppression mask

@@ -19,9 +19,11 @@ struct Problem {
     int64_t keep;      // element stride of keep [max_output]
 };
 
-// Runs on the calling thread's CPU: phases 1 and 2 with OpenMP, the scan on
-// one thread. Allocates O(K²/8) bytes of scratch (the mask). num_threads <= 0
-// uses OpenMP's default. Returns a vidtrt::Status.
+// Runs on the calling thread: the order by a stable sort, then the scan,
+// which computes mask words only when it reaches them (see
+// fixed_size_nms_host.cpp). O(K) scratch, no mask. num_threads is accepted
+// for the common launcher signature and ignored (one thread). Returns a
+// vidtrt::Status.
 int forward_host(const float* boxes, const float* scores, int32_t* keep, const Problem& problem, int num_threads);
 
 // Device scratch, each array starting on a 256-byte boundary: sorted boxes
