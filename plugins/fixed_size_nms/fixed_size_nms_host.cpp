@@ -37,22 +37,19 @@ int forward_host(const float* boxes, const float* scores, int32_t* keep, const P
     std::iota(order.begin(), order.end(), int64_t{0});
     std::stable_sort(order.begin(), order.end(), [&key](int64_t a, int64_t b) { return key[a] > key[b]; });
     for (int64_t p = 0; p < K; ++p) place_entry_at(in, sorted, order[p], p);
+    // Invalid entries sort last and are never kept: the scan stops before them.
+    const int64_t valid = std::count_if(key.begin(), key.end(), [](float k) { return is_valid(k); });
 
     // Phases 2 and 3, one word of positions at a time.
     std::vector<int64_t> kept_positions;
     kept_positions.reserve(static_cast<size_t>(std::min(shape.max_output, K)));
     int64_t kept = 0;
-    bool done = false;
-    for (int64_t w = 0; w < mask_words(K) && !done; ++w) {
+    for (int64_t first = 0; first < valid && kept < shape.max_output; first += kWordBits) {
+        const int64_t w = first / kWordBits;
         uint64_t removed = 0;
         for (const int64_t p : kept_positions) removed |= mask_word(sorted, K, shape.iou_threshold, p, w);
-        const int64_t first = w * kWordBits;
-        const int64_t end = std::min(first + kWordBits, K);
-        for (int64_t p = first; p < end; ++p) {
-            if (kept == shape.max_output || sorted.index[p] < 0) {  // invalid entries sort last
-                done = true;
-                break;
-            }
+        const int64_t end = std::min(first + kWordBits, valid);
+        for (int64_t p = first; p < end && kept < shape.max_output; ++p) {
             if ((removed >> (p - first)) & 1) continue;
             keep[kept * problem.keep] = sorted.index[p];
             ++kept;

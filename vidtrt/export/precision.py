@@ -95,11 +95,12 @@ def convert_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
         )
         if not allowed:
             return False
+        names = [n for n in list(node.input) + list(node.output) if n]
         # A value shape inference could not type (an op of a domain it does
         # not know) may be FP32: nothing to cast it from, so the node stays.
-        if any(n not in types for n in list(node.input) + list(node.output) if n):
+        if any(n not in types for n in names):
             return False
-        floats = [n for n in list(node.input) + list(node.output) if is_float(n)]
+        floats = [n for n in names if is_float(n)]
         if not floats:
             return False
         if node.domain in ("", "ai.onnx") and node.op_type in GEMM_OPS:
