@@ -65,6 +65,14 @@ void psla_forward(const std::string& dtype, uintptr_t query, uintptr_t key, uint
     check_status(status, "psla");
 }
 
+bool psla_reads_nchw(const std::string& dtype, const std::string& isa) {
+    if (isa != "auto" && isa != "generic") {
+        throw std::invalid_argument("psla: isa must be 'auto' or 'generic', got '" + isa + "'");
+    }
+    return vidtrt::psla::host_reads_nchw(parse_dtype(dtype),
+                                         isa == "generic" ? vidtrt::psla::HostIsa::kGeneric : vidtrt::psla::HostIsa::kAuto);
+}
+
 // shape = (N, channels, H, W, R); channels = C·k·k. The RoI table may be FP32
 // or the features' dtype. RoIs with an out-of-range batch index come back as
 // zeros; vidtrt/ops/ps_roi_align.py reports them before calling this.
@@ -170,6 +178,7 @@ PYBIND11_MODULE(_kernels, m) {
     m.def("psla_forward", &psla_forward, py::arg("dtype"), py::arg("query"), py::arg("key"), py::arg("value"),
           py::arg("out"), py::arg("ncchw"), py::arg("max_disp"), py::arg("query_strides"), py::arg("key_strides"),
           py::arg("value_strides"), py::arg("out_strides"), py::arg("num_threads") = 0, py::arg("isa") = "auto");
+    m.def("psla_reads_nchw", &psla_reads_nchw, py::arg("dtype"), py::arg("isa") = "auto");
     m.attr("PSLA_MAX_DISP") = vidtrt::psla::kMaxDisp;
     m.def("ps_roi_align_forward", &ps_roi_align_forward, py::arg("features_dtype"), py::arg("rois_dtype"),
           py::arg("features"), py::arg("rois"), py::arg("out"), py::arg("shape"), py::arg("output_size"),

@@ -229,10 +229,18 @@ struct PSLAKernel : KernelBase {
         const size_t bytes = element_size(dtype);
         const int64_t n = q.shape[0], c = q.shape[1], channels = v.shape[1], h = q.shape[2], w = q.shape[3];
         void* out = output(api, context, 0, v.shape);
-        // Channels-last copies of the inputs (see transpose()). The output
-        // is ONNX Runtime's NCHW tensor itself: the host launcher stages each
-        // run of positions channels-last in cache and stores it plane by
-        // plane (psla_host.cpp), instead of a separate pass over the output.
+        if (vidtrt::psla::host_reads_nchw(dtype)) {
+            // FP32 with AVX2: the host schedule reads ONNX Runtime's NCHW rows in place.
+            vidtrt::psla::Problem p{{n, c, channels, h, w, max_disp}, nchw(q.shape), nchw(k.shape), nchw(v.shape),
+                                    nchw(v.shape)};
+            check(vidtrt::psla::forward_host(dtype, q.data, k.data, v.data, out, p, 0), "PSLA");
+            return;
+        }
+        // Otherwise channels-last copies of the inputs (see transpose()). The
+        // output is ONNX Runtime's NCHW tensor itself: the host launcher
+        // stages each run of positions channels-last in cache and stores it
+        // plane by plane (psla_host.cpp), instead of a separate pass over the
+        // output.
         const int64_t qk_bytes = n * c * h * w * bytes, v_bytes = n * channels * h * w * bytes;
         uint8_t *ql = kept_scratch(0, qk_bytes), *kl = kept_scratch(1, qk_bytes), *vl = kept_scratch(2, v_bytes);
         to_channels_last(q.data, ql, bytes, n, c, h * w);

@@ -46,10 +46,20 @@ def test_bench_row(op_type, has_kernel_path, tmp_path):
     assert f"{row['native_kernel_fraction_of_sgemm_ceiling']:.1%}" in table
 
 
-def test_kernel_layout_is_channels_last_and_the_same_values():
-    op = registry.registered_ops()["PSLA"]
-    tensors, _ = op.example(torch.float32)
-    laid_out = op.kernel_layout(tensors)
-    assert all(t.is_contiguous(memory_format=torch.channels_last) for t in laid_out)
-    assert all(torch.equal(a, b) for a, b in zip(tensors, laid_out))
+def test_kernel_layout_is_the_layout_the_kernel_reads_and_the_same_values():
+    """PSLA's kernel layout follows psla_reads_nchw (NCHW for FP32 where the
+    NCHW-rows schedule runs, channels-last otherwise); MostSimilarRoIAlign's
+    is channels-last. Values are unchanged either way."""
+    from vidtrt import _native
+
+    ops = registry.registered_ops()
+    for name, dtype in (("PSLA", torch.float32), ("PSLA", torch.float16), ("MostSimilarRoIAlign", torch.float32)):
+        tensors, _ = ops[name].example(dtype)
+        four_d = [t for t in tensors if t.dim() == 4]
+        assert all(not t.is_contiguous(memory_format=torch.channels_last) for t in four_d)  # so the test can fail
+        laid_out = ops[name].kernel_layout(tensors)
+        nchw = name == "PSLA" and _native.kernels().psla_reads_nchw(str(dtype).removeprefix("torch."), "auto")
+        layout = torch.contiguous_format if nchw else torch.channels_last
+        assert all(t.is_contiguous(memory_format=layout) for t in laid_out if t.dim() == 4), (name, dtype)
+        assert all(torch.equal(a, b) for a, b in zip(tensors, laid_out))
     assert registry.registered_ops()["FixedSizeNMS"].kernel_layout is None

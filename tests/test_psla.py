@@ -222,6 +222,76 @@ class TestPSLA(OpTester):
             )  # fmt: skip
             torch.testing.assert_close(out, want.contiguous(), rtol=0, atol=0)
 
+    def test_reads_nchw_only_where_the_rows_schedule_runs(self):
+        """psla_reads_nchw tells callers which layout to hand the kernel: NCHW
+        for FP32 on an AVX2 + FMA CPU with isa="auto" (the NCHW-rows schedule),
+        channels-last otherwise."""
+        from vidtrt import _native
+
+        kernels = _native.kernels()
+        flags = set()
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+        assert kernels.psla_reads_nchw("float32", "auto") == ({"avx2", "fma", "f16c"} <= flags)
+        assert not kernels.psla_reads_nchw("float16", "auto")
+        assert not kernels.psla_reads_nchw("float32", "generic")
+        with pytest.raises(ValueError, match="isa must be 'auto' or 'generic'"):
+            kernels.psla_reads_nchw("float32", "avx512")
+
+    # (W, max_disp): widths either side of the 8-column chunks and the
+    # 64-column tiles, each with shifts up to the largest max_disp.
+    ROW_CASES = [(1, 8), (7, 3), (8, 8), (9, 1), (15, 8), (16, 4), (17, 8), (55, 8), (56, 2), (57, 8),
+                 (63, 4), (64, 8), (65, 8), (71, 5), (72, 8), (73, 1), (127, 8), (128, 3), (129, 8), (200, 0)]
+
+    @pytest.mark.parametrize("w, d", ROW_CASES)
+    def test_native_nchw_rows_against_reference(self, w, d):
+        """The FP32 NCHW-rows schedule (or, on a CPU without AVX2, the
+        per-position body) against the float64 reference, on every chunk and
+        tile edge: row blocks cut short (H = 3), channel counts off the
+        16-channel logit blocks and the channel pairs (c = 17, C = 3), two
+        images. One and two threads give the same bits."""
+        from vidtrt.ops.psla import psla_native, psla_reference
+
+        q, k, v = random_inputs(w * 31 + d, 2, 17, 3, 3, w)
+        want = psla_reference(q.double(), k.double(), v.double(), d)
+        one = psla_native(q, k, v, d, num_threads=1)
+        np.testing.assert_allclose(one.double().numpy(), want.numpy(), atol=2e-5, rtol=0)
+        torch.testing.assert_close(psla_native(q, k, v, d, num_threads=2), one, rtol=0, atol=0)
+
+    @pytest.mark.parametrize("isa", ["generic", "auto"])
+    @pytest.mark.parametrize("w", [5, 70, 121])  # one partial chunk; a last tile of one chunk; of 8, the last 2 partial
+    def test_native_views_read_and_write_only_their_columns(self, isa, w):
+        """Views into wider rows (row stride W + 16, image stride not H·W):
+        every schedule must read only the view's columns and write only its
+        output's. The columns around each view hold NaN; reading one would
+        reach the output (a weight of 0 times NaN is NaN), and writing past
+        the output view's row would overwrite its 7.0 sentinels."""
+        from vidtrt import _native
+
+        n, c, big_c, h, d = 2, 20, 5, 5, 8
+        q, k, v = random_inputs(40, n, c, big_c, h, w)
+        want = psla(q, k, v, d, impl="reference")
+
+        def wide(t, fill):
+            buffer = torch.full((t.shape[0] + 1, t.shape[1], h, w + 16), fill)
+            view = buffer[1:, :, :, 8 : 8 + w]
+            view.copy_(t)
+            return buffer, view
+
+        (_, qv), (_, kv), (_, vv) = wide(q, float("nan")), wide(k, float("nan")), wide(v, float("nan"))
+        out_buffer, out = wide(torch.zeros_like(v), 7.0)
+        _native.kernels().psla_forward(
+            "float32", qv.data_ptr(), kv.data_ptr(), vv.data_ptr(), out.data_ptr(), (n, c, big_c, h, w), d,
+            qv.stride(), kv.stride(), vv.stride(), out.stride(), 2, isa,
+        )  # fmt: skip
+        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+        outside = torch.ones_like(out_buffer, dtype=torch.bool)
+        outside[1:, :, :, 8 : 8 + w] = False
+        assert (out_buffer[outside] == 7.0).all()
+
     def test_zero_channels_refused_and_impl_compared_by_value(self):
         q, k, v = random_inputs(3, 1, 4, 3, 5, 6)
         with pytest.raises(ValueError, match="at least one channel"):

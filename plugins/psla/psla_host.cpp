@@ -2,6 +2,7 @@
 #include <omp.h>
 
 #include <memory>
+#include <vector>
 
 #include "../common/vidtrt_host_half.h"
 #include "../common/vidtrt_host_transpose.h"
@@ -126,7 +127,225 @@ bool cpu_has_avx2() {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
+
+// ------------------------------------------- NCHW rows read in place (FP32, AVX2)
+//
+// The schedule above hands the body one position at a time, each reading its
+// cells' channel vectors; on NCHW tensors those are a plane apart per element,
+// so callers copy the inputs channels-last first, and at paper scale those
+// copies took 6-7 ms of PSLA's 16.7 (benchmarks/results/ops_paper_scale_cpu.json,
+// 2026-12-03). This schedule reads NCHW rows where they are instead, the way a
+// CUDA warp reads 32 neighbouring positions: each AVX2 lane is one position
+// (column x) of 8 neighbours, and Eq. 1 and Eq. 5 run over whole row
+// segments per channel. Eq. 4 is the body's own softmax_in_place, and the
+// cells, their order and the inside test are the body's. (A prototype of this
+// plan ran at 5.5 ms on the paper's problem against 16.7 ms as then called.)
+//
+// Work items are tiles of kBlockRows rows x up to 64 columns (8 chunks of 8)
+// of one image. Per tile:
+// 1. Eq. 1: the logits of every cell and position of the tile, kept in
+//    `logits` ([cells][kBlockRows][64], ~21 KB for d = 4). Channels go in
+//    blocks of kLogitChannels, so that the block's query rows stay in L1
+//    while every cell's key rows pass by; per (cell, row) 8 accumulators over
+//    the block, added to `logits` once per block.
+// 2. Eq. 4 per position, over its inside cells; the other cells' weights and
+//    those of columns past the row's end become 0.
+// 3. Eq. 5 two channels at a time: per output row, 8 accumulators per channel
+//    over the cells, reading the cells' value rows in place (the rows a tile
+//    needs, (kBlockRows + 2d) per channel, stay in L1 beside the weights).
+// A chunk of 8 lanes reads columns x0 + 8j + dx .. + 7; lanes outside the row
+// read nothing (masked loads) and carry weight 0, so no padded copy is made.
+namespace nchw_rows {
+
+constexpr int kBlockRows = 2;
+constexpr int kMaxChunks = 8;
+constexpr int64_t kTileColumns = 8 * kMaxChunks;
+constexpr int64_t kLogitChannels = 16;
+
+#define VIDTRT_AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) inline
+
+// Which chunks may reach past a row's ends: with tiles starting at multiples
+// of 64 and |dx| <= 8, chunk 0 of the first tile reads left of column 0, and
+// only the last two chunks of the last tile can read past column W - 1 (or
+// hold columns past it). Every other chunk is whole and read unmasked.
+template <int kChunks>
+constexpr bool chunk_may_be_partial(int j) {
+    return j == 0 || j >= kChunks - 2;
+}
+
+template <int kChunks>
+VIDTRT_AVX2_INLINE __m256 load_chunk(const float* row, int j, const __m256i* masks) {
+    return chunk_may_be_partial<kChunks>(j) ? _mm256_maskload_ps(row + 8 * j, masks[j]) : _mm256_loadu_ps(row + 8 * j);
+}
+
+struct Tile {
+    int64_t n, y0, y1, x0;
+};
+
+struct alignas(32) ChunkMask {
+    __m256i lanes;
+};
+static_assert(sizeof(ChunkMask) == sizeof(__m256i) && alignof(ChunkMask) == 32, "ChunkMask arrays are __m256i arrays");
+
+// One tile, kChunks chunks wide. masks[(dx + d) * kMaxChunks + j]: the lanes
+// of chunk j whose column x and x + dx are both inside the row.
+template <int kChunks>
+__attribute__((target("avx2,fma"))) void tile(const Args<float>& a, const Tile& t, float* logits,
+                                              const __m256i* masks) {
+    const Shape& s = a.shape;
+    const int d = s.max_disp;
+    const int cells = num_cells(d);
+    const __m256i* own = masks + d * kMaxChunks;  // dx = 0: the tile's own columns
+    auto logit_row = [&](int i, int64_t y) { return logits + (static_cast<int64_t>(i) * kBlockRows + (y - t.y0)) * kTileColumns; };
+    for (int64_t i = 0; i < static_cast<int64_t>(cells) * kBlockRows * kTileColumns; ++i) logits[i] = 0.f;
+
+    // 1. Eq. 1.
+    for (int64_t c0 = 0; c0 < s.c; c0 += kLogitChannels) {
+        const int64_t c1 = c0 + kLogitChannels < s.c ? c0 + kLogitChannels : s.c;
+        for (int i = 0; i < cells; ++i) {
+            int dy, dx;
+            cell_offset(i, dy, dx);
+            const __m256i* shifted = masks + (dx + d) * kMaxChunks;
+            for (int64_t y = t.y0; y < t.y1; ++y) {
+                const int64_t yy = y + dy;
+                if (yy < 0 || yy >= s.H) continue;
+                __m256 acc[kChunks];
+                for (int j = 0; j < kChunks; ++j) acc[j] = _mm256_setzero_ps();
+                const float* q = a.query + t.n * a.sq.n + y * a.sq.y + t.x0 + c0 * a.sq.c;
+                const float* k = a.key + t.n * a.sk.n + yy * a.sk.y + t.x0 + dx + c0 * a.sk.c;
+                for (int64_t ch = c0; ch < c1; ++ch, q += a.sq.c, k += a.sk.c) {
+#pragma GCC unroll 8
+                    for (int j = 0; j < kChunks; ++j)
+                        acc[j] = _mm256_fmadd_ps(load_chunk<kChunks>(q, j, own), load_chunk<kChunks>(k, j, shifted), acc[j]);
+                }
+                float* l = logit_row(i, y);
+                for (int j = 0; j < kChunks; ++j) _mm256_storeu_ps(l + 8 * j, _mm256_add_ps(_mm256_loadu_ps(l + 8 * j), acc[j]));
+            }
+        }
+    }
+
+    // 2. Eq. 4.
+    const int64_t columns = s.W - t.x0 < 8 * kChunks ? s.W - t.x0 : 8 * kChunks;
+    for (int64_t y = t.y0; y < t.y1; ++y) {
+        for (int64_t x = 0; x < 8 * kChunks; ++x) {
+            float weight[kMaxCells];
+            int count = 0;
+            for (int i = 0; i < cells; ++i) {
+                int dy, dx;
+                cell_offset(i, dy, dx);
+                const int64_t yy = y + dy, xx = t.x0 + x + dx;
+                float& l = logit_row(i, y)[x];
+                if (x < columns && yy >= 0 && yy < s.H && xx >= 0 && xx < s.W) {
+                    weight[count++] = l;
+                } else {
+                    l = 0.f;
+                }
+            }
+            if (count == 0) continue;  // a column past the row's end
+            softmax_in_place(weight, count);
+            count = 0;
+            for (int i = 0; i < cells; ++i) {
+                int dy, dx;
+                cell_offset(i, dy, dx);
+                const int64_t yy = y + dy, xx = t.x0 + x + dx;
+                if (x < columns && yy >= 0 && yy < s.H && xx >= 0 && xx < s.W) logit_row(i, y)[x] = weight[count++];
+            }
+        }
+    }
+
+    // 3. Eq. 5, channels ch and ch + 1 (ch alone for an odd last one).
+    for (int64_t ch = 0; ch < s.C; ch += 2) {
+        const bool pair = ch + 1 < s.C;
+        const float* v0 = a.value + t.n * a.sv.n + ch * a.sv.c + t.x0;
+        const float* v1 = pair ? v0 + a.sv.c : v0;
+        for (int64_t y = t.y0; y < t.y1; ++y) {
+            __m256 acc0[kChunks], acc1[kChunks];
+            for (int j = 0; j < kChunks; ++j) acc0[j] = acc1[j] = _mm256_setzero_ps();
+            for (int i = 0; i < cells; ++i) {
+                int dy, dx;
+                cell_offset(i, dy, dx);
+                const int64_t yy = y + dy;
+                if (yy < 0 || yy >= s.H) continue;
+                const __m256i* shifted = masks + (dx + d) * kMaxChunks;
+                const float* w = logit_row(i, y);
+                const float* r0 = v0 + yy * a.sv.y + dx;
+                const float* r1 = v1 + yy * a.sv.y + dx;
+#pragma GCC unroll 8
+                for (int j = 0; j < kChunks; ++j) {
+                    const __m256 wj = _mm256_loadu_ps(w + 8 * j);
+                    acc0[j] = _mm256_fmadd_ps(wj, load_chunk<kChunks>(r0, j, shifted), acc0[j]);
+                    acc1[j] = _mm256_fmadd_ps(wj, load_chunk<kChunks>(r1, j, shifted), acc1[j]);
+                }
+            }
+            float* o = a.out + t.n * a.so.n + ch * a.so.c + y * a.so.y + t.x0;
+            for (int j = 0; j < kChunks - 1; ++j) _mm256_storeu_ps(o + 8 * j, acc0[j]);
+            _mm256_maskstore_ps(o + 8 * (kChunks - 1), own[kChunks - 1], acc0[kChunks - 1]);
+            if (pair) {
+                o += a.so.c;
+                for (int j = 0; j < kChunks - 1; ++j) _mm256_storeu_ps(o + 8 * j, acc1[j]);
+                _mm256_maskstore_ps(o + 8 * (kChunks - 1), own[kChunks - 1], acc1[kChunks - 1]);
+            }
+        }
+    }
+}
+
+// The lane masks of every shift dx in [-d, d] and chunk of the tile at x0.
+__attribute__((target("avx2,fma"))) void chunk_masks(const Shape& s, int64_t x0, __m256i* masks) {
+    for (int dx = -s.max_disp; dx <= s.max_disp; ++dx) {
+        for (int j = 0; j < kMaxChunks; ++j) {
+            alignas(32) int32_t lanes[8];
+            for (int lane = 0; lane < 8; ++lane) {
+                const int64_t x = x0 + 8 * j + lane;
+                lanes[lane] = x < s.W && x + dx >= 0 && x + dx < s.W ? -1 : 0;
+            }
+            masks[(dx + s.max_disp) * kMaxChunks + j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
+        }
+    }
+}
+
+using TileFn = void (*)(const Args<float>&, const Tile&, float*, const __m256i*);
+constexpr TileFn kTiles[kMaxChunks] = {&tile<1>, &tile<2>, &tile<3>, &tile<4>,
+                                       &tile<5>, &tile<6>, &tile<7>, &tile<8>};
+
+int run(const Args<float>& a, int threads) {
+    const Shape& s = a.shape;
+    const int64_t row_blocks = (s.H + kBlockRows - 1) / kBlockRows;
+    const int64_t column_tiles = (s.W + kTileColumns - 1) / kTileColumns;
+    const int64_t tiles = s.N * row_blocks * column_tiles;
+#pragma omp parallel num_threads(threads)
+    {
+        std::vector<float> logits(static_cast<size_t>(num_cells(s.max_disp)) * kBlockRows * kTileColumns);
+        // (A vector of __m256i would lose the type's 32-byte alignment: template
+        // arguments drop vector attributes.)
+        std::vector<ChunkMask> masks(static_cast<size_t>(2 * s.max_disp + 1) * kMaxChunks);
+        int64_t masks_x0 = -1;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < tiles; ++item) {
+            const int64_t column_tile = item % column_tiles, row_block = item / column_tiles % row_blocks;
+            Tile t{item / column_tiles / row_blocks, row_block * kBlockRows, 0, column_tile * kTileColumns};
+            t.y1 = t.y0 + kBlockRows < s.H ? t.y0 + kBlockRows : s.H;
+            if (t.x0 != masks_x0) {
+                chunk_masks(s, t.x0, &masks[0].lanes);
+                masks_x0 = t.x0;
+            }
+            const int64_t chunks = (s.W - t.x0 + 7) / 8;
+            kTiles[(chunks < kMaxChunks ? chunks : kMaxChunks) - 1](a, t, logits.data(), &masks[0].lanes);
+        }
+    }
+    return kSuccess;
+}
+
+#undef VIDTRT_AVX2_INLINE
+
+}  // namespace nchw_rows
 #endif
+
+// Whether this call takes the NCHW-rows schedule: FP32 on an AVX2 CPU, every
+// tensor's columns unit-stride.
+bool takes_nchw_rows(DType dtype, const Problem& p, HostIsa isa) {
+    if (!host_reads_nchw(dtype, isa)) return false;
+    return p.query.x == 1 && p.key.x == 1 && p.value.x == 1 && p.out.x == 1;
+}
 
 template <typename T>
 int run(const void* query, const void* key, const void* value, void* out, const Problem& p, int num_threads,
@@ -137,6 +356,11 @@ int run(const void* query, const void* key, const void* value, void* out, const 
     // The inputs' channel strides decide the instantiation; the output's is read at run time.
     const bool unit = p.query.c == 1 && p.key.c == 1 && p.value.c == 1;
     const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
+#if VIDTRT_HOST_X86_DISPATCH
+    if constexpr (sizeof(T) == 4) {
+        if (takes_nchw_rows(DType::kFloat32, p, isa)) return nchw_rows::run(a, threads);
+    }
+#endif
     using RangeFn = void (*)(const Args<T>&, int64_t, int64_t, T*);
     RangeFn range = unit ? &positions_generic<T, kUnitChannelStride> : &positions_generic<T, kAnyChannelStride>;
 #if VIDTRT_HOST_X86_DISPATCH
@@ -162,6 +386,17 @@ int run(const void* query, const void* key, const void* value, void* out, const 
 }
 
 }  // namespace
+
+bool host_reads_nchw(DType dtype, HostIsa isa) {
+#if VIDTRT_HOST_X86_DISPATCH
+    static const bool avx2 = cpu_has_avx2();
+    return dtype == DType::kFloat32 && isa == HostIsa::kAuto && avx2;
+#else
+    (void)dtype;
+    (void)isa;
+    return false;
+#endif
+}
 
 int forward_host(DType dtype, const void* query, const void* key, const void* value, void* out,
                  const Problem& problem, int num_threads, HostIsa isa) {

@@ -64,6 +64,21 @@ inline bool valid_shape(const Shape& s) {
            s.max_disp <= kMaxDisp;
 }
 
+// Eq. 4 for one position: its inside cells' logits (count >= 1, in cell
+// order) become their softmax weights, in place. Every launcher's schedule
+// goes through this one function.
+VIDTRT_HD VIDTRT_FORCEINLINE void softmax_in_place(float* weight, int count) {
+    float top = weight[0];
+    for (int i = 1; i < count; ++i) top = weight[i] > top ? weight[i] : top;
+    float total = 0.f;
+    for (int i = 0; i < count; ++i) {
+        weight[i] = expf(weight[i] - top);
+        total += weight[i];
+    }
+    const float inv_total = 1.f / total;
+    for (int i = 0; i < count; ++i) weight[i] *= inv_total;
+}
+
 // Computes out[n, :, y, x] for position index p = (n * H + y) * W + x.
 // The body in two steps (weights, then the weighted sum a tile of channels at
 // a time), run back to back per position by both launchers. Force-inlined so
@@ -130,15 +145,7 @@ VIDTRT_HD VIDTRT_FORCEINLINE int psla_weights(const Args<T>& a, int64_t p, float
         weight[j] = dot;
     }
     // The centre cell is always inside the map, so count >= 1.
-    float top = weight[0];
-    for (int i = 1; i < count; ++i) top = weight[i] > top ? weight[i] : top;
-    float total = 0.f;
-    for (int i = 0; i < count; ++i) {
-        weight[i] = expf(weight[i] - top);
-        total += weight[i];
-    }
-    const float inv_total = 1.f / total;
-    for (int i = 0; i < count; ++i) weight[i] *= inv_total;
+    softmax_in_place(weight, count);
     return count;
 }
 

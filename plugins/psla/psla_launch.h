@@ -18,6 +18,13 @@ struct Problem {
 // that have it, kGeneric the baseline x86-64 one (tests compare the two).
 enum class HostIsa : int { kAuto = 0, kGeneric = 1 };
 
+// Whether forward_host's fastest schedule for `dtype` on this CPU reads NCHW
+// tensors in place (columns unit-stride; FP32 with AVX2 + FMA): callers then
+// pass NCHW tensors as they are. Otherwise channels-last inputs are fastest
+// (the per-position body's channel loops run unit-stride on them). Any
+// strides give the same result either way.
+bool host_reads_nchw(DType dtype, HostIsa isa = HostIsa::kAuto);
+
 // Runs on the calling thread's CPU with OpenMP over positions. num_threads <= 0
 // uses OpenMP's default. Returns a vidtrt::Status.
 int forward_host(DType dtype, const void* query, const void* key, const void* value, void* out,

@@ -55,8 +55,9 @@ class CustomOp:
     # tensors, attrs, work(tensors, attrs)).
     paper_problem: Callable | None = None
     # (tensors) -> the same values in the layout the host kernel reads without
-    # copying (channels-last for PSLA and MostSimilarRoIAlign, whose native
-    # entry points copy NCHW inputs first). None: the kernel reads the inputs
+    # copying (channels-last for MostSimilarRoIAlign, and for PSLA where its
+    # NCHW-rows schedule does not run: their native entry points copy other
+    # layouts first). None: the kernel reads the inputs
     # as they are. The bench times the kernel on these too, so its GFLOP/s
     # against the ceiling are the kernel's, not the layout copies'.
     kernel_layout: Callable | None = None
