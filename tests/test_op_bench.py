@@ -63,3 +63,13 @@ def test_kernel_layout_is_the_layout_the_kernel_reads_and_the_same_values():
         assert all(t.is_contiguous(memory_format=layout) for t in laid_out if t.dim() == 4), (name, dtype)
         assert all(torch.equal(a, b) for a, b in zip(tensors, laid_out))
     assert registry.registered_ops()["FixedSizeNMS"].kernel_layout is None
+
+
+def test_fast_paths_take_turns_after_the_sgemm():
+    """Each fast path is timed first after the sgemm (cold caches) equally
+    often over a multiple of the path count, and every round times each once."""
+    keys = ["native", "native_kernel", "onnxruntime_fused"]
+    rounds = [op_bench.rotated(keys, r) for r in range(6)]
+    assert all(sorted(r) == sorted(keys) for r in rounds)
+    assert [r[0] for r in rounds] == keys + keys
+    assert op_bench.rotated([], 3) == []

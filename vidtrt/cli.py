@@ -824,7 +824,10 @@ def build_parser(argv: list[str] | None = None, all_commands: bool | None = None
         "measured sgemm ceiling (minutes; use --json FILE to keep it)",
     )  # fmt: skip
     p.add_argument("--ops", help="with --bench: comma-separated op types (default: all)")
-    p.add_argument("--repeat", type=_positive_int, default=5, help="with --bench: timed runs of the fast paths (default: %(default)s)")
+    p.add_argument(
+        "--repeat", type=_positive_int, default=6,
+        help="with --bench: timed runs of the fast paths, which take turns at following the sgemm (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--threads", type=_non_negative_int, default=0, help="with --bench: threads, 0 = every core (default: %(default)s)")
     p.set_defaults(func=_cmd_selfcheck)
     return parser
