@@ -218,6 +218,9 @@ int main() {
 
     psla_case(rng, "paper-like 2x8x16 38x50 d=4", 2, 8, 16, 38, 50, 4);
     psla_case(rng, "map smaller than the window", 1, 4, 4, 3, 2, 5);
+    // On an AVX2 host the FP32 cases run the NCHW-rows schedule: here three
+    // 64-column tiles, the last with partial chunks, and odd C.
+    psla_case(rng, "three column tiles 1x20x5 7x137 d=8", 1, 20, 5, 7, 137, 8);
     psla_case(rng, "d=0, c != C", 1, 3, 7, 9, 11, 0);
     ps_roi_align_case(rng, "k=7 s=2, 64 RoIs", 38, 50, 7, 5, 64, 2, false);
     ps_roi_align_case(rng, "k=3 adaptive, borders/degenerate", 20, 24, 3, 4, 33, 0, true);
