@@ -69,8 +69,8 @@ bool psla_reads_nchw(const std::string& dtype, const std::string& isa) {
     if (isa != "auto" && isa != "generic") {
         throw std::invalid_argument("psla: isa must be 'auto' or 'generic', got '" + isa + "'");
     }
-    return vidtrt::psla::host_reads_nchw(parse_dtype(dtype),
-                                         isa == "generic" ? vidtrt::psla::HostIsa::kGeneric : vidtrt::psla::HostIsa::kAuto);
+    const auto host_isa = isa == "generic" ? vidtrt::psla::HostIsa::kGeneric : vidtrt::psla::HostIsa::kAuto;
+    return vidtrt::psla::host_reads_nchw(parse_dtype(dtype), host_isa);
 }
 
 // shape = (N, channels, H, W, R); channels = C·k·k. The RoI table may be FP32

@@ -196,7 +196,9 @@ __attribute__((target("avx2,fma"))) void tile(const Args<float>& a, const Tile& 
     const int d = s.max_disp;
     const int cells = num_cells(d);
     const __m256i* own = masks + d * kMaxChunks;  // dx = 0: the tile's own columns
-    auto logit_row = [&](int i, int64_t y) { return logits + (static_cast<int64_t>(i) * kBlockRows + (y - t.y0)) * kTileColumns; };
+    auto logit_row = [&](int i, int64_t y) {
+        return logits + (static_cast<int64_t>(i) * kBlockRows + (y - t.y0)) * kTileColumns;
+    };
     for (int64_t i = 0; i < static_cast<int64_t>(cells) * kBlockRows * kTileColumns; ++i) logits[i] = 0.f;
 
     // 1. Eq. 1.
@@ -216,10 +218,12 @@ __attribute__((target("avx2,fma"))) void tile(const Args<float>& a, const Tile& 
                 for (int64_t ch = c0; ch < c1; ++ch, q += a.sq.c, k += a.sk.c) {
 #pragma GCC unroll 8
                     for (int j = 0; j < kChunks; ++j)
-                        acc[j] = _mm256_fmadd_ps(load_chunk<kChunks>(q, j, own), load_chunk<kChunks>(k, j, shifted), acc[j]);
+                        acc[j] = _mm256_fmadd_ps(load_chunk<kChunks>(q, j, own), load_chunk<kChunks>(k, j, shifted),
+                                                 acc[j]);
                 }
                 float* l = logit_row(i, y);
-                for (int j = 0; j < kChunks; ++j) _mm256_storeu_ps(l + 8 * j, _mm256_add_ps(_mm256_loadu_ps(l + 8 * j), acc[j]));
+                for (int j = 0; j < kChunks; ++j)
+                    _mm256_storeu_ps(l + 8 * j, _mm256_add_ps(_mm256_loadu_ps(l + 8 * j), acc[j]));
             }
         }
     }
@@ -229,13 +233,15 @@ __attribute__((target("avx2,fma"))) void tile(const Args<float>& a, const Tile& 
     for (int64_t y = t.y0; y < t.y1; ++y) {
         for (int64_t x = 0; x < 8 * kChunks; ++x) {
             float weight[kMaxCells];
+            bool inside[kMaxCells];
             int count = 0;
             for (int i = 0; i < cells; ++i) {
                 int dy, dx;
                 cell_offset(i, dy, dx);
                 const int64_t yy = y + dy, xx = t.x0 + x + dx;
+                inside[i] = x < columns && yy >= 0 && yy < s.H && xx >= 0 && xx < s.W;
                 float& l = logit_row(i, y)[x];
-                if (x < columns && yy >= 0 && yy < s.H && xx >= 0 && xx < s.W) {
+                if (inside[i]) {
                     weight[count++] = l;
                 } else {
                     l = 0.f;
@@ -245,10 +251,7 @@ __attribute__((target("avx2,fma"))) void tile(const Args<float>& a, const Tile& 
             softmax_in_place(weight, count);
             count = 0;
             for (int i = 0; i < cells; ++i) {
-                int dy, dx;
-                cell_offset(i, dy, dx);
-                const int64_t yy = y + dy, xx = t.x0 + x + dx;
-                if (x < columns && yy >= 0 && yy < s.H && xx >= 0 && xx < s.W) logit_row(i, y)[x] = weight[count++];
+                if (inside[i]) logit_row(i, y)[x] = weight[count++];
             }
         }
     }
