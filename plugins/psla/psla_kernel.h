@@ -81,7 +81,8 @@ VIDTRT_HD VIDTRT_FORCEINLINE void softmax_in_place(float* weight, int count) {
 
 // Computes out[n, :, y, x] for position index p = (n * H + y) * W + x.
 // The body in two steps (weights, then the weighted sum a tile of channels at
-// a time), run back to back per position by both launchers. Force-inlined so
+// a time), run back to back per position by the CUDA launcher and the host's
+// per-position schedule (psla_host.cpp). Force-inlined so
 // that a caller compiled for a wider ISA (the host's AVX2 build) compiles them
 // for it too.
 
