@@ -343,13 +343,6 @@ int run(const Args<float>& a, int threads) {
 }  // namespace nchw_rows
 #endif
 
-// Whether this call takes the NCHW-rows schedule: FP32 on an AVX2 CPU, every
-// tensor's columns unit-stride.
-bool takes_nchw_rows(DType dtype, const Problem& p, HostIsa isa) {
-    if (!host_reads_nchw(dtype, isa)) return false;
-    return p.query.x == 1 && p.key.x == 1 && p.value.x == 1 && p.out.x == 1;
-}
-
 template <typename T>
 int run(const void* query, const void* key, const void* value, void* out, const Problem& p, int num_threads,
         HostIsa isa) {
@@ -361,7 +354,9 @@ int run(const void* query, const void* key, const void* value, void* out, const 
     const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
 #if VIDTRT_HOST_X86_DISPATCH
     if constexpr (sizeof(T) == 4) {
-        if (takes_nchw_rows(DType::kFloat32, p, isa)) return nchw_rows::run(a, threads);
+        // The NCHW-rows schedule wherever every tensor's columns are unit-stride.
+        const bool rows = p.query.x == 1 && p.key.x == 1 && p.value.x == 1 && p.out.x == 1;
+        if (rows && host_reads_nchw(DType::kFloat32, isa)) return nchw_rows::run(a, threads);
     }
 #endif
     using RangeFn = void (*)(const Args<T>&, int64_t, int64_t, T*);

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .. import _native
 from .function_builder import FunctionBuilder
-from .registry import CustomOp, DOMAIN, channels_last, refuse_autograd, register, untraced
+from .registry import CustomOp, DOMAIN, refuse_autograd, register, untraced
 
 OP_TYPE = "PSLA"
 PLUGIN_VERSION = "1"
@@ -116,6 +116,13 @@ def psla_reference(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, 
 HOST_ISAS = ("auto", "generic")
 
 
+def _native_layout(dtype_name: str, isa: str) -> torch.memory_format:
+    """The layout the host kernel reads without copying: NCHW where its
+    NCHW-rows schedule runs (FP32 with AVX2), else channels-last, which makes
+    the per-position channel loops unit-stride."""
+    return torch.contiguous_format if _native.kernels().psla_reads_nchw(dtype_name, isa) else torch.channels_last
+
+
 def psla_native(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, max_disp: int, num_threads: int = 0, isa: str = "auto"
 ):
@@ -131,10 +138,8 @@ def psla_native(
         raise ValueError(f"psla: impl='native' runs on the CPU, got tensors on {query.device}")
     if query.dtype not in _FLOAT_TYPES:
         raise ValueError(f"psla: impl='native' takes float32 or float16, got {query.dtype}")
-    # The fastest host schedule reads NCHW rows in place (FP32 with AVX2);
-    # the others run per-position channel loops, unit-stride on channels-last.
     dtype_name = str(query.dtype).removeprefix("torch.")
-    layout = torch.contiguous_format if _native.kernels().psla_reads_nchw(dtype_name, isa) else torch.channels_last
+    layout = _native_layout(dtype_name, isa)
     q, k, v = (t.detach().contiguous(memory_format=layout) for t in (query, key, value))
     out = torch.empty_like(v, memory_format=layout)
     n, c, h, w = q.shape
@@ -275,12 +280,9 @@ def work(tensors, attrs) -> dict:
 
 def kernel_layout(tensors) -> tuple:
     """The inputs in the layout psla_native reads without copying (a
-    ``kernel_layout``): NCHW where the host's NCHW-rows schedule runs (FP32,
-    AVX2), channels-last otherwise."""
-    dtype_name = str(tensors[0].dtype).removeprefix("torch.")
-    if _native.kernels().psla_reads_nchw(dtype_name, "auto"):
-        return tuple(t.contiguous() for t in tensors)
-    return channels_last(tensors)
+    ``kernel_layout``)."""
+    layout = _native_layout(str(tensors[0].dtype).removeprefix("torch."), "auto")
+    return tuple(t.contiguous(memory_format=layout) for t in tensors)
 
 
 register(
